@@ -1,0 +1,1 @@
+"""AlpamayoR1 in PyTorch + transformers, weight-compatible with the release. No ROS below this package."""

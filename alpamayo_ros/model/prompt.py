@@ -1,0 +1,158 @@
+"""Tokens and prompt: the release's tokenizer extension, chat layout and image preprocessing.
+
+Token ids must equal the release's embedding rows, so the tokenizer is extended exactly as upstream
+(NVlabs/alpamayo `models/base_model.py`): first `<i0>`..`<i{V-1}>` as normal tokens, then the 29
+special tokens in `SPECIAL_TOKEN_KEYS` order. The prompt is the R1 chat layout (`helper.py`): 16
+images (camera-major), the history placeholders, the instruction, and an assistant turn left open
+after `<|cot_start|>`. Everything loads from local directories; nothing here touches a hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+# Upstream `SPECIAL_TOKENS_KEYS`, in the order they are added; each becomes `<|key|>`.
+SPECIAL_TOKEN_KEYS = (
+    "prompt_start", "prompt_end", "image_start", "image_pre_tkn", "image_end", "traj_history_start",
+    "traj_history_pre_tkn", "traj_history_end", "cot_start", "cot_end", "meta_action_start",
+    "meta_action_end", "traj_future_start", "traj_future_pre_tkn", "traj_future_end", "traj_history",
+    "traj_future", "image_pad", "vectorized_wm", "vectorized_wm_start", "vectorized_wm_end",
+    "vectorized_wm_pre_tkn", "route_start", "route_pad", "route_end", "question_start", "question_end",
+    "answer_start", "answer_end",
+)
+
+SYSTEM_PROMPT = "You are a driving assistant that generates safe and accurate actions."
+INSTRUCTION = "output the chain-of-thought reasoning of the driving process, then output the future trajectory."
+
+
+def special_token(key: str) -> str:
+    """`cot_start` -> `<|cot_start|>`."""
+    return f"<|{key}|>"
+
+
+def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, traj_vocab_size: int, add_special_tokens: bool) -> None:
+    """Add the trajectory and special tokens in the release's order. Idempotent: existing tokens are kept."""
+    tokenizer.add_tokens([f"<i{i}>" for i in range(traj_vocab_size)])
+    if add_special_tokens:
+        tokenizer.add_tokens([special_token(k) for k in SPECIAL_TOKEN_KEYS], special_tokens=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIds:
+    """Ids the model needs, read from an extended tokenizer."""
+
+    traj_token_start_idx: int  # <i0>
+    hist_token_start_idx: int  # first history bin token, after the future bins
+    traj_vocab_size: int
+    traj_history: int  # placeholder replaced by the history tokens
+    traj_future_start: int  # the expert continues after this token
+    cot_end: int
+    eos: int  # <|im_end|>
+    pad: int  # <|endoftext|>
+    image_pad: int
+    vocab_size: int
+    special: dict[str, int]  # every SPECIAL_TOKEN_KEYS entry -> id
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, traj_vocab_size: int,
+                       future_bins: int) -> TokenIds:
+        def tid(text: str) -> int:
+            ids = tokenizer.convert_tokens_to_ids([text])
+            if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
+                raise ValueError(f"tokenizer has no token {text!r}; was it extended for AlpamayoR1?")
+            return int(ids[0])
+
+        start = tid("<i0>")
+        special = {k: tid(special_token(k)) for k in SPECIAL_TOKEN_KEYS}
+        return cls(traj_token_start_idx=start, hist_token_start_idx=start + future_bins,
+                   traj_vocab_size=traj_vocab_size, traj_history=special["traj_history"],
+                   traj_future_start=special["traj_future_start"], cot_end=special["cot_end"],
+                   eos=tid("<|im_end|>"), pad=tid("<|endoftext|>"), image_pad=tid("<|image_pad|>"),
+                   vocab_size=len(tokenizer), special=special)
+
+    def traj_token_ids(self) -> dict[str, int]:
+        """The six ids upstream saves as `traj_token_ids` in config.json."""
+        s = self.special
+        return {"history": s["traj_history"], "future": s["traj_future"],
+                "history_start": s["traj_history_start"], "future_start": s["traj_future_start"],
+                "history_end": s["traj_history_end"], "future_end": s["traj_future_end"]}
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
+    """A Qwen tokenizer from local files only."""
+    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def load_image_processor(directory: str | Path, min_pixels: int | None, max_pixels: int | None) -> Qwen2VLImageProcessor:
+    """The Qwen2-VL image processor (PIL/numpy backend, no torchvision) from `preprocessor_config.json`."""
+    kwargs = {}
+    if min_pixels is not None and max_pixels is not None:
+        kwargs = {"min_pixels": min_pixels, "max_pixels": max_pixels,
+                  "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+    return Qwen2VLImageProcessor.from_pretrained(str(directory), local_files_only=True, **kwargs)
+
+
+def prompt_text(num_images: int, num_history_tokens: int) -> str:
+    """The R1 chat prompt, with one vision block per image and the history placeholders."""
+    vision = "<|vision_start|><|image_pad|><|vision_end|>" * num_images
+    history = (special_token("traj_history_start") + special_token("traj_history") * num_history_tokens
+               + special_token("traj_history_end"))
+    return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
+            f"<|im_start|>user\n{vision}{history}{INSTRUCTION}<|im_end|>\n"
+            f"<|im_start|>assistant\n{special_token('cot_start')}")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptInputs:
+    """One tokenised prompt (batch 1), ready for the VLM."""
+
+    input_ids: torch.Tensor  # (1, L) int64, history tokens fused in
+    pixel_values: torch.Tensor  # (num_patches, C * temporal_patch * patch^2) float32
+    image_grid_thw: torch.Tensor  # (num_images, 3) int64, in patches before merging
+
+
+class PromptEncoder:
+    """Images + history token ids -> `PromptInputs`, reproducing the upstream processor's output."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, image_processor: Qwen2VLImageProcessor,
+                 token_ids: TokenIds) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.token_ids = token_ids
+
+    def __call__(self, images: list[np.ndarray], history_ids: torch.Tensor) -> PromptInputs:
+        """Encode HxWx3 uint8 RGB images (in prompt order) and (1, H) history token ids."""
+        processed = self.image_processor(images=images, return_tensors="pt")
+        grid = processed["image_grid_thw"]
+        merge = self.image_processor.merge_size ** 2
+        text = prompt_text(len(images), history_ids.shape[-1])
+        # Expand each image placeholder to that image's number of merged patches, as the processor does.
+        parts = text.split("<|image_pad|>")
+        expanded = parts[0] + "".join("<|image_pad|>" * (int(g.prod()) // merge) + part
+                                      for g, part in zip(grid, parts[1:]))
+        input_ids = self.tokenizer(expanded, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        return PromptInputs(input_ids=fuse_history(input_ids, history_ids, self.token_ids.traj_history),
+                            pixel_values=processed["pixel_values"], image_grid_thw=grid)
+
+
+def fuse_history(input_ids: torch.Tensor, history_ids: torch.Tensor, placeholder_id: int) -> torch.Tensor:
+    """Write history token ids, in order, over the placeholder ids (upstream `replace_pad_token`)."""
+    slots = input_ids == placeholder_id
+    if int(slots.sum()) != history_ids.numel():
+        raise ValueError(f"prompt has {int(slots.sum())} history placeholders, got {history_ids.numel()} tokens")
+    fused = input_ids.clone()
+    fused[slots] = history_ids.reshape(-1).to(fused.dtype)
+    return fused
+
+
+def reasoning_text(tokenizer: PreTrainedTokenizerBase, generated: list[int], token_ids: TokenIds) -> str:
+    """Chain-of-Causation text: the generated tokens before `<|cot_end|>` (or before any stop token)."""
+    stops = {token_ids.cot_end, token_ids.traj_future_start, token_ids.eos, token_ids.pad}
+    end = next((i for i, t in enumerate(generated) if t in stops), len(generated))
+    return tokenizer.decode(generated[:end], skip_special_tokens=True).strip()
