@@ -1,0 +1,349 @@
+"""AlpamayoR1: Qwen3-VL writes the Chain-of-Causation, a flow-matching action expert reads its KV cache.
+
+Submodule names equal the release's state-dict prefixes (`vlm`, `expert`, `action_in_proj`,
+`action_out_proj`, `action_space`), so the released checkpoint loads without renaming.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers.cache_utils import DynamicCache
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel
+
+from .action_projection import PerWaypointActionInProj
+from .action_space import UnicycleAccelCurvatureActionSpace
+from .config import AlpamayoR1Config
+from .flow_matching import euler_sample
+from .prompt import PromptEncoder, PromptInputs, reasoning_text
+from .trajectory_tokens import history_token_ids
+
+logger = logging.getLogger(__name__)
+
+NUM_CAMERAS = 4  # cross-left, front-wide, cross-right, front-tele (release camera order)
+FRAMES_PER_CAMERA = 4  # t0 - 0.3, -0.2, -0.1, 0 s
+ACTION_DIM = 2  # (acceleration, curvature)
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Wall time of each stage of one `sample` call, milliseconds."""
+
+    vision_ms: float
+    prefill_ms: float
+    decode_ms: float
+    expert_ms: float
+    trajectory_ms: float
+    decode_tokens: int  # decode steps run (the longest sample's reasoning)
+
+    @property
+    def total_ms(self) -> float:
+        return self.vision_ms + self.prefill_ms + self.decode_ms + self.expert_ms + self.trajectory_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """S sampled futures for one input, in the ego frame at t0 (x forward, y left, z up)."""
+
+    xyz: torch.Tensor  # (S, W, 3) float32, metres; pose k at t0 + (k + 1) * dt
+    rot: torch.Tensor  # (S, W, 3, 3) float32, yaw-only rotations
+    action: torch.Tensor  # (S, W, 2) float32, normalised (accel, curvature) the trajectory integrates
+    reasoning: list[str]  # Chain-of-Causation text per sample
+    complete: list[bool]  # the sample reached <|traj_future_start|> before the token limit
+    timings: Timings
+
+
+@dataclass(frozen=True, slots=True)
+class _Rollout:
+    """What reasoning leaves for the expert: the cache and, per sample, where its prefix ends."""
+
+    cache: DynamicCache  # batch S, length L: prompt + generated tokens
+    offsets: torch.Tensor  # (S,) int64: cache columns [offset, L) are not this sample's prefix
+    rope_delta: torch.Tensor  # (S, 1) int64: M-RoPE position minus cache index for text tokens
+    tokens: list[list[int]]  # generated ids per sample, stop token included
+    complete: list[bool]
+
+
+def build_expert_config(vlm_text_config, config: AlpamayoR1Config):
+    """The VLM text config with the release's `expert_cfg` overrides; checks what cache reuse needs."""
+    expert_config = copy.deepcopy(vlm_text_config)
+    for name in ("hidden_size", "intermediate_size", "num_attention_heads", "head_dim",
+                 "num_key_value_heads", "num_hidden_layers"):
+        value = getattr(config.expert_cfg, name)
+        if value is not None:
+            setattr(expert_config, name, value)
+    # Expert layer i attends to VLM layer i's cached keys/values, so these must agree.
+    for name in ("num_hidden_layers", "num_key_value_heads", "head_dim"):
+        if getattr(expert_config, name) != getattr(vlm_text_config, name):
+            raise ValueError(f"expert_cfg.{name}={getattr(expert_config, name)} differs from the VLM's "
+                             f"{getattr(vlm_text_config, name)}; the expert could not read the VLM cache")
+    if expert_config.num_attention_heads % expert_config.num_key_value_heads:
+        raise ValueError(f"expert_cfg.num_attention_heads={expert_config.num_attention_heads} is not a "
+                         f"multiple of num_key_value_heads={expert_config.num_key_value_heads}")
+    # The expert needs an additive 4D mask, which flash-attention cannot take (reference §3.5).
+    expert_config._attn_implementation = "sdpa"
+    return expert_config
+
+
+class AlpamayoR1(nn.Module):
+    """Vision-language-action driving model.
+
+        16 images + history tokens + prompt
+                    |
+          vlm (Qwen3-VL) -- prefill once --> KV cache --(expand to S samples)
+                    |
+          decode: Chain-of-Causation ... <|cot_end|><|traj_future_start|>   (S rows)
+                    |  KV cache, cropped back to L after every expert call
+          expert (text decoder, no embeddings) over 64 action tokens, non-causal
+                    ^                                   |
+          action_in_proj(x, t)            action_out_proj -> velocity v(x, t)
+                    |___ Euler, t: 0 (noise) -> 1 (data), 10 steps ___|
+                                         |
+          action_space.action_to_traj: 64 x (accel, curvature) -> 64 poses
+    """
+
+    def __init__(self, config: AlpamayoR1Config, vlm_config: Qwen3VLConfig, prompt_encoder: PromptEncoder) -> None:
+        super().__init__()
+        self.config = config
+        self.prompt_encoder = prompt_encoder
+        self.token_ids = prompt_encoder.token_ids
+        vlm_config = copy.deepcopy(vlm_config)
+        vlm_config.text_config.vocab_size = self.token_ids.vocab_size
+        vlm_config._attn_implementation = "sdpa"
+        for sub in (vlm_config.text_config, vlm_config.vision_config):
+            sub._attn_implementation = "sdpa"
+        self.vlm = Qwen3VLForConditionalGeneration(vlm_config)
+        self.expert = Qwen3VLTextModel(build_expert_config(vlm_config.text_config, config))
+        del self.expert.embed_tokens  # the expert reads action embeddings, never token ids
+        hidden = self.expert.config.hidden_size
+        self.action_in_proj = PerWaypointActionInProj(config.action_in_proj_cfg, ACTION_DIM, hidden)
+        self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
+        self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_out_proj.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.action_out_proj.weight.dtype
+
+    # ----------------------------------------------------------------------------------------------
+    # Inputs
+
+    def encode_prompt(self, images: np.ndarray, ego_history_xyz: np.ndarray | torch.Tensor) -> PromptInputs:
+        """(4, 4, H, W, 3) uint8 RGB images and (P, 3) history positions -> tokenised prompt."""
+        images = np.asarray(images)
+        if images.ndim != 5 or images.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
+            raise ValueError(f"images have shape {images.shape}, expected ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3)")
+        if images.dtype != np.uint8:
+            raise ValueError(f"images have dtype {images.dtype}, expected uint8 RGB")
+        hist = torch.as_tensor(np.asarray(ego_history_xyz, dtype=np.float32))
+        ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
+        # Camera-major order: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
+        return self.prompt_encoder(list(images.reshape(-1, *images.shape[2:])), ids)
+
+    def _check_history(self, xyz: torch.Tensor, rot: torch.Tensor) -> None:
+        poses = self.config.num_history_poses
+        if tuple(xyz.shape) != (poses, 3) or tuple(rot.shape) != (poses, 3, 3):
+            raise ValueError(f"ego history has shapes {tuple(xyz.shape)} / {tuple(rot.shape)}, "
+                             f"expected ({poses}, 3) / ({poses}, 3, 3)")
+        if not (torch.isfinite(xyz).all() and torch.isfinite(rot).all()):
+            raise ValueError("ego history contains NaN or inf")
+
+    # ----------------------------------------------------------------------------------------------
+    # Stages
+
+    def encode_images(self, prompt: PromptInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Vision tower: (num_image_tokens, hidden) embeddings and the deepstack features."""
+        pixels = prompt.pixel_values.to(self.device, self.vlm.model.visual.dtype)
+        embeds, deepstack = self.vlm.model.get_image_features(pixels, prompt.image_grid_thw.to(self.device))
+        return torch.cat(embeds, dim=0), deepstack
+
+    def prefill(self, input_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_embeds: torch.Tensor,
+                deepstack: list[torch.Tensor]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+        """Run the prompt through the text decoder. Returns last-token logits (B, V), cache, rope_delta (B, 1)."""
+        text_model = self.vlm.model.language_model
+        input_ids = input_ids.to(self.device)
+        image_mask = input_ids == self.token_ids.image_pad
+        embeds = text_model.embed_tokens(input_ids)
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_embeds.to(embeds.dtype))
+        # Positions passed explicitly, so no state is kept on the module between calls.
+        position_ids, rope_delta = self.vlm.model.get_rope_index(
+            input_ids, image_grid_thw.to(self.device), None, attention_mask=torch.ones_like(input_ids))
+        out = text_model(inputs_embeds=embeds, position_ids=position_ids, use_cache=True,
+                         visual_pos_masks=image_mask, deepstack_visual_embeds=deepstack)
+        return self.vlm.lm_head(out.last_hidden_state[:, -1]), out.past_key_values, rope_delta.to(self.device)
+
+    def _next_tokens(self, logits: torch.Tensor, greedy: bool, temperature: float, top_p: float,
+                     generator: torch.Generator) -> torch.Tensor:
+        logits = logits.float().clone()
+        # Trajectory tokens <i*> are never generated at inference (upstream `ExpertLogitsProcessor`).
+        start = self.token_ids.traj_token_start_idx
+        logits[:, start:start + self.token_ids.traj_vocab_size] = -torch.inf
+        if greedy:
+            return logits.argmax(dim=-1)
+        logits = logits / temperature
+        # Nucleus: drop the least likely tokens whose total probability is at most 1 - top_p.
+        sorted_logits, order = torch.sort(logits, dim=-1)
+        drop_sorted = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= 1.0 - top_p
+        drop_sorted[:, -1] = False
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), -torch.inf)
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+    def decode(self, logits: torch.Tensor, cache: DynamicCache, rope_delta: torch.Tensor, max_new_tokens: int,
+               greedy: bool, temperature: float, top_p: float, generator: torch.Generator) -> _Rollout:
+        """Generate reasoning for every row until it emits <|traj_future_start|> (or <|im_end|>, or the limit).
+
+        Every generated token is run through the decoder, so the stop token's keys/values are in the cache.
+        """
+        ids = self.token_ids
+        rows = logits.shape[0]
+        prompt_len = cache.get_seq_length()
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        generated: list[torch.Tensor] = []
+        text_model = self.vlm.model.language_model
+        for _ in range(max_new_tokens):
+            tokens = self._next_tokens(logits, greedy, temperature, top_p, generator)
+            tokens = torch.where(done, torch.full_like(tokens, ids.pad), tokens)
+            generated.append(tokens)
+            lengths += (~done).long()
+            done |= (tokens == ids.traj_future_start) | (tokens == ids.eos)
+            position = (cache.get_seq_length() + rope_delta).view(1, rows, 1).expand(3, rows, 1)
+            out = text_model(input_ids=tokens[:, None], position_ids=position, past_key_values=cache, use_cache=True)
+            if bool(done.all()):
+                break
+            logits = self.vlm.lm_head(out.last_hidden_state[:, -1])
+        table = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(rows)]
+        token_lists = [row[:n] for row, n in zip(table, lengths.tolist())]
+        complete = [bool(row) and row[-1] == ids.traj_future_start for row in token_lists]
+        return _Rollout(cache=cache, offsets=prompt_len + lengths, rope_delta=rope_delta.expand(rows, 1),
+                        tokens=token_lists, complete=complete)
+
+    def expert_inputs(self, rollout: _Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position ids (3, S, W) and additive mask (S, 1, W, L + W) for the action tokens.
+
+        The W action tokens sit right after each sample's prefix (positions offset + rope_delta + k on
+        all three M-RoPE axes), see each other and the prefix, and not the other samples' tail tokens.
+        """
+        waypoints = self.config.action_space_cfg.n_waypoints
+        length = rollout.cache.get_seq_length()
+        rows = rollout.offsets.shape[0]
+        steps = torch.arange(waypoints, device=self.device)
+        positions = (rollout.rope_delta + rollout.offsets[:, None] + steps).unsqueeze(0).expand(3, rows, waypoints)
+        columns = torch.arange(length + waypoints, device=self.device)
+        hidden = (columns >= rollout.offsets[:, None]) & (columns < length)  # (S, L + W)
+        mask = torch.zeros(rows, 1, waypoints, length + waypoints, dtype=self.expert.dtype, device=self.device)
+        mask.masked_fill_(hidden[:, None, None, :], torch.finfo(mask.dtype).min)
+        return positions, mask
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cache: DynamicCache, positions: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+        """One expert call: flow state x (S, W, 2) at time t (S, 1, 1) -> velocity (S, W, 2) float32.
+
+        The expert appends W keys/values to the cache; they are cropped off again before returning.
+        """
+        embeds = self.action_in_proj(x, t).to(self.expert.dtype)
+        hidden = self.expert(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
+                             attention_mask=mask, use_cache=True,
+                             is_causal=not self.config.expert_non_causal_attention).last_hidden_state
+        cache.crop(-x.shape[1])  # negative: drop the tokens just added (transformers 4.57 and 5.x)
+        return self.action_out_proj(hidden).float()
+
+    # ----------------------------------------------------------------------------------------------
+    # Inference
+
+    @torch.inference_mode()
+    def sample(self, images: np.ndarray, ego_history_xyz: np.ndarray | torch.Tensor,
+               ego_history_rot: np.ndarray | torch.Tensor, *, num_samples: int = 1,
+               diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
+               top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
+               share_prefill: bool = True) -> Prediction:
+        """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
+
+        Args:
+            images: (4, 4, H, W, 3) uint8 RGB, cameras in release order, frames oldest first.
+            ego_history_xyz: (16, 3) float, metres, ego frame at t0, last pose at the origin, 0.1 s apart.
+            ego_history_rot: (16, 3, 3) float rotations in the same frame, last one identity.
+            num_samples: S, the number of reasoning/trajectory samples.
+            diffusion_steps: Euler steps (default: the config's, 10).
+            max_reasoning_tokens: decode limit per sample.
+            temperature, top_p: nucleus sampling of the reasoning; ignored when `greedy`.
+            seed: seeds reasoning sampling and the flow's initial noise.
+            noise: optional (S, W, 2) float32 initial flow state, replacing the seeded draw.
+            share_prefill: prefill the prompt once and expand its cache to S rows (True), or prefill S
+                copies as `generate(num_return_sequences=S)` does (False; same result, more work).
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1")
+        if not greedy and not (temperature > 0 and 0 < top_p <= 1):
+            raise ValueError(f"temperature={temperature} must be > 0 and top_p={top_p} in (0, 1]")
+        if max_reasoning_tokens < 1:
+            raise ValueError(f"max_reasoning_tokens={max_reasoning_tokens} must be >= 1")
+        waypoints = self.config.action_space_cfg.n_waypoints
+        hist_xyz = torch.as_tensor(np.asarray(ego_history_xyz, dtype=np.float32))
+        hist_rot = torch.as_tensor(np.asarray(ego_history_rot, dtype=np.float32))
+        self._check_history(hist_xyz, hist_rot)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        if noise is None:
+            noise = torch.randn(num_samples, waypoints, ACTION_DIM, generator=generator, device=self.device)
+        elif tuple(noise.shape) != (num_samples, waypoints, ACTION_DIM):
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected ({num_samples}, {waypoints}, {ACTION_DIM})")
+        clock = _StageClock(self.device)
+
+        prompt = self.encode_prompt(images, hist_xyz)
+        copies = 1 if share_prefill else num_samples
+        if not share_prefill:  # what num_return_sequences does: every row carries its own prompt and images
+            prompt = PromptInputs(input_ids=prompt.input_ids.repeat(copies, 1),
+                                  pixel_values=prompt.pixel_values.repeat(copies, 1),
+                                  image_grid_thw=prompt.image_grid_thw.repeat(copies, 1))
+        image_embeds, deepstack = self.encode_images(prompt)
+        vision_ms = clock.lap()
+        logits, cache, rope_delta = self.prefill(prompt.input_ids, prompt.image_grid_thw, image_embeds, deepstack)
+        if share_prefill and num_samples > 1:
+            cache.batch_repeat_interleave(num_samples)
+            logits, rope_delta = logits.expand(num_samples, -1), rope_delta.expand(num_samples, 1)
+        prefill_ms = clock.lap()
+        rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
+        decode_ms = clock.lap()
+
+        positions, mask = self.expert_inputs(rollout)
+        steps = diffusion_steps or self.config.diffusion_cfg.num_inference_steps
+        action = euler_sample(lambda x, t: self.velocity(x, t, rollout.cache, positions, mask),
+                              noise.to(self.device, torch.float32), steps)
+        expert_ms = clock.lap()
+        xyz, rot = self.action_space.action_to_traj(
+            action, hist_xyz.to(self.device).expand(num_samples, -1, -1),
+            hist_rot.to(self.device).expand(num_samples, -1, -1, -1))
+        trajectory_ms = clock.lap()
+        reasoning = [reasoning_text(self.prompt_encoder.tokenizer, row, self.token_ids) for row in rollout.tokens]
+        timings = Timings(vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms, expert_ms=expert_ms,
+                          trajectory_ms=trajectory_ms, decode_tokens=max((len(r) for r in rollout.tokens), default=0))
+        return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=reasoning,
+                          complete=rollout.complete, timings=timings)
+
+
+class _StageClock:
+    """Lap timer that waits for queued GPU work, so each lap is the stage's real duration."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        self._last = self._now()
+
+    def _now(self) -> int:
+        if self._cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter_ns()
+
+    def lap(self) -> float:
+        now = self._now()
+        elapsed, self._last = (now - self._last) / 1e6, now
+        return elapsed
