@@ -27,7 +27,9 @@ class FourierEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(...,) float -> (..., num_features) float32."""
-        angles = 2.0 * math.pi * x.float().unsqueeze(-1) * self.freqs.float().squeeze(0)
+        # Upstream's operation order: with frequencies up to 100 the float32 rounding of the argument
+        # is visible in the features, so (x * f) * 2 * pi, not 2 pi * (x * f).
+        angles = x.float().unsqueeze(-1) * self.freqs.float() * 2 * math.pi
         return torch.cat([angles.sin(), angles.cos()], dim=-1) * math.sqrt(2.0)
 
 

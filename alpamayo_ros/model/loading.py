@@ -244,17 +244,22 @@ def _byte_alphabet() -> list[str]:
     return chars
 
 
-def tiny_tokenizer() -> Qwen2TokenizerFast:
-    """A byte-level Qwen2 tokenizer with no merges and Qwen's added tokens at ids 256-281, built locally."""
+def tiny_tokenizer(base_vocab_size: int = 256) -> Qwen2TokenizerFast:
+    """A byte-level Qwen2 tokenizer with no merges, built locally, Qwen's added tokens right after its vocab.
+
+    `base_vocab_size` pads the 256 byte symbols with unreachable filler entries; 151643 reproduces the
+    real Qwen tokenizer's id layout (added tokens from 151643, `len` 151669).
+    """
     vocab = {ch: i for i, ch in enumerate(_byte_alphabet())}
+    vocab.update({f"filler{i}": i for i in range(len(vocab), base_vocab_size)})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
         (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
         tokenizer = Qwen2TokenizerFast(vocab_file=os.path.join(tmp, "vocab.json"),
                                        merges_file=os.path.join(tmp, "merges.txt"),
-                                       unk_token=None, bos_token=None, eos_token="<|im_end|>",
-                                       pad_token="<|endoftext|>")
-    tokenizer.add_tokens(list(_QWEN_ADDED_TOKENS), special_tokens=True)
+                                       unk_token=None, bos_token=None, eos_token=None, pad_token=None)
+    tokenizer.add_tokens(list(_QWEN_ADDED_TOKENS), special_tokens=True)  # before naming eos/pad: keeps the order
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_end|>", "<|endoftext|>"
     return tokenizer
 
 

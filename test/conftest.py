@@ -1,0 +1,47 @@
+"""Test-suite set-up: loopback-only DDS with a per-run domain, shared fixtures, skip helpers."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+# Before anything can import rclpy: never multicast onto the machine's network (../shared/ros2_env.md).
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# NVIDIA reference outputs on a tiny checkpoint; CI has shared/ beside the clone.
+CONFORMANCE = Path(os.environ.get("ALPAMAYO_CONFORMANCE_DIR", REPO.parent / "shared" / "conformance"))
+
+
+@pytest.fixture(scope="session")
+def conformance_dir() -> Path:
+    if not (CONFORMANCE / "vectors.json").is_file():
+        pytest.skip(f"conformance vectors not found at {CONFORMANCE} (set ALPAMAYO_CONFORMANCE_DIR)")
+    return CONFORMANCE
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from alpamayo_ros.model.loading import tiny
+
+    return tiny(seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_model(conformance_dir):
+    """The conformance checkpoint loaded by our loader."""
+    from alpamayo_ros.model.loading import from_pretrained
+
+    return from_pretrained(conformance_dir / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def drive():
+    from alpamayo_ros.tools.synthetic import synthetic_drive
+
+    return synthetic_drive()

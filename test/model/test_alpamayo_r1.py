@@ -1,0 +1,198 @@
+"""AlpamayoR1 against NVIDIA's reference rollout, and the sampling contract on the tiny model."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers.cache_utils import DynamicCache
+
+from alpamayo_ros.model.alpamayo_r1 import _Rollout
+from alpamayo_ros.model.flow_matching import euler_sample
+
+VISION_TOL = 1e-5
+CACHE_TOL = 1e-4  # one 403-token forward vs the reference's prefill + 30 decode steps
+VELOCITY_TOL = 1e-5  # per Euler step at the reference's own (x, t): no chaining
+CHAINED_ACTION_TOL = 5e-3  # 10 chained steps; the reference differs from itself by 2e-3 across thread counts
+CHAINED_XYZ_TOL_M = 2e-3 * 64  # positions integrate the action error over 64 steps
+# Batched and unbatched float32 kernels differ by ~1e-7; the flow's Fourier features (frequencies up
+# to 100) amplify that ~1e6-fold over 10 chained Euler steps on the random tiny model, so "same result"
+# is checked on the reasoning tokens and on one Euler step (no chaining), where it is ~1e-6.
+SAME_RESULT_TOL = 1e-4
+ONE_STEP = 1
+
+
+@pytest.fixture(scope="module")
+def ref(conformance_dir):
+    out = {}
+    for name in ("inputs", "prompt", "rollout_forced_n1"):
+        out.update({f"{name}.{k}": v for k, v in load_file(conformance_dir / f"{name}.safetensors").items()})
+    return out
+
+
+def reference_images(ref):
+    return ref["inputs.image_frames"].permute(0, 1, 3, 4, 2).numpy()  # (4, 4, H, W, 3)
+
+
+def reference_history(ref):
+    return ref["inputs.ego_history_xyz"][0, 0], ref["inputs.ego_history_rot"][0, 0]
+
+
+def reference_cache(ref):
+    cache = DynamicCache()
+    keys, values = ref["rollout_forced_n1.prefill_cache_k"], ref["rollout_forced_n1.prefill_cache_v"]
+    for layer in range(keys.shape[0]):
+        cache.update(keys[layer].clone(), values[layer].clone(), layer)
+    return cache
+
+
+@torch.inference_mode()
+def test_vision_and_positions_match_reference(reference_model, ref):
+    prompt = reference_model.encode_prompt(reference_images(ref), reference_history(ref)[0])
+    assert torch.equal(prompt.input_ids, ref["prompt.input_ids_after_fusion"])
+    embeds, deepstack = reference_model.encode_images(prompt)
+    assert torch.allclose(embeds, ref["prompt.image_embeds"], atol=VISION_TOL)
+    assert torch.allclose(torch.stack(deepstack), ref["prompt.deepstack_features"], atol=VISION_TOL)
+    positions, rope_delta = reference_model.vlm.model.get_rope_index(
+        prompt.input_ids, prompt.image_grid_thw, None, attention_mask=torch.ones_like(prompt.input_ids))
+    assert torch.equal(positions, ref["prompt.mrope_position_ids"])
+    assert torch.equal(rope_delta, ref["prompt.mrope_rope_deltas"])
+
+
+@torch.inference_mode()
+def test_teacher_forced_prefill_reproduces_reference_cache_and_next_token(reference_model, ref):
+    model = reference_model
+    prompt = model.encode_prompt(reference_images(ref), reference_history(ref)[0])
+    length = int(ref["rollout_forced_n1.prefill_seq_len"])
+    sequence = ref["rollout_forced_n1.sequences_raw"][:, :length]  # prompt + forced reasoning + stop token
+    embeds, deepstack = model.encode_images(prompt)
+    logits, cache, rope_delta = model.prefill(sequence, prompt.image_grid_thw, embeds, deepstack)
+    assert cache.get_seq_length() == length
+    for layer in range(len(cache.layers)):
+        assert torch.allclose(cache.layers[layer].keys, ref["rollout_forced_n1.prefill_cache_k"][layer], atol=CACHE_TOL)
+        assert torch.allclose(cache.layers[layer].values, ref["rollout_forced_n1.prefill_cache_v"][layer], atol=CACHE_TOL)
+    assert torch.equal(rope_delta, ref["rollout_forced_n1.rope_deltas"])
+    last_logits = ref["rollout_forced_n1.logits_raw"][:, length - prompt.input_ids.shape[1]]
+    kept = torch.isfinite(last_logits)  # the reference masked the trajectory tokens in place
+    assert torch.allclose(logits[kept], last_logits[kept], atol=CACHE_TOL)
+    token = model._next_tokens(logits, greedy=True, temperature=1.0, top_p=1.0, generator=torch.Generator())
+    assert token.item() == ref["rollout_forced_n1.sequences_raw"][0, length].item()
+
+
+@torch.inference_mode()
+def test_expert_reproduces_reference_velocity_at_every_euler_step(reference_model, ref):
+    model = reference_model
+    cache = reference_cache(ref)
+    length = cache.get_seq_length()
+    keys_before = cache.layers[0].keys.clone()
+    rollout = _Rollout(cache=cache, offsets=ref["rollout_forced_n1.offset"], rope_delta=ref["rollout_forced_n1.rope_deltas"],
+                       tokens=[[]], complete=[True])
+    positions, mask = model.expert_inputs(rollout)
+    assert torch.equal(positions, ref["rollout_forced_n1.expert_position_ids"])
+    assert torch.equal(mask != 0, ref["rollout_forced_n1.expert_attention_mask_is_masked"].bool())
+    flow_x, flow_t, flow_v = (ref[f"rollout_forced_n1.flow_{k}"] for k in "xtv")
+    embeds = model.action_in_proj(flow_x[0], flow_t[0])
+    assert torch.allclose(embeds, ref["rollout_forced_n1.expert_inputs_embeds_step0"], atol=VELOCITY_TOL)
+    for step in range(flow_x.shape[0]):
+        velocity = model.velocity(flow_x[step], flow_t[step], cache, positions, mask)
+        assert torch.allclose(velocity, flow_v[step], atol=VELOCITY_TOL), f"Euler step {step}"
+        assert cache.get_seq_length() == length
+    assert torch.equal(cache.layers[0].keys, keys_before)  # cropped back, never regrown
+
+    action = euler_sample(lambda x, t: model.velocity(x, t, cache, positions, mask),
+                          ref["rollout_forced_n1.noise_x0"], 10)
+    assert torch.allclose(action, ref["rollout_forced_n1.sampled_action"], atol=CHAINED_ACTION_TOL)
+    hist_xyz, hist_rot = reference_history(ref)
+    xyz, rot = model.action_space.action_to_traj(ref["rollout_forced_n1.sampled_action"], hist_xyz[None], hist_rot[None])
+    assert torch.allclose(xyz, ref["rollout_forced_n1.pred_xyz"][0, 0], atol=1e-4)
+    assert torch.allclose(rot, ref["rollout_forced_n1.pred_rot"][0, 0], atol=1e-5)
+    xyz_chained, _ = model.action_space.action_to_traj(action, hist_xyz[None], hist_rot[None])
+    assert torch.allclose(xyz_chained, ref["rollout_forced_n1.pred_xyz"][0, 0], atol=CHAINED_XYZ_TOL_M)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The sampling contract, on the tiny random model.
+
+def sample(model, drive, **kwargs):
+    kwargs.setdefault("max_reasoning_tokens", 6)
+    return model.sample(drive.images, drive.ego_history_xyz, drive.ego_history_rot, **kwargs)
+
+
+def noise(rows, seed=3):
+    return torch.randn(rows, 64, 2, generator=torch.Generator().manual_seed(seed))
+
+
+def test_sample_returns_per_sample_poses_text_and_timings(tiny_model, drive):
+    pred = sample(tiny_model, drive, num_samples=2, seed=4)
+    assert pred.xyz.shape == (2, 64, 3) and pred.rot.shape == (2, 64, 3, 3) and pred.action.shape == (2, 64, 2)
+    assert pred.xyz.dtype == torch.float32 and torch.isfinite(pred.xyz).all()
+    assert len(pred.reasoning) == 2 and all(isinstance(text, str) for text in pred.reasoning)
+    assert len(pred.complete) == 2
+    assert 1 <= pred.timings.decode_tokens <= 6
+    assert pred.timings.total_ms > 0
+
+
+def test_expert_leaves_the_cache_length_unchanged(tiny_model, drive):
+    model = tiny_model
+    with torch.inference_mode():
+        prompt = model.encode_prompt(drive.images, drive.ego_history_xyz)
+        logits, cache, rope_delta = model.prefill(prompt.input_ids, prompt.image_grid_thw, *model.encode_images(prompt))
+        rollout = model.decode(logits, cache, rope_delta, 5, True, 1.0, 1.0, torch.Generator())
+        length, keys = cache.get_seq_length(), [layer.keys.clone() for layer in cache.layers]
+        positions, mask = model.expert_inputs(rollout)
+        euler_sample(lambda x, t: model.velocity(x, t, cache, positions, mask), noise(1), 10)
+    assert cache.get_seq_length() == length
+    assert all(torch.equal(layer.keys, k) for layer, k in zip(cache.layers, keys))
+
+
+def test_same_seed_and_inputs_give_identical_output(tiny_model, drive):
+    a = sample(tiny_model, drive, num_samples=2, seed=11, temperature=1.0)
+    b = sample(tiny_model, drive, num_samples=2, seed=11, temperature=1.0)
+    assert torch.equal(a.xyz, b.xyz) and torch.equal(a.rot, b.rot) and a.reasoning == b.reasoning
+    c = sample(tiny_model, drive, num_samples=2, seed=12, temperature=1.0)
+    assert not torch.equal(a.xyz, c.xyz)
+
+
+def test_changing_the_images_changes_the_trajectory(tiny_model, drive):
+    from alpamayo_ros.tools.synthetic import SyntheticDrive, road_images
+
+    other = SyntheticDrive(images=road_images(lane_shift_px=20.0, seed=9), ego_history_xyz=drive.ego_history_xyz,
+                           ego_history_rot=drive.ego_history_rot)
+    a = sample(tiny_model, drive, greedy=True, noise=noise(1))
+    b = sample(tiny_model, other, greedy=True, noise=noise(1))
+    assert (a.xyz - b.xyz).abs().max() > 1e-4
+
+
+def test_shared_prefill_equals_independent_runs(tiny_model, drive):
+    rows = 3
+    x0 = noise(rows)
+    shared = sample(tiny_model, drive, num_samples=rows, greedy=True, noise=x0, diffusion_steps=ONE_STEP)
+    per_sample = sample(tiny_model, drive, num_samples=rows, greedy=True, noise=x0, share_prefill=False,
+                        diffusion_steps=ONE_STEP)
+    for i in range(rows):
+        alone = sample(tiny_model, drive, num_samples=1, greedy=True, noise=x0[i:i + 1], diffusion_steps=ONE_STEP)
+        assert torch.allclose(shared.xyz[i], alone.xyz[0], atol=SAME_RESULT_TOL)
+        assert shared.reasoning[i] == alone.reasoning[0]
+    assert torch.allclose(shared.xyz, per_sample.xyz, atol=SAME_RESULT_TOL)
+    assert shared.reasoning == per_sample.reasoning
+
+
+def test_sampled_reasoning_shares_prefill_with_num_return_sequences_semantics(tiny_model, drive):
+    # With sampling, one prefill expanded to S rows draws the same tokens as S prefilled copies.
+    shared = sample(tiny_model, drive, num_samples=3, seed=5, temperature=1.0, diffusion_steps=ONE_STEP)
+    copies = sample(tiny_model, drive, num_samples=3, seed=5, temperature=1.0, share_prefill=False,
+                    diffusion_steps=ONE_STEP)
+    assert shared.reasoning == copies.reasoning
+    assert torch.allclose(shared.xyz, copies.xyz, atol=SAME_RESULT_TOL)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: dict(images=d.images[:3]), "expected \\(4, 4, H, W, 3\\)"),
+    (lambda d: dict(images=d.images.astype(np.float32)), "expected uint8"),
+    (lambda d: dict(ego_history_xyz=d.ego_history_xyz[:10]), "expected \\(16, 3\\)"),
+    (lambda d: dict(ego_history_xyz=np.where(np.eye(16, 3) > 0, np.nan, d.ego_history_xyz)), "NaN"),
+])
+def test_sample_rejects_bad_inputs(tiny_model, drive, change, message):
+    args = dict(images=drive.images, ego_history_xyz=drive.ego_history_xyz, ego_history_rot=drive.ego_history_rot)
+    args.update(change(drive))
+    with pytest.raises(ValueError, match=message):
+        tiny_model.sample(args["images"], args["ego_history_xyz"], args["ego_history_rot"], max_reasoning_tokens=2)
