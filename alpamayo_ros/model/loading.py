@@ -286,18 +286,25 @@ def tiny_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     return config, vlm_config
 
 
-def tiny(seed: int = 0, device: str | torch.device = "cpu") -> AlpamayoR1:
-    """A small random AlpamayoR1 with the release's layout, tokenizer and processor built locally."""
-    config, vlm_config = tiny_config()
+def random_model(config: AlpamayoR1Config, vlm_config: Qwen3VLConfig, seed: int = 0,
+                 device: str | torch.device = "cpu") -> AlpamayoR1:
+    """A randomly initialised float32 AlpamayoR1 of any size, with the byte-level tiny tokenizer.
+
+    `config.min_pixels` / `max_pixels` set the image processor's resolution (patch 16, merge 2).
+    """
     tokenizer = tiny_tokenizer()
     extend_tokenizer(tokenizer, config.traj_vocab_size, config.add_special_tokens)
     token_ids = TokenIds.from_tokenizer(tokenizer, config.traj_vocab_size, config.traj_tokenizer_cfg.num_bins)
     image_processor = Qwen2VLImageProcessor(
         patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
-        min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS,
-        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS})
+        min_pixels=config.min_pixels, max_pixels=config.max_pixels,
+        size={"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels})
     encoder = PromptEncoder(tokenizer, image_processor, token_ids)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _build(config, vlm_config, encoder, torch.device(device), torch.float32, init_weights=True)
-    return model
+        return _build(config, vlm_config, encoder, torch.device(device), torch.float32, init_weights=True)
+
+
+def tiny(seed: int = 0, device: str | torch.device = "cpu") -> AlpamayoR1:
+    """A small random AlpamayoR1 with the release's layout, tokenizer and processor built locally."""
+    return random_model(*tiny_config(), seed=seed, device=device)
