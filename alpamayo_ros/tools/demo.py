@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             k = round(t / dt) - 1
             print(f"  {t:6.1f} {xyz[k, 0]:8.2f} {xyz[k, 1]:8.2f} {yaw[k]:9.2f}")
         print(f"  reasoning: {pred.reasoning[s]!r}")
+    print("\nsample 0, all poses (t [s]: x, y [m]):")
+    xyz0 = pred.xyz[0].numpy()
+    per_line = 4
+    for start in range(0, len(xyz0), per_line):
+        print("  " + "   ".join(f"{(k + 1) * dt:4.1f}: {xyz0[k, 0]:7.2f} {xyz0[k, 1]:6.2f}"
+                                for k in range(start, min(start + per_line, len(xyz0)))))
     t = pred.timings
     print(f"\ntimings [ms]: vision {t.vision_ms:.1f}, prefill {t.prefill_ms:.1f}, decode {t.decode_ms:.1f} "
           f"({t.decode_tokens} tokens), expert {t.expert_ms:.1f}, trajectory {t.trajectory_ms:.1f}, "
