@@ -116,6 +116,9 @@ class AlpamayoR1(nn.Module):
         self.token_ids = prompt_encoder.token_ids
         vlm_config = copy.deepcopy(vlm_config)
         vlm_config.text_config.vocab_size = self.token_ids.vocab_size
+        # transformers builds the sub-models in their config's dtype, not the default one: align them.
+        for sub in (vlm_config, vlm_config.text_config, vlm_config.vision_config):
+            sub.dtype = torch.get_default_dtype()
         vlm_config._attn_implementation = "sdpa"
         for sub in (vlm_config.text_config, vlm_config.vision_config):
             sub._attn_implementation = "sdpa"
@@ -145,7 +148,7 @@ class AlpamayoR1(nn.Module):
             raise ValueError(f"images have shape {images.shape}, expected ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3)")
         if images.dtype != np.uint8:
             raise ValueError(f"images have dtype {images.dtype}, expected uint8 RGB")
-        hist = torch.as_tensor(np.asarray(ego_history_xyz, dtype=np.float32))
+        hist = _cpu_float32(ego_history_xyz)
         ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
         # Camera-major order: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
         return self.prompt_encoder(list(images.reshape(-1, *images.shape[2:])), ids)
@@ -203,6 +206,9 @@ class AlpamayoR1(nn.Module):
         """Generate reasoning for every row until it emits <|traj_future_start|> (or <|im_end|>, or the limit).
 
         Every generated token is run through the decoder, so the stop token's keys/values are in the cache.
+        A row's prefix for the expert ends after its own last real token; the pad tokens finished rows are
+        fed while others continue are masked out. (Upstream, a row without <|traj_future_start|> takes the
+        whole padded sequence as prefix, pads included; such rows are reported as not `complete`.)
         """
         ids = self.token_ids
         rows = logits.shape[0]
@@ -289,8 +295,7 @@ class AlpamayoR1(nn.Module):
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens={max_reasoning_tokens} must be >= 1")
         waypoints = self.config.action_space_cfg.n_waypoints
-        hist_xyz = torch.as_tensor(np.asarray(ego_history_xyz, dtype=np.float32))
-        hist_rot = torch.as_tensor(np.asarray(ego_history_rot, dtype=np.float32))
+        hist_xyz, hist_rot = _cpu_float32(ego_history_xyz), _cpu_float32(ego_history_rot)
         self._check_history(hist_xyz, hist_rot)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         if noise is None:
@@ -316,7 +321,7 @@ class AlpamayoR1(nn.Module):
         decode_ms = clock.lap()
 
         positions, mask = self.expert_inputs(rollout)
-        steps = diffusion_steps or self.config.diffusion_cfg.num_inference_steps
+        steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
         action = euler_sample(lambda x, t: self.velocity(x, t, rollout.cache, positions, mask),
                               noise.to(self.device, torch.float32), steps)
         expert_ms = clock.lap()
@@ -329,6 +334,12 @@ class AlpamayoR1(nn.Module):
                           trajectory_ms=trajectory_ms, decode_tokens=max((len(r) for r in rollout.tokens), default=0))
         return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=reasoning,
                           complete=rollout.complete, timings=timings)
+
+
+def _cpu_float32(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float32)
+    return torch.as_tensor(np.asarray(values, dtype=np.float32))
 
 
 class _StageClock:

@@ -145,10 +145,18 @@ class HistoryTokenizerConfig:
     num_bins: int = 1000
     ego_xyz_min: tuple[float, float, float] = (-4.0, -4.0, -10.0)  # metres per 0.1 s step
     ego_xyz_max: tuple[float, float, float] = (4.0, 4.0, 10.0)
+    # Upstream constructor arguments for a yaw channel, which the release leaves off.
+    ego_yaw_min: float = -3.141592653589793
+    ego_yaw_max: float = 3.141592653589793
+    predict_yaw: bool = False
+    load_weights: bool = False
 
     TARGETS = ("alpamayo_r1.models.delta_tokenizer.DeltaTrajectoryTokenizer",)
 
     def __post_init__(self) -> None:
+        if self.predict_yaw:
+            raise ValueError("hist_traj_tokenizer_cfg.predict_yaw=true (4 tokens per pose) is not supported; "
+                             "the release encodes x, y, z only")
         if any(lo >= hi for lo, hi in zip(self.ego_xyz_min, self.ego_xyz_max)):
             raise ValueError(f"hist_traj_tokenizer_cfg: ego_xyz_min={self.ego_xyz_min} must be below "
                              f"ego_xyz_max={self.ego_xyz_max}")

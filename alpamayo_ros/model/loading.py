@@ -180,7 +180,7 @@ def _check_saved_token_fields(config: AlpamayoR1Config, token_ids: TokenIds) -> 
                                   "the tokenizer files do not belong to this checkpoint")
 
 
-def save_pretrained(model: AlpamayoR1, directory: str | Path, max_shard_bytes: int = 2 * 1024**2) -> None:
+def save_pretrained(model: AlpamayoR1, directory: str | Path, max_shard_bytes: int = 5 * 1024**3) -> None:
     """Write `model` in the release's layout: config.json, sharded safetensors + index, tokenizer files.
 
     The base Qwen3-VL config goes to `<directory>/base_vlm/`, named by a relative `vlm_name_or_path`.

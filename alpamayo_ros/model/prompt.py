@@ -9,6 +9,7 @@ after `<|cot_start|>`. Everything loads from local directories; nothing here tou
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
 # Upstream `SPECIAL_TOKENS_KEYS`, in the order they are added; each becomes `<|key|>`.
+logger = logging.getLogger(__name__)
+
 SPECIAL_TOKEN_KEYS = (
     "prompt_start", "prompt_end", "image_start", "image_pre_tkn", "image_end", "traj_history_start",
     "traj_history_pre_tkn", "traj_history_end", "cot_start", "cot_end", "meta_action_start",
@@ -89,13 +92,25 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
 
+# Upstream `helper.py` builds the processor with these whatever the config says: 1080x1920 -> 320x576,
+# 180 tokens per image. The base model's own range would give ~940 tokens per image.
+RELEASE_MIN_PIXELS = 163840
+RELEASE_MAX_PIXELS = 196608
+
+
 def load_image_processor(directory: str | Path, min_pixels: int | None, max_pixels: int | None) -> Qwen2VLImageProcessor:
-    """The Qwen2-VL image processor (PIL/numpy backend, no torchvision) from `preprocessor_config.json`."""
-    kwargs = {}
-    if min_pixels is not None and max_pixels is not None:
-        kwargs = {"min_pixels": min_pixels, "max_pixels": max_pixels,
-                  "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
-    return Qwen2VLImageProcessor.from_pretrained(str(directory), local_files_only=True, **kwargs)
+    """The Qwen2-VL image processor (PIL/numpy backend, no torchvision) from `preprocessor_config.json`.
+
+    The pixel range comes from the AlpamayoR1 config; when it names none, the release's range is used.
+    """
+    if (min_pixels is None) != (max_pixels is None):
+        raise ValueError(f"min_pixels={min_pixels} and max_pixels={max_pixels}: set both or neither")
+    if min_pixels is None:
+        logger.info("config sets no min/max_pixels; using the release's %d/%d", RELEASE_MIN_PIXELS, RELEASE_MAX_PIXELS)
+        min_pixels, max_pixels = RELEASE_MIN_PIXELS, RELEASE_MAX_PIXELS
+    return Qwen2VLImageProcessor.from_pretrained(
+        str(directory), local_files_only=True, min_pixels=min_pixels, max_pixels=max_pixels,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
 
 
 def prompt_text(num_images: int, num_history_tokens: int) -> str:

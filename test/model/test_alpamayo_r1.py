@@ -185,6 +185,18 @@ def test_sampled_reasoning_shares_prefill_with_num_return_sequences_semantics(ti
     assert torch.allclose(shared.xyz, copies.xyz, atol=SAME_RESULT_TOL)
 
 
+def test_zero_diffusion_steps_is_an_error_not_the_default(tiny_model, drive):
+    with pytest.raises(ValueError, match="num_steps=0"):
+        sample(tiny_model, drive, diffusion_steps=0)
+
+
+def test_history_may_be_a_tensor(tiny_model, drive):
+    a = sample(tiny_model, drive, greedy=True, noise=noise(1))
+    b = tiny_model.sample(drive.images, torch.from_numpy(drive.ego_history_xyz), torch.from_numpy(drive.ego_history_rot),
+                          greedy=True, noise=noise(1), max_reasoning_tokens=6)
+    assert torch.equal(a.xyz, b.xyz)
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda d: dict(images=d.images[:3]), "expected \\(4, 4, H, W, 3\\)"),
     (lambda d: dict(images=d.images.astype(np.float32)), "expected uint8"),
