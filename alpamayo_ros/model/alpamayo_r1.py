@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,17 +142,26 @@ class AlpamayoR1(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Inputs
 
-    def encode_prompt(self, images: np.ndarray, ego_history_xyz: np.ndarray | torch.Tensor) -> PromptInputs:
-        """(4, 4, H, W, 3) uint8 RGB images and (P, 3) history positions -> tokenised prompt."""
-        images = np.asarray(images)
-        if images.ndim != 5 or images.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
-            raise ValueError(f"images have shape {images.shape}, expected ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3)")
-        if images.dtype != np.uint8:
-            raise ValueError(f"images have dtype {images.dtype}, expected uint8 RGB")
+    def encode_prompt(self, images: np.ndarray | Sequence[np.ndarray],
+                      ego_history_xyz: np.ndarray | torch.Tensor) -> PromptInputs:
+        """Images and (P, 3) history positions -> tokenised prompt.
+
+        `images`: (4, 4, H, W, 3) uint8 RGB, or 16 (H, W, 3) uint8 RGB arrays (sizes may differ per camera),
+        camera-major: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
+        """
+        if isinstance(images, np.ndarray):
+            if images.ndim != 5 or images.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
+                raise ValueError(f"images have shape {images.shape}, expected ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3)")
+            images = list(images.reshape(-1, *images.shape[2:]))
+        if len(images) != NUM_CAMERAS * FRAMES_PER_CAMERA:
+            raise ValueError(f"got {len(images)} images, expected {NUM_CAMERAS * FRAMES_PER_CAMERA} "
+                             f"({NUM_CAMERAS} cameras x {FRAMES_PER_CAMERA} frames)")
+        for i, image in enumerate(images):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+                raise ValueError(f"image {i} is {image.dtype} {image.shape}, expected uint8 RGB (H, W, 3)")
         hist = _cpu_float32(ego_history_xyz)
         ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
-        # Camera-major order: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
-        return self.prompt_encoder(list(images.reshape(-1, *images.shape[2:])), ids)
+        return self.prompt_encoder(list(images), ids)
 
     def _check_history(self, xyz: torch.Tensor, rot: torch.Tensor) -> None:
         poses = self.config.num_history_poses
@@ -268,7 +278,7 @@ class AlpamayoR1(nn.Module):
     # Inference
 
     @torch.inference_mode()
-    def sample(self, images: np.ndarray, ego_history_xyz: np.ndarray | torch.Tensor,
+    def sample(self, images: np.ndarray | Sequence[np.ndarray], ego_history_xyz: np.ndarray | torch.Tensor,
                ego_history_rot: np.ndarray | torch.Tensor, *, num_samples: int = 1,
                diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
@@ -276,7 +286,8 @@ class AlpamayoR1(nn.Module):
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
-            images: (4, 4, H, W, 3) uint8 RGB, cameras in release order, frames oldest first.
+            images: (4, 4, H, W, 3) uint8 RGB, cameras in release order, frames oldest first; or the
+                same 16 images as a camera-major sequence of (H, W, 3) arrays.
             ego_history_xyz: (16, 3) float, metres, ego frame at t0, last pose at the origin, 0.1 s apart.
             ego_history_rot: (16, 3, 3) float rotations in the same frame, last one identity.
             num_samples: S, the number of reasoning/trajectory samples.

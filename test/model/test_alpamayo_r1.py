@@ -200,6 +200,7 @@ def test_history_may_be_a_tensor(tiny_model, drive):
 @pytest.mark.parametrize("change,message", [
     (lambda d: dict(images=d.images[:3]), "expected \\(4, 4, H, W, 3\\)"),
     (lambda d: dict(images=d.images.astype(np.float32)), "expected uint8"),
+    (lambda d: dict(images=list(d.images.reshape(16, 64, 96, 3))[:15]), "got 15 images, expected 16"),
     (lambda d: dict(ego_history_xyz=d.ego_history_xyz[:10]), "expected \\(16, 3\\)"),
     (lambda d: dict(ego_history_xyz=np.where(np.eye(16, 3) > 0, np.nan, d.ego_history_xyz)), "NaN"),
 ])

@@ -1,0 +1,64 @@
+"""Which sampled trajectories may be published, and which one is selected.
+
+A sample is rejected, with reasons, if any pose or action is not finite, an acceleration or
+curvature leaves the release's bounds, or its first pose is not where the t0 speed puts it
+(|x_1 - v0 dt| beyond what the acceleration bound allows over one step, plus a margin).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+import torch
+
+from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
+from alpamayo_ros.model.alpamayo_r1 import Prediction
+
+FIRST_POSE_MARGIN_M = 0.05  # float and smoothing slack on top of the kinematic bound
+
+
+class Selection(enum.Enum):
+    """How the published sample is chosen among the valid ones."""
+
+    FIRST = "first"
+    MEDOID = "medoid"  # the sample with the least total ADE to the others
+
+
+def sample_problems(pred: Prediction, action_space: UnicycleAccelCurvatureActionSpace,
+                    ego_history_xyz: np.ndarray, ego_history_rot: np.ndarray) -> list[list[str]]:
+    """Per sample, the reasons it must not be published (an empty list: publishable)."""
+    cfg = action_space.cfg
+    v0 = float(action_space.estimate_t0_states(torch.as_tensor(ego_history_xyz)[None],
+                                               torch.as_tensor(ego_history_rot)[None])[0])
+    accel, curvature = action_space.denormalize(pred.action)
+    first_pose_bound_m = 0.5 * max(abs(b) for b in cfg.accel_bounds) * cfg.dt**2 + FIRST_POSE_MARGIN_M
+    problems: list[list[str]] = []
+    for s in range(pred.xyz.shape[0]):
+        reasons = []
+        if not (torch.isfinite(pred.xyz[s]).all() and torch.isfinite(pred.rot[s]).all()
+                and torch.isfinite(pred.action[s]).all()):
+            reasons.append("non-finite pose or action")
+        else:
+            a, k = accel[s], curvature[s]
+            if a.min() < cfg.accel_bounds[0] or a.max() > cfg.accel_bounds[1]:
+                reasons.append(f"acceleration {float(a.abs().max()):.1f} m/s^2 outside {list(cfg.accel_bounds)}")
+            if k.min() < cfg.curvature_bounds[0] or k.max() > cfg.curvature_bounds[1]:
+                reasons.append(f"curvature {float(k.abs().max()):.3f} 1/m outside {list(cfg.curvature_bounds)}")
+            miss = abs(float(pred.xyz[s, 0, 0]) - v0 * cfg.dt)
+            if miss > first_pose_bound_m:
+                reasons.append(f"first pose x={float(pred.xyz[s, 0, 0]):.2f} m, v0*dt={v0 * cfg.dt:.2f} m "
+                               f"(allowed {first_pose_bound_m:.2f} m)")
+        problems.append(reasons)
+    return problems
+
+
+def select_sample(xyz: np.ndarray, candidates: list[int], selection: Selection) -> int:
+    """Index (into `xyz`, (S, W, 3)) of the published sample among `candidates`."""
+    if not candidates:
+        raise ValueError("no candidate samples to select from")
+    if selection is Selection.FIRST or len(candidates) == 1:
+        return candidates[0]
+    paths = xyz[candidates][..., :2]
+    ade = np.linalg.norm(paths[:, None] - paths[None, :], axis=-1).mean(axis=-1)  # (C, C)
+    return candidates[int(np.argmin(ade.sum(axis=1)))]

@@ -1,0 +1,122 @@
+"""Choose one model input from the buffers by timestamp: t0, 16 frames and 16 history poses.
+
+t0 is the newest stamp of the reference camera (front-wide) at which every camera has a frame within
+`sync_tolerance` of each of t0 - 0.3, -0.2, -0.1 and 0 s, and odometry covers t0 - 1.5 ... t0 without a
+gap longer than `max_odometry_gap`. The 16 history poses are interpolated at exact 0.1 s steps and
+expressed in the ego frame at t0 (x forward, y left, z up): p_ego = R0^T (p - p0), R_ego = R0^T R.
+Anything missing gives a `NotReady` naming what, where and when. Nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .camera_buffer import CameraBuffer
+from .pose_history import HistoryGap, PoseHistory
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """Timing rules for `select_inputs`; durations in integer nanoseconds."""
+
+    sync_tolerance_ns: int = 50_000_000  # a frame may be this far from its target time
+    max_input_age_ns: int = 500_000_000  # t0 may be this far behind `now`
+    max_odometry_gap_ns: int = 250_000_000  # 2-core machines show 40-100 ms odometry gaps under image load
+    frame_offsets_ns: tuple[int, ...] = (-300_000_000, -200_000_000, -100_000_000, 0)  # release: 4 frames at 10 Hz
+    history_poses: int = 16  # t0 - 1.5 s ... t0
+    history_step_ns: int = 100_000_000
+    reference_camera: int = 1  # front-wide, index in the model's camera order
+
+    def __post_init__(self) -> None:
+        if self.sync_tolerance_ns <= 0 or self.max_input_age_ns <= 0 or self.max_odometry_gap_ns <= 0:
+            raise ValueError(f"sync_tolerance_ns={self.sync_tolerance_ns}, max_input_age_ns={self.max_input_age_ns} "
+                             f"and max_odometry_gap_ns={self.max_odometry_gap_ns} must all be > 0")
+        if self.sync_tolerance_ns * 2 > self.history_step_ns:
+            raise ValueError(f"sync_tolerance_ns={self.sync_tolerance_ns} must be at most half the frame spacing "
+                             f"({self.history_step_ns // 2}) or one frame could serve two slots")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInput:
+    """One complete, time-consistent model input."""
+
+    t0_ns: int
+    images: tuple[np.ndarray, ...]  # 16 x (H, W, 3) uint8 RGB, camera-major, frames oldest first
+    frame_stamps_ns: np.ndarray  # (cameras, frames) int64, the stamps of `images`
+    ego_history_xyz: np.ndarray  # (16, 3) float32, metres, ego frame at t0
+    ego_history_rot: np.ndarray  # (16, 3, 3) float32, ego frame at t0
+    t0_position: np.ndarray  # (3,) float64, odometry frame: where the ego frame sits
+    t0_rotation: np.ndarray  # (3, 3) float64, odometry frame
+    history_span_ns: tuple[int, int]  # first and last history pose time
+
+    @property
+    def camera_images(self) -> np.ndarray | None:
+        """(4, 4, H, W, 3) when all images share one size, else None."""
+        shapes = {image.shape for image in self.images}
+        if len(shapes) != 1:
+            return None
+        cameras, frames = self.frame_stamps_ns.shape
+        return np.stack(self.images).reshape(cameras, frames, *self.images[0].shape)
+
+
+@dataclass(frozen=True, slots=True)
+class NotReady:
+    """Why no input could be formed at this tick."""
+
+    reason: str
+
+
+def select_inputs(cameras: Sequence[CameraBuffer], poses: PoseHistory, now_ns: int,
+                  cfg: SyncConfig = SyncConfig()) -> ModelInput | NotReady:
+    """The newest complete input at or before `now_ns`, or why there is none."""
+    for camera in cameras:
+        if len(camera) == 0:
+            return NotReady(f"camera {camera.name}: no frames received")
+    reference = cameras[cfg.reference_camera]
+    first_problem: str | None = None
+    for t0 in reversed(reference.stamps_ns()):
+        if t0 > now_ns + cfg.sync_tolerance_ns:
+            continue  # stamped in the future of this clock: not usable yet
+        age = now_ns - t0
+        if age > cfg.max_input_age_ns:
+            if first_problem is None:
+                first_problem = (f"stale input: newest {reference.name} frame is {age / 1e6:.0f} ms old "
+                                 f"(max_input_age {cfg.max_input_age_ns / 1e6:.0f} ms)")
+            break
+        result = _input_at(t0, cameras, poses, cfg)
+        if isinstance(result, ModelInput):
+            return result
+        first_problem = first_problem or result.reason
+    return NotReady(first_problem or f"camera {reference.name}: no frame at or before now")
+
+
+def _input_at(t0: int, cameras: Sequence[CameraBuffer], poses: PoseHistory, cfg: SyncConfig) -> ModelInput | NotReady:
+    images, stamps = [], []
+    for camera in cameras:
+        for offset in cfg.frame_offsets_ns:
+            target = t0 + offset
+            frame = camera.nearest(target)
+            miss = abs(frame.stamp_ns - target)
+            if miss > cfg.sync_tolerance_ns:
+                return NotReady(f"camera {camera.name}: no frame within {cfg.sync_tolerance_ns / 1e6:.0f} ms of "
+                                f"t0{offset / NS_PER_S:+.1f} s (nearest {miss / 1e6:.0f} ms away)")
+            images.append(frame.image)
+            stamps.append(frame.stamp_ns)
+    times = t0 - cfg.history_step_ns * np.arange(cfg.history_poses - 1, -1, -1, dtype=np.int64)
+    try:
+        positions, rotations = poses.interpolate(times, cfg.max_odometry_gap_ns)
+    except HistoryGap as gap:
+        return NotReady(f"odometry: {gap}")
+    p0, r0 = positions[-1], rotations[-1]
+    inverse = r0.inv()
+    xyz = inverse.apply(positions - p0)
+    rot = (inverse * rotations).as_matrix()
+    return ModelInput(t0_ns=int(t0), images=tuple(images),
+                      frame_stamps_ns=np.asarray(stamps, dtype=np.int64).reshape(len(cameras), len(cfg.frame_offsets_ns)),
+                      ego_history_xyz=xyz.astype(np.float32), ego_history_rot=rot.astype(np.float32),
+                      t0_position=p0.copy(), t0_rotation=r0.as_matrix(), history_span_ns=(int(times[0]), int(times[-1])))
