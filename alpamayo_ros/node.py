@@ -1,0 +1,392 @@
+"""alpamayo_ros node: four cameras and odometry in; AlpamayoR1 trajectories, reasoning and diagnostics out.
+
+Callbacks only convert and buffer. A timer at `rate_hz` picks a time-consistent input
+(`pipeline.select_inputs`) and hands it to the runner's worker thread; a busy runner drops the tick.
+Results come back through a guard condition, so all publishing happens on the executor's thread.
+Every output is stamped with the input time t0, never the publication time.
+
+    ros2 run alpamayo_ros alpamayo_node --ros-args --params-file config/alpamayo.yaml
+    python -m alpamayo_ros.node --ros-args -p model_path:=/models/Alpamayo-R1-10B
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import queue
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
+
+from alpamayo_msgs.msg import DrivingOutput, StageTimings
+from alpamayo_ros import conversions
+from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
+from alpamayo_ros.pipeline.outputs import Selection, sample_problems, select_sample
+from alpamayo_ros.pipeline.pose_history import PoseHistory
+from alpamayo_ros.pipeline.runner import RunResult, Runner, SamplingSettings, model_inference
+from alpamayo_ros.pipeline.sync import ModelInput, NotReady, SyncConfig, select_inputs
+
+CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order
+NS_PER_S = 1_000_000_000
+LOG_THROTTLE_S = 5.0
+RATE_WINDOW_S = 5.0  # input rates are averaged over this window
+LATENCY_WINDOW = 200  # latencies kept for percentiles
+OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class OutputFrame(enum.Enum):
+    """`odom`: transformed by the odometry pose at t0; `base_link`: the ego frame at t0."""
+
+    ODOM = "odom"
+    BASE_LINK = "base_link"
+
+
+class ImageTransport(enum.Enum):
+    RAW = "raw"
+    COMPRESSED = "compressed"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Every parameter, read once at start-up and checked."""
+
+    model_path: str
+    base_model_dir: str
+    device: str
+    dtype: str
+    camera_topics: tuple[str, ...]
+    image_transport: ImageTransport
+    odometry_topic: str
+    rate_hz: float
+    num_samples: int
+    diffusion_steps: int
+    max_reasoning_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    sync_tolerance_s: float
+    max_input_age_s: float
+    max_odometry_gap_s: float
+    output_frame: OutputFrame
+    selection: Selection
+
+    @property
+    def sync(self) -> SyncConfig:
+        return SyncConfig(sync_tolerance_ns=round(self.sync_tolerance_s * NS_PER_S),
+                          max_input_age_ns=round(self.max_input_age_s * NS_PER_S),
+                          max_odometry_gap_ns=round(self.max_odometry_gap_s * NS_PER_S))
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(num_samples=self.num_samples, diffusion_steps=self.diffusion_steps,
+                                max_reasoning_tokens=self.max_reasoning_tokens, temperature=self.temperature,
+                                top_p=self.top_p, seed=self.seed)
+
+
+def _enum(cls: type[enum.Enum], name: str, value: str):
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"parameter {name}={value!r}: expected one of {[m.value for m in cls]}") from None
+
+
+# name -> (default, description, extra descriptor fields). Types follow the defaults.
+_PARAMETERS: dict[str, tuple[object, str, dict]] = {
+    "model_path": ("", "Local AlpamayoR1 checkpoint directory; empty runs the TINY RANDOM demo model", {}),
+    "base_model_dir": ("", "Local base Qwen3-VL directory (config.json, processor files); empty: resolve "
+                           "the checkpoint's vlm_name_or_path locally", {}),
+    "device": ("cuda", "torch device: cuda, cuda:1, cpu", {}),
+    "dtype": ("bfloat16", "Model dtype: bfloat16, float16 or float32", {"additional_constraints": "bfloat16|float16|float32"}),
+    "camera_topics": (["/cameras/cross_left/image", "/cameras/front_wide/image", "/cameras/cross_right/image",
+                       "/cameras/front_tele/image"],
+                      "4 image topics in the model's order: cross-left, front-wide, cross-right, front-tele", {}),
+    "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)",
+                        {"additional_constraints": "raw|compressed"}),
+    "odometry_topic": ("/odom", "nav_msgs/Odometry of the vehicle (base frame in the odometry frame)", {}),
+    "rate_hz": (2.0, "Inference ticks per second", {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=50.0)]}),
+    "num_samples": (1, "Reasoning/trajectory samples per tick", {"integer_range": [IntegerRange(from_value=1, to_value=16)]}),
+    "diffusion_steps": (10, "Euler steps of the flow-matching expert", {"integer_range": [IntegerRange(from_value=1, to_value=100)]}),
+    "max_reasoning_tokens": (256, "Chain-of-Causation token limit", {"integer_range": [IntegerRange(from_value=1, to_value=4096)]}),
+    "temperature": (0.6, "Reasoning sampling temperature; 0 = greedy", {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=5.0)]}),
+    "top_p": (0.98, "Nucleus sampling mass", {"floating_point_range": [FloatingPointRange(from_value=0.01, to_value=1.0)]}),
+    "seed": (0, "Base seed; tick k uses seed + k", {}),
+    "sync_tolerance": (0.05, "Seconds a camera frame may be from its target time", {"floating_point_range": [FloatingPointRange(from_value=0.001, to_value=0.05)]}),
+    "max_input_age": (0.5, "Seconds t0 may lag the node clock", {"floating_point_range": [FloatingPointRange(from_value=0.01, to_value=10.0)]}),
+    "max_odometry_gap": (0.25, "Seconds between odometry messages beyond which the history is refused", {"floating_point_range": [FloatingPointRange(from_value=0.01, to_value=2.0)]}),
+    "output_frame": ("odom", "odom (transform by the pose at t0) or base_link (ego frame at t0)", {"additional_constraints": "odom|base_link"}),
+    "selection": ("first", "Published sample: first, or medoid of the valid samples", {"additional_constraints": "first|medoid"}),
+}
+
+
+class AlpamayoNode(Node):
+    """The driving node; `model` may be injected (tests), otherwise it is loaded from the parameters."""
+
+    def __init__(self, model=None, **kwargs) -> None:
+        super().__init__("alpamayo", **kwargs)
+        self.cfg = self._declare_parameters()
+        self.model = model if model is not None else self._load_model()
+        self.cameras = [CameraBuffer(name) for name in CAMERA_NAMES]
+        self.poses = PoseHistory()
+        self._odom_frame, self._base_frame = "odom", "base_link"
+        self._arrivals = {topic: collections.deque(maxlen=1000) for topic in (*self.cfg.camera_topics, self.cfg.odometry_topic)}
+        self._last_stamp_ns: dict[str, int] = {}
+        self._invalid = collections.Counter()
+        self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._tick = 0
+        self._not_ready = 0
+        self._published = 0
+        self._rejected = 0
+        self._last_not_ready = ""
+        self._last_error = ""
+        self._last_outcome = "starting"
+
+        image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
+        for index, topic in enumerate(self.cfg.camera_topics):
+            self.create_subscription(image_type, topic, lambda msg, i=index, t=topic: self._on_image(msg, i, t),
+                                     qos_profile_sensor_data)
+        self.create_subscription(Odometry, self.cfg.odometry_topic, self._on_odometry, qos_profile_sensor_data)
+        self._trajectory_pub = self.create_publisher(Path, "~/trajectory", OUTPUT_QOS)
+        self._reasoning_pub = self.create_publisher(String, "~/reasoning", OUTPUT_QOS)
+        self._output_pub = self.create_publisher(DrivingOutput, "~/output", OUTPUT_QOS)
+        self._candidates_pub = self.create_publisher(MarkerArray, "~/candidates", OUTPUT_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+
+        self._results: queue.SimpleQueue[RunResult] = queue.SimpleQueue()
+        self._result_ready = self.create_guard_condition(self._on_results)
+        self.runner = Runner(model_inference(self.model, self.cfg.sampling), self._on_result_from_worker)
+        self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"ready: {len(self.cfg.camera_topics)} {self.cfg.image_transport.value} cameras, "
+                               f"odometry {self.cfg.odometry_topic}, {self.cfg.rate_hz} Hz, "
+                               f"{self.cfg.num_samples} sample(s), output frame {self.cfg.output_frame.value}")
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> NodeConfig:
+        for name, (default, description, extra) in _PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description, read_only=True, **extra)
+            self.declare_parameter(name, default, descriptor)
+        value = {name: self.get_parameter(name).value for name in _PARAMETERS}
+        topics = tuple(value["camera_topics"])
+        if len(topics) != len(CAMERA_NAMES):
+            raise ValueError(f"parameter camera_topics has {len(topics)} topics {list(topics)}, expected "
+                             f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
+        if value["dtype"] not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"parameter dtype={value['dtype']!r}: expected bfloat16, float16 or float32")
+        return NodeConfig(
+            model_path=value["model_path"], base_model_dir=value["base_model_dir"], device=value["device"],
+            dtype=value["dtype"], camera_topics=topics,
+            image_transport=_enum(ImageTransport, "image_transport", value["image_transport"]),
+            odometry_topic=value["odometry_topic"], rate_hz=float(value["rate_hz"]), num_samples=value["num_samples"],
+            diffusion_steps=value["diffusion_steps"], max_reasoning_tokens=value["max_reasoning_tokens"],
+            temperature=float(value["temperature"]), top_p=float(value["top_p"]), seed=value["seed"],
+            sync_tolerance_s=float(value["sync_tolerance"]), max_input_age_s=float(value["max_input_age"]),
+            max_odometry_gap_s=float(value["max_odometry_gap"]),
+            output_frame=_enum(OutputFrame, "output_frame", value["output_frame"]),
+            selection=_enum(Selection, "selection", value["selection"]))
+
+    def _load_model(self):
+        from alpamayo_ros.model.loading import from_pretrained, tiny
+
+        if not self.cfg.model_path:
+            self.get_logger().warn("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
+                                   "trajectories and reasoning are noise, never drive with them")
+            return tiny(seed=self.cfg.seed)
+        self.get_logger().info(f"loading AlpamayoR1 from {self.cfg.model_path} on {self.cfg.device} ({self.cfg.dtype})")
+        return from_pretrained(self.cfg.model_path, base_model_dir=self.cfg.base_model_dir or None,
+                               device=self.cfg.device, dtype=self.cfg.dtype)
+
+    # -- inputs --------------------------------------------------------------------------------------
+
+    def _on_image(self, msg: Image | CompressedImage, index: int, topic: str) -> None:
+        self._arrivals[topic].append(time.monotonic())
+        try:
+            frame = (conversions.image_from_msg(msg, topic) if isinstance(msg, Image)
+                     else conversions.compressed_image_from_msg(msg, topic))
+        except conversions.InvalidMessage as exc:
+            self._invalid[topic] += 1
+            self.get_logger().warn(f"camera {CAMERA_NAMES[index]}: {exc}; frame dropped",
+                                   throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        self._last_stamp_ns[topic] = frame.stamp_ns
+        self.cameras[index].push(frame)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        topic = self.cfg.odometry_topic
+        self._arrivals[topic].append(time.monotonic())
+        try:
+            sample = conversions.pose_from_odometry(msg, topic)
+        except conversions.InvalidMessage as exc:
+            self._invalid[topic] += 1
+            self.get_logger().warn(f"{exc}; odometry message dropped", throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        self._odom_frame = msg.header.frame_id or self._odom_frame
+        self._base_frame = msg.child_frame_id or self._base_frame
+        self._last_stamp_ns[topic] = sample.stamp_ns
+        self.poses.push(sample)
+
+    # -- ticks ---------------------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_tick(self) -> None:
+        self._tick += 1
+        selected = select_inputs(self.cameras, self.poses, self._now_ns(), self.cfg.sync)
+        if isinstance(selected, NotReady):
+            self._not_ready += 1
+            self._last_not_ready = selected.reason
+            self._last_outcome = f"not ready: {selected.reason}"
+            self.get_logger().info(f"tick {self._tick}: not ready: {selected.reason}",
+                                   throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        if not self.runner.submit(self._tick, selected):
+            self.get_logger().debug(f"tick {self._tick}: model busy, dropped")
+
+    def _on_result_from_worker(self, result: RunResult) -> None:
+        self._results.put(result)  # worker thread: hand over, publish on the executor's thread
+        self._result_ready.trigger()
+
+    def _on_results(self) -> None:
+        while True:
+            try:
+                result = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self._handle_result(result)
+
+    def _handle_result(self, result: RunResult) -> None:
+        if result.error is not None:
+            self._last_error = result.error.strip().splitlines()[-1]
+            self._last_outcome = f"model error: {self._last_error}"
+            self.get_logger().error(f"tick {result.tick}: model failed, nothing published:\n{result.error}")
+            return
+        pred, model_input = result.prediction, result.model_input
+        problems = sample_problems(pred, self.model.action_space, model_input.ego_history_xyz,
+                                   model_input.ego_history_rot)
+        valid = [i for i, reasons in enumerate(problems) if not reasons]
+        if not valid:
+            self._rejected += 1
+            self._last_outcome = f"all samples rejected: {problems[0]}"
+            self.get_logger().warn(f"tick {result.tick}: every sample rejected ({problems}); nothing published",
+                                   throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        self._publish(result, valid, select_sample(pred.xyz.numpy(), valid, self.cfg.selection))
+
+    def _publish(self, result: RunResult, valid: list[int], selected: int) -> None:
+        pred, model_input = result.prediction, result.model_input
+        if self.cfg.output_frame is OutputFrame.ODOM:
+            frame_id, p0, r0 = self._odom_frame, model_input.t0_position, model_input.t0_rotation
+        else:
+            frame_id, p0, r0 = self._base_frame, None, None
+        xyz, rot = pred.xyz.numpy(), pred.rot.numpy()
+        paths = {i: conversions.path_msg(*conversions.to_output_frame(xyz[i], rot[i], p0, r0), model_input.t0_ns, frame_id)
+                 for i in valid}
+        latency_ms = (self._now_ns() - model_input.t0_ns) / 1e6
+        self._latencies_ms.append(latency_ms)
+        self._trajectory_pub.publish(paths[selected])
+        self._reasoning_pub.publish(String(data=pred.reasoning[selected]))
+        self._output_pub.publish(self._driving_output(result, paths, selected, frame_id, latency_ms))
+        ordered = [paths[i] for i in valid]
+        self._candidates_pub.publish(conversions.candidate_markers(
+            ordered, valid.index(selected), pred.reasoning[selected], frame_id, model_input.t0_ns))
+        self._published += 1
+        self._last_outcome = "published"
+
+    def _driving_output(self, result: RunResult, paths: dict[int, Path], selected: int, frame_id: str,
+                        latency_ms: float) -> DrivingOutput:
+        pred, model_input = result.prediction, result.model_input
+        order = sorted(paths)
+        t = pred.timings
+        return DrivingOutput(
+            header=Header(stamp=conversions.ns_to_stamp(model_input.t0_ns), frame_id=frame_id),
+            trajectories=[paths[i] for i in order], reasoning=[pred.reasoning[i] for i in order],
+            reasoning_complete=[pred.complete[i] for i in order], selected=order.index(selected),
+            selection=self.cfg.selection.value, tick=result.tick,
+            timings=StageTimings(vision_ms=t.vision_ms, prefill_ms=t.prefill_ms, decode_ms=t.decode_ms,
+                                 expert_ms=t.expert_ms, trajectory_ms=t.trajectory_ms, total_ms=t.total_ms,
+                                 latency_ms=latency_ms, decode_tokens=t.decode_tokens),
+            camera_stamps=[conversions.ns_to_stamp(s) for s in model_input.frame_stamps_ns.reshape(-1)],
+            camera_topics=list(self.cfg.camera_topics),
+            history_start=conversions.ns_to_stamp(model_input.history_span_ns[0]),
+            history_end=conversions.ns_to_stamp(model_input.history_span_ns[1]))
+
+    # -- diagnostics ---------------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        now_mono, now_ns = time.monotonic(), self._now_ns()
+        inputs = {}
+        for topic, arrivals in self._arrivals.items():
+            recent = [a for a in arrivals if now_mono - a <= RATE_WINDOW_S]
+            inputs[f"{topic} rate_hz"] = f"{len(recent) / RATE_WINDOW_S:.1f}"
+            stamp = self._last_stamp_ns.get(topic)
+            inputs[f"{topic} age_ms"] = "never" if stamp is None else f"{(now_ns - stamp) / 1e6:.0f}"
+            inputs[f"{topic} invalid"] = self._invalid[topic]
+        missing = [t for t in self._arrivals if t not in self._last_stamp_ns]
+        input_level = DiagnosticStatus.WARN if missing else DiagnosticStatus.OK
+        lat = np.percentile(self._latencies_ms, [50, 90, 99]) if self._latencies_ms else None
+        ticks = {"ticks": self._tick, "published": self._published, "not_ready": self._not_ready,
+                 "dropped_busy": self.runner.dropped, "model_errors": self.runner.failed,
+                 "rejected_outputs": self._rejected, "last_not_ready": self._last_not_ready or "-",
+                 "latency_ms_p50": "-" if lat is None else f"{lat[0]:.0f}",
+                 "latency_ms_p90": "-" if lat is None else f"{lat[1]:.0f}",
+                 "latency_ms_max": "-" if lat is None else f"{max(self._latencies_ms):.0f}"}
+        if self._last_outcome.startswith("model error"):
+            level = DiagnosticStatus.ERROR
+        elif self._last_outcome == "published":
+            level = DiagnosticStatus.OK
+        else:
+            level = DiagnosticStatus.WARN
+        model = {"model_path": self.cfg.model_path or "(tiny random demo model)", "device": self.cfg.device,
+                 "dtype": self.cfg.dtype, "last_error": self._last_error or "-"}
+        name = self.get_fully_qualified_name()
+        status = [
+            conversions.diagnostic_status(f"{name}: inputs", input_level,
+                                          f"no messages yet on {missing}" if missing else "all inputs arriving",
+                                          inputs, name),
+            conversions.diagnostic_status(f"{name}: inference", level, self._last_outcome, ticks, name),
+            conversions.diagnostic_status(f"{name}: model", DiagnosticStatus.ERROR if self._last_error else DiagnosticStatus.OK,
+                                          "last tick failed" if level == DiagnosticStatus.ERROR else "loaded", model, name),
+        ]
+        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=status))
+
+    def shutdown(self) -> None:
+        """Stop the runner (finishing its tick) before the node is destroyed."""
+        self.runner.stop()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point for `ros2 run` and `python -m alpamayo_ros.node`."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    executor = SingleThreadedExecutor()
+    try:
+        node = AlpamayoNode()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
