@@ -1,0 +1,125 @@
+"""Message conversions: image encodings, odometry checks, and trajectory geometry from known outputs."""
+
+import io
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 message packages are not installed")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from alpamayo_ros import conversions  # noqa: E402
+from alpamayo_ros.conversions import InvalidMessage  # noqa: E402
+
+TOPIC = "/cameras/front_wide/image"
+RGB = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+
+
+def raw(encoding, pixels, step_pad=0):
+    h, w = pixels.shape[:2]
+    rows = pixels.reshape(h, -1)
+    padded = np.concatenate([rows, np.zeros((h, step_pad), np.uint8)], axis=1)
+    return Image(header=_header(1_500_000_000), height=h, width=w, encoding=encoding, step=padded.shape[1],
+                 data=padded.tobytes())
+
+
+def _header(ns):
+    from std_msgs.msg import Header
+
+    return Header(stamp=conversions.ns_to_stamp(ns))
+
+
+@pytest.mark.parametrize("encoding,pixels", [
+    ("rgb8", RGB), ("bgr8", RGB[..., ::-1]), ("rgba8", np.concatenate([RGB, np.full((2, 3, 1), 255, np.uint8)], -1)),
+    ("bgra8", np.concatenate([RGB[..., ::-1], np.full((2, 3, 1), 7, np.uint8)], -1)),
+])
+def test_raw_encodings_become_rgb(encoding, pixels):
+    frame = conversions.image_from_msg(raw(encoding, np.ascontiguousarray(pixels), step_pad=2), TOPIC)
+    assert frame.stamp_ns == 1_500_000_000
+    assert frame.image.dtype == np.uint8 and np.array_equal(frame.image, RGB)
+
+
+def test_mono8_becomes_grey_rgb():
+    frame = conversions.image_from_msg(raw("mono8", RGB[..., :1].copy()), TOPIC)
+    assert np.array_equal(frame.image, np.repeat(RGB[..., :1], 3, axis=-1))
+
+
+def test_bad_images_are_named():
+    with pytest.raises(InvalidMessage, match="front_wide/image: encoding is '16UC1', expected one of"):
+        conversions.image_from_msg(raw("16UC1", RGB), TOPIC)
+    short = raw("rgb8", RGB)
+    short.data = short.data[:-3]
+    with pytest.raises(InvalidMessage, match="data length is 15, expected step \\* height = 18"):
+        conversions.image_from_msg(short, TOPIC)
+    with pytest.raises(InvalidMessage, match="format is 'tiff'"):
+        conversions.compressed_image_from_msg(CompressedImage(format="tiff", data=b"x"), TOPIC)
+    with pytest.raises(InvalidMessage, match="data is undecodable"):
+        conversions.compressed_image_from_msg(CompressedImage(format="jpeg", data=b"not a jpeg"), TOPIC)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_compressed_images_decode_to_rgb(fmt):
+    picture = np.zeros((16, 16, 3), np.uint8)
+    picture[:, :, 0] = 200
+    buffer = io.BytesIO()
+    PILImage.fromarray(picture).save(buffer, format=fmt)
+    frame = conversions.compressed_image_from_msg(CompressedImage(format=fmt.lower(), data=buffer.getvalue()), TOPIC)
+    assert frame.image.shape == (16, 16, 3)
+    assert np.abs(frame.image.astype(int) - picture).max() <= (0 if fmt == "PNG" else 4)
+
+
+def odometry(x=1.0, quat=(0.0, 0.0, 0.0, 1.0)):
+    msg = Odometry()
+    msg.header.stamp = Time(sec=3, nanosec=5)
+    msg.pose.pose.position.x = x
+    msg.pose.pose.orientation.x, msg.pose.pose.orientation.y, msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = quat
+    return msg
+
+
+def test_odometry_conversion_and_rejection():
+    sample = conversions.pose_from_odometry(odometry(quat=(0, 0, 0, 1.02)), "/odom")
+    assert sample.stamp_ns == 3_000_000_005 and np.isclose(np.linalg.norm(sample.orientation), 1.0)
+    with pytest.raises(InvalidMessage, match="/odom: pose.pose.position is \\[nan"):
+        conversions.pose_from_odometry(odometry(x=float("nan")), "/odom")
+    with pytest.raises(InvalidMessage, match="expected a unit quaternion"):
+        conversions.pose_from_odometry(odometry(quat=(0, 0, 0, 0)), "/odom")
+
+
+def test_stamps_are_exact_integers():
+    t0 = 1_700_000_000_123_456_789
+    path = conversions.path_msg(np.zeros((64, 3)), np.tile(np.eye(3), (64, 1, 1)), t0, "odom")
+    assert conversions.stamp_to_ns(path.header.stamp) == t0
+    assert conversions.stamp_to_ns(path.poses[42].header.stamp) == t0 + 43 * 100_000_000  # 4.3 s, exactly
+
+
+def test_known_ego_trajectory_lands_ahead_of_the_vehicle_in_odom():
+    # The model says: 1 m/step straight ahead, turning left by 1 deg per step. The vehicle is at (10, 5)
+    # heading 90 deg (north) in odom.
+    k = np.arange(1, 65)
+    yaw = np.radians(k * 1.0)
+    xyz = np.stack([k * 1.0, np.zeros(64), np.zeros(64)], axis=1)
+    rot = Rotation.from_euler("z", yaw[:, None]).as_matrix()
+    p0, r0 = np.array([10.0, 5.0, 0.2]), Rotation.from_euler("z", 90, degrees=True).as_matrix()
+    out_xyz, out_rot = conversions.to_output_frame(xyz, rot, p0, r0)
+    assert np.allclose(out_xyz[0], [10.0, 6.0, 0.2]) and np.allclose(out_xyz[-1], [10.0, 69.0, 0.2])
+    path = conversions.path_msg(out_xyz, out_rot, 0, "odom")
+    q = path.poses[9].pose.orientation
+    assert np.isclose(np.linalg.norm([q.x, q.y, q.z, q.w]), 1.0)
+    assert np.isclose(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_euler("zyx", degrees=True)[0], 100.0)
+    ego_xyz, _ = conversions.to_output_frame(xyz, rot, None, None)  # base_link output: unchanged
+    assert np.allclose(ego_xyz, xyz)
+
+
+def test_candidate_markers_highlight_the_selected_sample():
+    paths = [conversions.path_msg(np.full((64, 3), float(i)), np.tile(np.eye(3), (64, 1, 1)), 0, "odom") for i in range(3)]
+    markers = conversions.candidate_markers(paths, selected=1, reasoning="Yield to the cyclist.", frame_id="odom", t0_ns=0)
+    strips = [m for m in markers.markers if m.ns == "candidates" and m.action == m.ADD]
+    assert len(strips) == 3 and len(strips[1].points) == 64
+    assert strips[1].scale.x > strips[0].scale.x
+    assert markers.markers[0].action == markers.markers[0].DELETEALL
+    assert markers.markers[-1].text == "Yield to the cyclist."

@@ -1,0 +1,188 @@
+"""The node over real DDS: a publisher process feeds a synthetic drive, the node process (tiny model)
+answers, and this process checks every output topic. Loopback only, own ROS_DOMAIN_ID (conftest)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rclpy==9.1.2, see README)")
+pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
+
+from alpamayo_msgs.msg import DrivingOutput  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from conftest import REPO  # noqa: E402
+
+OUTPUT_WAIT_TIMEOUT_S = 120.0  # node start (imports, tiny model) plus buffering 1.5 s of odometry
+SHUTDOWN_TIMEOUT_S = 20.0
+NS_PER_S = 1_000_000_000
+FIRST_POSE_TOL_M = 0.5  # first pose ~ v0 * 0.1 s = 0.8 m ahead; accel bounds and float slack
+
+
+def ros_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_profile.xml")
+    return env
+
+
+@dataclass
+class Received:
+    paths: list = field(default_factory=list)
+    reasoning: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    markers: list = field(default_factory=list)
+    diagnostics: list = field(default_factory=list)
+    odometry: list = field(default_factory=list)
+
+    def complete(self) -> bool:
+        inference_ok = any(s.name.endswith("inference") and s.level == b"\x00" for d in self.diagnostics for s in d.status)
+        return bool(self.paths and self.reasoning and self.outputs and self.markers and inference_ok)
+
+
+def run_drive(transport: str, output_frame: str) -> Received:
+    """Start publisher and node, collect outputs until every topic has spoken, then stop both cleanly."""
+    env = ros_env()
+    node = subprocess.Popen(
+        [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu", "-p", "dtype:=float32",
+         "-p", "rate_hz:=2.0", "-p", "num_samples:=3", "-p", "max_reasoning_tokens:=6", "-p", "selection:=medoid",
+         "-p", f"image_transport:={transport}", "-p", f"output_frame:={output_frame}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    publisher = subprocess.Popen(
+        [sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--transport", transport,
+         "--duration", str(OUTPUT_WAIT_TIMEOUT_S + 10)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    received = Received()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    listener = rclpy.create_node("alpamayo_test_listener", context=context)
+    subscriptions = [(Path, "/alpamayo/trajectory", received.paths), (String, "/alpamayo/reasoning", received.reasoning),
+                     (DrivingOutput, "/alpamayo/output", received.outputs),
+                     (MarkerArray, "/alpamayo/candidates", received.markers),
+                     (DiagnosticArray, "/diagnostics", received.diagnostics)]
+    for msg_type, topic, sink in subscriptions:
+        listener.create_subscription(msg_type, topic, sink.append, 10)
+    listener.create_subscription(Odometry, "/odom", received.odometry.append, qos_profile_sensor_data)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    spinner = threading.Thread(target=executor.spin)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + OUTPUT_WAIT_TIMEOUT_S
+        while not received.complete() and time.monotonic() < deadline and node.poll() is None:
+            time.sleep(0.2)
+    finally:
+        executor.shutdown()
+        spinner.join()
+        listener.destroy_node()
+        rclpy.try_shutdown(context=context)
+        logs = {}
+        for name, proc in (("node", node), ("publisher", publisher)):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                logs[name] = proc.communicate(timeout=SHUTDOWN_TIMEOUT_S)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                logs[name] = proc.communicate()[0]
+    assert received.complete(), f"node log:\n{logs['node'][-4000:]}\npublisher log:\n{logs['publisher'][-2000:]}"
+    assert node.returncode == 0, f"node exited {node.returncode}:\n{logs['node'][-4000:]}"
+    assert "Traceback" not in logs["node"], logs["node"][-4000:]
+    return received
+
+
+def stamp_ns(stamp) -> int:
+    return stamp.sec * NS_PER_S + stamp.nanosec
+
+
+def odometry_at(received: Received, t_ns: int) -> Odometry:
+    return min(received.odometry, key=lambda m: abs(stamp_ns(m.header.stamp) - t_ns))
+
+
+def check_path_shape(path: Path, frame_id: str) -> int:
+    t0 = stamp_ns(path.header.stamp)
+    assert path.header.frame_id == frame_id and len(path.poses) == 64
+    for k, pose in enumerate(path.poses):
+        assert stamp_ns(pose.header.stamp) == t0 + (k + 1) * 100_000_000
+        q = pose.pose.orientation
+        assert abs(np.linalg.norm([q.x, q.y, q.z, q.w]) - 1.0) < 1e-6
+    return t0
+
+
+@pytest.fixture(scope="module")
+def raw_drive() -> Received:
+    return run_drive("raw", "odom")
+
+
+@pytest.fixture(scope="module")
+def compressed_drive() -> Received:
+    return run_drive("compressed", "base_link")
+
+
+def test_trajectory_in_odom_starts_at_the_vehicle_and_heads_its_way(raw_drive):
+    path = raw_drive.paths[-1]
+    t0 = check_path_shape(path, "odom")
+    odom = odometry_at(raw_drive, t0)
+    assert abs(stamp_ns(odom.header.stamp) - t0) < 30_000_000  # odometry at 50 Hz
+    p = odom.pose.pose.position
+    q = odom.pose.pose.orientation
+    heading = Rotation.from_quat([q.x, q.y, q.z, q.w]).apply([1.0, 0.0, 0.0])[:2]
+    first = np.array([path.poses[0].pose.position.x, path.poses[0].pose.position.y])
+    step = first - np.array([p.x, p.y])
+    speed = odom.twist.twist.linear.x
+    assert abs(np.linalg.norm(step) - speed * 0.1) < FIRST_POSE_TOL_M
+    assert step @ heading > 0.9 * np.linalg.norm(step)  # ahead, along the odometry heading
+
+
+def test_driving_output_carries_every_sample_and_its_inputs(raw_drive):
+    out = raw_drive.outputs[-1]
+    assert len(out.trajectories) == len(out.reasoning) == len(out.reasoning_complete) >= 1
+    assert out.selected < len(out.trajectories) and out.selection == "medoid"
+    assert out.header.frame_id == "odom" and out.tick >= 1
+    t0 = stamp_ns(out.header.stamp)
+    assert len(out.camera_stamps) == 16 and len(out.camera_topics) == 4
+    offsets = np.array([stamp_ns(s) - t0 for s in out.camera_stamps]).reshape(4, 4) / 1e6
+    assert np.all(np.abs(offsets - np.array([-300, -200, -100, 0])) <= 50)  # within sync_tolerance
+    assert stamp_ns(out.history_end) == t0 and stamp_ns(out.history_start) == t0 - 1_500_000_000
+    assert out.timings.total_ms > 0 and out.timings.latency_ms > 0 and out.timings.decode_tokens >= 1
+
+
+def test_reasoning_and_markers_match_the_published_sample(raw_drive):
+    assert isinstance(raw_drive.reasoning[-1].data, str)
+    markers = raw_drive.markers[-1].markers
+    strips = [m for m in markers if m.ns == "candidates" and m.action == m.ADD]
+    assert len(strips) == len(raw_drive.outputs[-1].trajectories)
+    assert sum(m.scale.x == max(s.scale.x for s in strips) for m in strips) == 1
+    assert any(m.type == m.TEXT_VIEW_FACING for m in markers)
+
+
+def test_diagnostics_report_inputs_and_ticks(raw_drive):
+    status = {s.name.split(": ")[-1]: s for s in raw_drive.diagnostics[-1].status}
+    assert set(status) == {"inputs", "inference", "model"}
+    inputs = {kv.key: kv.value for kv in status["inputs"].values}
+    assert float(inputs["/cameras/front_wide/image rate_hz"]) > 5.0
+    assert float(inputs["/odom rate_hz"]) > 20.0
+    ticks = {kv.key: kv.value for kv in status["inference"].values}
+    assert int(ticks["published"]) >= 1 and ticks["latency_ms_p50"] != "-"
+
+
+def test_compressed_cameras_and_base_link_output(compressed_drive):
+    path = compressed_drive.paths[-1]
+    check_path_shape(path, "base_link")
+    first = path.poses[0].pose.position
+    assert abs(first.x - 0.8) < FIRST_POSE_TOL_M and abs(first.y) < 0.1  # 8 m/s * 0.1 s straight ahead
