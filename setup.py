@@ -22,7 +22,9 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
+            f"alpamayo_node = {PACKAGE}.node:main",
             f"demo = {PACKAGE}.tools.demo:main",
+            f"synthetic_publisher = {PACKAGE}.tools.synthetic_publisher:main",
         ],
     },
 )
