@@ -6,7 +6,7 @@ from alpamayo_ros.tools.demo import main
 
 
 def test_demo_prints_trajectory_reasoning_and_timings(capsys):
-    assert main(["--num-samples", "2", "--max-reasoning-tokens", "4"]) == 0
+    assert main(["--model-only", "--num-samples", "2", "--max-reasoning-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "2 samples x 64 poses (6.4 s at 10 Hz)" in out
     assert len(re.findall(r"\d\.\d: +-?\d+\.\d\d +-?\d+\.\d\d", out)) == 64  # every pose of sample 0
