@@ -33,6 +33,7 @@ test: $(MSGS_STAMP)
 
 bench: $(MSGS_STAMP)
 	$(PY) bench/bench_model.py
+	$(PY) bench/bench_node_tick.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results
