@@ -41,7 +41,7 @@ from alpamayo_ros.pipeline.sync import ModelInput, NotReady, SyncConfig, select_
 CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order
 NS_PER_S = 1_000_000_000
 LOG_THROTTLE_S = 5.0
-RATE_WINDOW_S = 5.0  # input rates are averaged over this window
+RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window
 LATENCY_WINDOW = 200  # latencies kept for percentiles
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -330,7 +330,8 @@ class AlpamayoNode(Node):
         inputs = {}
         for topic, arrivals in self._arrivals.items():
             recent = [a for a in arrivals if now_mono - a <= RATE_WINDOW_S]
-            inputs[f"{topic} rate_hz"] = f"{len(recent) / RATE_WINDOW_S:.1f}"
+            rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+            inputs[f"{topic} rate_hz"] = f"{rate:.1f}"
             stamp = self._last_stamp_ns.get(topic)
             inputs[f"{topic} age_ms"] = "never" if stamp is None else f"{(now_ns - stamp) / 1e6:.0f}"
             inputs[f"{topic} invalid"] = self._invalid[topic]
