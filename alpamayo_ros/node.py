@@ -379,6 +379,9 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ValueError, FileNotFoundError) as exc:  # parameters or checkpoint: say what and stop
+        rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
+        return 1
     finally:
         if node is not None:
             node.shutdown()
