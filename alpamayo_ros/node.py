@@ -30,7 +30,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from alpamayo_msgs.msg import DrivingOutput, StageTimings
+from alpamayo_msgs.msg import DrivingOutput, StageTimings, TickStatus
 from alpamayo_ros import conversions
 from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
 from alpamayo_ros.pipeline.outputs import Selection, sample_problems, select_sample
@@ -162,6 +162,7 @@ class AlpamayoNode(Node):
         self._output_pub = self.create_publisher(DrivingOutput, "~/output", OUTPUT_QOS)
         self._candidates_pub = self.create_publisher(MarkerArray, "~/candidates", OUTPUT_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._tick_pub = self.create_publisher(TickStatus, "~/tick", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
 
         self._results: queue.SimpleQueue[RunResult] = queue.SimpleQueue()
         self._result_ready = self.create_guard_condition(self._on_results)
@@ -242,6 +243,10 @@ class AlpamayoNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
+    def _report_tick(self, tick: int, outcome: int, reason: str = "", t0_ns: int = 0) -> None:
+        self._tick_pub.publish(TickStatus(header=Header(stamp=self.get_clock().now().to_msg()), tick=tick,
+                                          outcome=outcome, reason=reason, t0=conversions.ns_to_stamp(t0_ns)))
+
     def _on_tick(self) -> None:
         self._tick += 1
         selected = select_inputs(self.cameras, self.poses, self._now_ns(), self.cfg.sync)
@@ -251,9 +256,13 @@ class AlpamayoNode(Node):
             self._last_outcome = f"not ready: {selected.reason}"
             self.get_logger().info(f"tick {self._tick}: not ready: {selected.reason}",
                                    throttle_duration_sec=LOG_THROTTLE_S)
+            self._report_tick(self._tick, TickStatus.NOT_READY, selected.reason)
             return
-        if not self.runner.submit(self._tick, selected):
+        if self.runner.submit(self._tick, selected):
+            self._report_tick(self._tick, TickStatus.SUBMITTED, t0_ns=selected.t0_ns)
+        else:
             self.get_logger().debug(f"tick {self._tick}: model busy, dropped")
+            self._report_tick(self._tick, TickStatus.DROPPED_BUSY, "model busy with an earlier tick", selected.t0_ns)
 
     def _on_result_from_worker(self, result: RunResult) -> None:
         self._results.put(result)  # worker thread: hand over, publish on the executor's thread
@@ -272,6 +281,7 @@ class AlpamayoNode(Node):
             self._last_error = result.error.strip().splitlines()[-1]
             self._last_outcome = f"model error: {self._last_error}"
             self.get_logger().error(f"tick {result.tick}: model failed, nothing published:\n{result.error}")
+            self._report_tick(result.tick, TickStatus.MODEL_ERROR, self._last_error, result.model_input.t0_ns)
             return
         pred, model_input = result.prediction, result.model_input
         problems = sample_problems(pred, self.model.action_space, model_input.ego_history_xyz,
@@ -282,6 +292,7 @@ class AlpamayoNode(Node):
             self._last_outcome = f"all samples rejected: {problems[0]}"
             self.get_logger().warn(f"tick {result.tick}: every sample rejected ({problems}); nothing published",
                                    throttle_duration_sec=LOG_THROTTLE_S)
+            self._report_tick(result.tick, TickStatus.REJECTED, "; ".join(problems[0]), result.model_input.t0_ns)
             return
         self._publish(result, valid, select_sample(pred.xyz.numpy(), valid, self.cfg.selection))
 
@@ -304,6 +315,7 @@ class AlpamayoNode(Node):
             ordered, valid.index(selected), pred.reasoning[selected], frame_id, model_input.t0_ns))
         self._published += 1
         self._last_outcome = "published"
+        self._report_tick(result.tick, TickStatus.PUBLISHED, t0_ns=model_input.t0_ns)
 
     def _driving_output(self, result: RunResult, paths: dict[int, Path], selected: int, frame_id: str,
                         latency_ms: float) -> DrivingOutput:

@@ -17,7 +17,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rclpy==9.1.2, see README)")
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
-from alpamayo_msgs.msg import DrivingOutput  # noqa: E402
+from alpamayo_msgs.msg import DrivingOutput, TickStatus  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -49,6 +49,7 @@ class Received:
     markers: list = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
     odometry: list = field(default_factory=list)
+    ticks: list = field(default_factory=list)
 
     def complete(self) -> bool:
         inference_ok = any(s.name.endswith("inference") and s.level == b"\x00" for d in self.diagnostics for s in d.status)
@@ -74,7 +75,8 @@ def run_drive(transport: str, output_frame: str) -> Received:
     subscriptions = [(Path, "/alpamayo/trajectory", received.paths), (String, "/alpamayo/reasoning", received.reasoning),
                      (DrivingOutput, "/alpamayo/output", received.outputs),
                      (MarkerArray, "/alpamayo/candidates", received.markers),
-                     (DiagnosticArray, "/diagnostics", received.diagnostics)]
+                     (DiagnosticArray, "/diagnostics", received.diagnostics),
+                     (TickStatus, "/alpamayo/tick", received.ticks)]
     for msg_type, topic, sink in subscriptions:
         listener.create_subscription(msg_type, topic, sink.append, 10)
     listener.create_subscription(Odometry, "/odom", received.odometry.append, qos_profile_sensor_data)
@@ -179,6 +181,17 @@ def test_diagnostics_report_inputs_and_ticks(raw_drive):
     assert float(inputs["/odom rate_hz"]) > 20.0
     ticks = {kv.key: kv.value for kv in status["inference"].values}
     assert int(ticks["published"]) >= 1 and ticks["latency_ms_p50"] != "-"
+
+
+def test_every_tick_is_reported_with_its_outcome(raw_drive):
+    outcomes = {}
+    for status in raw_drive.ticks:
+        outcomes.setdefault(status.tick, []).append(status.outcome)
+    published = [t for t, o in outcomes.items() if TickStatus.PUBLISHED in o]
+    assert published and all(outcomes[t][0] == TickStatus.SUBMITTED for t in published)
+    not_ready = [s for s in raw_drive.ticks if s.outcome == TickStatus.NOT_READY]
+    assert all(s.reason for s in not_ready)  # early ticks: history not yet 1.5 s long, named
+    assert sorted(outcomes) == list(range(min(outcomes), max(outcomes) + 1))  # no tick goes unreported
 
 
 def test_compressed_cameras_and_base_link_output(compressed_drive):
