@@ -151,6 +151,7 @@ class AlpamayoNode(Node):
         self._invalid = collections.Counter()
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._tick = 0
+        self._last_t0_ns = -1
         self._not_ready = 0
         self._published = 0
         self._rejected = 0
@@ -256,6 +257,8 @@ class AlpamayoNode(Node):
     def _on_tick(self) -> None:
         self._tick += 1
         selected = select_inputs(self.cameras, self.poses, self._now_ns(), self.cfg.sync)
+        if isinstance(selected, ModelInput) and selected.t0_ns <= self._last_t0_ns:
+            selected = NotReady(f"no camera frames newer than the last input (t0 {selected.t0_ns / 1e9:.3f} s)")
         if isinstance(selected, NotReady):
             self._not_ready += 1
             self._last_not_ready = selected.reason
@@ -265,6 +268,7 @@ class AlpamayoNode(Node):
             self._report_tick(self._tick, TickStatus.NOT_READY, selected.reason)
             return
         if self.runner.submit(self._tick, selected):
+            self._last_t0_ns = selected.t0_ns
             self._report_tick(self._tick, TickStatus.SUBMITTED, t0_ns=selected.t0_ns)
         else:
             self.get_logger().debug(f"tick {self._tick}: model busy, dropped")

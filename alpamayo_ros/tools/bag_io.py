@@ -40,6 +40,16 @@ def open_bag(paths: list[Path], typestore) -> AnyReader:
     return reader
 
 
+def read_messages(reader: AnyReader, connections=None):
+    """reader.messages(), with a damaged or truncated bag reported as BagError."""
+    try:
+        yield from reader.messages(connections=connections)
+    except BagError:
+        raise
+    except Exception as exc:  # rosbags raises storage-specific errors for damaged files
+        raise BagError(f"cannot read bag {[str(p) for p in reader.paths]}: {exc}") from exc
+
+
 def require_topics(reader: AnyReader, required: list[str], remaps: dict[str, str] | None = None) -> None:
     """Raise BagError naming every required topic the bag lacks (after remapping)."""
     remaps = remaps or {}

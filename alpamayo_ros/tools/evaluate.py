@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from alpamayo_ros.pipeline.pose_history import HistoryGap, PoseHistory, PoseSample
-from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag, require_topics
+from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag, read_messages, require_topics
 
 HORIZONS_S = (1.0, 3.0, 5.0, 6.4)
 DT_S = 0.1
@@ -62,7 +62,7 @@ def read_bag(paths: list[Path], odometry_topic: str, output_topic: str, tick_top
         odom_frame = None
         outputs, ticks = [], {}
         wanted = [c for c in reader.connections if c.topic in (odometry_topic, output_topic, tick_topic)]
-        for connection, _, raw in reader.messages(connections=wanted):
+        for connection, _, raw in read_messages(reader, wanted):
             msg = reader.deserialize(raw, connection.msgtype)
             if connection.topic == odometry_topic:
                 p, q = msg.pose.pose.position, msg.pose.pose.orientation

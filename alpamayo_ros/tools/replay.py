@@ -34,7 +34,7 @@ from rosgraph_msgs.msg import Clock
 
 from alpamayo_msgs.msg import TickStatus
 from alpamayo_ros.conversions import ns_to_stamp, stamp_to_ns
-from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag, require_topics, storage_of
+from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag, read_messages, require_topics, storage_of
 
 NS_PER_S = 1_000_000_000
 DISCOVERY_TIMEOUT_S = 60.0  # for the node's subscriptions to appear
@@ -191,7 +191,7 @@ class Replayer:
         next_step = (self.reader.start_time // period_ns + 1) * period_ns  # the node's timer grid: whole periods
         wall_start, bag_start = time.monotonic(), self.reader.start_time
         self.publish_clock(bag_start)
-        for connection, stamp, raw in self.reader.messages():
+        for connection, stamp, raw in read_messages(self.reader):
             topic = self.remaps.get(connection.topic, connection.topic)
             if mode == "lockstep":
                 while stamp > next_step:
