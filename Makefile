@@ -26,7 +26,7 @@ $(MSGS_STAMP): $(STAMP) scripts/build_interfaces.py alpamayo_msgs/CMakeLists.txt
 	touch $@
 
 demo: $(MSGS_STAMP)
-	$(PY) -m alpamayo_ros.tools.demo
+	$(PY) -m alpamayo_ros.tools.demo $(DEMO_ARGS)
 
 test: $(MSGS_STAMP)
 	$(PY) -m pytest -q test

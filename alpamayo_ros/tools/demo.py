@@ -1,8 +1,9 @@
-"""The README's demo: the node driving on a synthetic drive, or (--model-only) one direct inference.
+"""The README's demo: replay a sample bag through the node and score it; or (--model-only) one inference.
 
-By default it starts the synthetic publisher (4 cameras + odometry) and the node (tiny random model
-unless --model-path names a checkpoint) as separate processes on loopback-only DDS, prints what the
-node publishes, and stops both. --model-only skips ROS and prints one inference in full.
+By default: write a synthetic sample bag, start the node (tiny random model unless --model-path names
+a checkpoint) as its own process on loopback-only DDS and sim time, replay the bag in lockstep,
+evaluate the recorded outputs against the bag's future odometry, print the table and where the plot
+is. --model-only skips ROS and prints one direct inference in full.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import argparse
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,8 @@ SUMMARY_TIMES_S = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.4)
 
 
 REPO = Path(__file__).resolve().parents[2]
-OUTPUTS_SHOWN = 3
-OUTPUT_WAIT_TIMEOUT_S = 120.0
 SHUTDOWN_TIMEOUT_S = 20.0
+TICK_HZ = 2.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,87 +40,66 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=3)
     parser.add_argument("--max-reasoning-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, default=16.0, help="seconds of sample drive")
+    parser.add_argument("--out-dir", default=str(REPO / "demo_output"), help="bag, replay, plot and summary")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return model_demo(args) if args.model_only else node_demo(args)
+    return model_demo(args) if args.model_only else replay_demo(args)
 
 
-def node_demo(args: argparse.Namespace) -> int:
-    """Publisher and node as processes; print the node's outputs as they arrive."""
-    # Loopback-only DDS on a domain of its own, set before rclpy loads (here and in the children).
+def replay_demo(args: argparse.Namespace) -> int:
+    """Sample bag -> node (a separate process, sim time) -> lockstep replay -> evaluation table and plot."""
+    # Loopback-only DDS on a domain of its own, set before rclpy loads (here and in the node).
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_profile.xml"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    import rclpy
-    from alpamayo_msgs.msg import DrivingOutput
-    from rclpy.executors import SingleThreadedExecutor
+    from alpamayo_ros.tools.evaluate import evaluate, print_table
+    from alpamayo_ros.tools.make_sample_bag import CAMERA_NAMES, write_bag
+    from alpamayo_ros.tools.replay import replay
 
-    node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", f"device:={args.device}",
+    out_dir = Path(args.out_dir).resolve()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    bag = write_bag(out_dir / "sample_bag", duration_s=args.duration)
+    print(f"1/4 wrote the sample bag {bag} ({args.duration:.0f} s: straight, left curve, stop, drive off; "
+          "4 JPEG cameras at 10 Hz, odometry at 50 Hz)", flush=True)
+    topics = [f"/cameras/{name}/image/compressed" for name in CAMERA_NAMES]
+    node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "use_sim_time:=true",
+                "-p", "image_transport:=compressed", "-p", f"camera_topics:=[{','.join(topics)}]",
+                "-p", f"device:={args.device}", "-p", f"dtype:={'float32' if args.device == 'cpu' else 'bfloat16'}",
                 "-p", f"num_samples:={args.num_samples}", "-p", f"max_reasoning_tokens:={args.max_reasoning_tokens}",
-                "-p", "rate_hz:=1.0", "-p", f"seed:={args.seed}", "-p", "selection:=medoid",
-                "-p", f"dtype:={'float32' if args.device == 'cpu' else 'bfloat16'}"]
+                "-p", f"rate_hz:={TICK_HZ}", "-p", f"seed:={args.seed}", "-p", "selection:=medoid"]
     if args.model_path:
         node_cmd += ["-p", f"model_path:={args.model_path}"]
         if args.base_model_dir:
             node_cmd += ["-p", f"base_model_dir:={args.base_model_dir}"]
-    print(f"starting the synthetic drive publisher and the node (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, "
-          "loopback only)...", flush=True)
-    publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher"], env=env, cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    node = subprocess.Popen(node_cmd, env=env, cwd=REPO)
-    outputs: list = []
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    listener = rclpy.create_node("alpamayo_demo_listener", context=context)
-    listener.create_subscription(DrivingOutput, "/alpamayo/output", outputs.append, 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin)
-    spinner.start()
-    shown = 0
+    print(f"2/4 starting the node ({'TINY RANDOM model' if not args.model_path else args.model_path}; "
+          f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, loopback only)", flush=True)
+    node_log = open(out_dir / "node.log", "w")
+    node = subprocess.Popen(node_cmd, env=env, cwd=REPO, stdout=node_log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + OUTPUT_WAIT_TIMEOUT_S
-        while shown < OUTPUTS_SHOWN and time.monotonic() < deadline and node.poll() is None:
-            if len(outputs) > shown:
-                print_output(outputs[shown])
-                shown += 1
-            time.sleep(0.1)
+        print("3/4 replaying the bag in lockstep (each tick waits for the model)...", flush=True)
+        counts = replay(bag, out_dir / "replay", mode="lockstep", tick_hz=TICK_HZ, camera_topics=topics)
     finally:
-        executor.shutdown()
-        spinner.join()
-        listener.destroy_node()
-        rclpy.try_shutdown(context=context)
-        for proc in (node, publisher):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    if shown < OUTPUTS_SHOWN:
-        print(f"the node published {shown} of {OUTPUTS_SHOWN} outputs before the timeout", file=sys.stderr)
-        return 1
-    print(f"\nthe node published {shown} driving outputs on /alpamayo/trajectory, /alpamayo/reasoning, "
-          "/alpamayo/output, /alpamayo/candidates and /diagnostics")
-    return 0
-
-
-def print_output(out) -> None:
-    """One DrivingOutput: its samples, the selected path at a few horizons, reasoning and timings."""
-    t0 = out.header.stamp.sec + out.header.stamp.nanosec / 1e9
-    path = out.trajectories[out.selected]
-    print(f"\n/alpamayo/output tick {out.tick}: t0 {t0:.3f} s, frame {out.header.frame_id}, "
-          f"{len(out.trajectories)} samples, selected {out.selected} ({out.selection}), "
-          f"{len(path.poses)} poses")
-    for horizon in SUMMARY_TIMES_S:
-        p = path.poses[round(horizon / 0.1) - 1].pose.position
-        print(f"  t0+{horizon:.1f} s: x {p.x:8.2f}  y {p.y:8.2f}")
-    print(f"  reasoning: {out.reasoning[out.selected]!r}")
-    t = out.timings
-    print(f"  timings [ms]: vision {t.vision_ms:.0f}, prefill {t.prefill_ms:.0f}, decode {t.decode_ms:.0f} "
-          f"({t.decode_tokens} tokens), expert {t.expert_ms:.0f}, trajectory {t.trajectory_ms:.0f}; "
-          f"t0 to publication {t.latency_ms:.0f}", flush=True)
+        if node.poll() is None:
+            node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        node_log.close()
+    print(f"    {len(counts.ticks)} ticks, {counts.published} outputs recorded to {out_dir / 'replay'}")
+    print("4/4 evaluating against the bag's own future odometry\n", flush=True)
+    summary = evaluate([out_dir / "replay"], json_path=out_dir / "evaluation.json", plot_path=out_dir / "evaluation.png")
+    print_table(summary)
+    print(f"\nplot: {out_dir / 'evaluation.png'}\nsummary: {out_dir / 'evaluation.json'}\nnode log: {out_dir / 'node.log'}")
+    if not args.model_path:
+        print("\nThe tiny model has RANDOM weights: its trajectories start at the measured speed and heading but are "
+              "not meant to be good, and its reasoning text is noise. For the released checkpoint: make demo "
+              "DEMO_ARGS='--model-path /models/Alpamayo-R1-10B --base-model-dir /models/Qwen3-VL-8B-Instruct "
+              "--device cuda'")
+    return 0 if counts.published else 1
 
 
 def model_demo(args: argparse.Namespace) -> int:
