@@ -101,7 +101,12 @@ def pose_from_odometry(msg: Odometry, topic: str) -> PoseSample:
     norm = float(np.linalg.norm(quat)) if np.isfinite(quat).all() else float("nan")
     if not abs(norm - 1.0) <= QUATERNION_NORM_TOL:
         raise InvalidMessage(topic, "pose.pose.orientation", quat.tolist(), "a unit quaternion")
-    return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=position, orientation=quat / norm)
+    linear = msg.twist.twist.linear
+    speed = float(np.linalg.norm([linear.x, linear.y, linear.z]))
+    if not np.isfinite(speed):
+        raise InvalidMessage(topic, "twist.twist.linear", [linear.x, linear.y, linear.z], "finite velocity")
+    return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=position, orientation=quat / norm,
+                      speed_mps=speed)
 
 
 def to_output_frame(xyz: np.ndarray, rot: np.ndarray, t0_position: np.ndarray | None,

@@ -44,6 +44,10 @@ class CameraBuffer:
         """Stamps of the buffered frames, oldest first."""
         return list(self._stamps)
 
+    def clear(self) -> None:
+        self._stamps.clear()
+        self._frames.clear()
+
     def push(self, frame: CameraFrame) -> None:
         """Insert a frame by stamp (a repeated stamp replaces the frame); drop what fell out of the horizon."""
         i = bisect.bisect_left(self._stamps, frame.stamp_ns)

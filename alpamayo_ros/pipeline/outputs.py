@@ -1,8 +1,8 @@
 """Which sampled trajectories may be published, and which one is selected.
 
 A sample is rejected, with reasons, if any pose or action is not finite, an acceleration or
-curvature leaves the release's bounds, or its first pose is not where the t0 speed puts it
-(|x_1 - v0 dt| beyond what the acceleration bound allows over one step, plus a margin).
+curvature leaves the release's bounds, its first pose is not where the t0 speed puts it, or a pose
+lies further behind the vehicle than a reversing manoeuvre could take it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,18 @@ import enum
 import numpy as np
 import torch
 
+from dataclasses import dataclass
+
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import Prediction
 
-FIRST_POSE_MARGIN_M = 0.05  # float and smoothing slack on top of the kinematic bound
+
+@dataclass(frozen=True, slots=True)
+class OutputLimits:
+    """Physical plausibility of a sampled trajectory (ego frame at t0)."""
+
+    max_first_pose_error_m: float = 0.5  # |x_1 - v0 dt|; the accel bound alone allows 0.05 m
+    max_reverse_m: float = 1.0  # no pose further behind the t0 position than this
 
 
 class Selection(enum.Enum):
@@ -26,13 +34,13 @@ class Selection(enum.Enum):
 
 
 def sample_problems(pred: Prediction, action_space: UnicycleAccelCurvatureActionSpace,
-                    ego_history_xyz: np.ndarray, ego_history_rot: np.ndarray) -> list[list[str]]:
+                    ego_history_xyz: np.ndarray, ego_history_rot: np.ndarray,
+                    limits: OutputLimits = OutputLimits()) -> list[list[str]]:
     """Per sample, the reasons it must not be published (an empty list: publishable)."""
     cfg = action_space.cfg
     v0 = float(action_space.estimate_t0_states(torch.as_tensor(ego_history_xyz)[None],
                                                torch.as_tensor(ego_history_rot)[None])[0])
     accel, curvature = action_space.denormalize(pred.action)
-    first_pose_bound_m = 0.5 * max(abs(b) for b in cfg.accel_bounds) * cfg.dt**2 + FIRST_POSE_MARGIN_M
     problems: list[list[str]] = []
     for s in range(pred.xyz.shape[0]):
         reasons = []
@@ -45,10 +53,14 @@ def sample_problems(pred: Prediction, action_space: UnicycleAccelCurvatureAction
                 reasons.append(f"acceleration {float(a.abs().max()):.1f} m/s^2 outside {list(cfg.accel_bounds)}")
             if k.min() < cfg.curvature_bounds[0] or k.max() > cfg.curvature_bounds[1]:
                 reasons.append(f"curvature {float(k.abs().max()):.3f} 1/m outside {list(cfg.curvature_bounds)}")
-            miss = abs(float(pred.xyz[s, 0, 0]) - v0 * cfg.dt)
-            if miss > first_pose_bound_m:
-                reasons.append(f"first pose x={float(pred.xyz[s, 0, 0]):.2f} m, v0*dt={v0 * cfg.dt:.2f} m "
-                               f"(allowed {first_pose_bound_m:.2f} m)")
+            first = pred.xyz[s, 0, :2].double()
+            miss = float(torch.linalg.vector_norm(first - torch.tensor([v0 * cfg.dt, 0.0], dtype=torch.float64)))
+            if miss > limits.max_first_pose_error_m:
+                reasons.append(f"first pose ({float(first[0]):.2f}, {float(first[1]):.2f}) m is {miss:.2f} m from "
+                               f"v0*dt = {v0 * cfg.dt:.2f} m ahead (max {limits.max_first_pose_error_m:.2f} m)")
+            behind = -float(pred.xyz[s, :, 0].min())
+            if behind > limits.max_reverse_m:
+                reasons.append(f"a pose lies {behind:.1f} m behind the vehicle (max {limits.max_reverse_m:.1f} m)")
         problems.append(reasons)
     return problems
 

@@ -21,6 +21,7 @@ class PoseSample:
     stamp_ns: int
     position: np.ndarray  # (3,) float64, metres
     orientation: np.ndarray  # (4,) float64 unit quaternion, x y z w
+    speed_mps: float = float("nan")  # |twist.linear| as reported by the odometry source; NaN if unknown
 
 
 class HistoryGap(ValueError):
@@ -55,6 +56,18 @@ class PoseHistory:
         drop = max(bisect.bisect_left(self._stamps, cutoff), len(self._stamps) - self.max_samples)
         if drop > 0:
             del self._stamps[:drop], self._samples[:drop]
+
+    def clear(self) -> None:
+        self._stamps.clear()
+        self._samples.clear()
+
+    def speed_at(self, stamp_ns: int) -> float:
+        """Reported speed of the sample nearest `stamp_ns` (NaN if none or unknown)."""
+        if not self._stamps:
+            return float("nan")
+        i = bisect.bisect_left(self._stamps, stamp_ns)
+        nearest = min((j for j in (i - 1, i) if 0 <= j < len(self._stamps)), key=lambda j: abs(self._stamps[j] - stamp_ns))
+        return self._samples[nearest].speed_mps
 
     def interpolate(self, stamps_ns: np.ndarray, max_gap_ns: int) -> tuple[np.ndarray, Rotation]:
         """Poses at the given times: positions (N, 3) float64 and a Rotation of length N.

@@ -53,6 +53,7 @@ class ModelInput:
     t0_position: np.ndarray  # (3,) float64, odometry frame: where the ego frame sits
     t0_rotation: np.ndarray  # (3, 3) float64, odometry frame
     history_span_ns: tuple[int, int]  # first and last history pose time
+    odometry_speed_mps: float = float("nan")  # reported by the odometry at t0
 
     @property
     def camera_images(self) -> np.ndarray | None:
@@ -119,4 +120,31 @@ def _input_at(t0: int, cameras: Sequence[CameraBuffer], poses: PoseHistory, cfg:
     return ModelInput(t0_ns=int(t0), images=tuple(images),
                       frame_stamps_ns=np.asarray(stamps, dtype=np.int64).reshape(len(cameras), len(cfg.frame_offsets_ns)),
                       ego_history_xyz=xyz.astype(np.float32), ego_history_rot=rot.astype(np.float32),
-                      t0_position=p0.copy(), t0_rotation=r0.as_matrix(), history_span_ns=(int(times[0]), int(times[-1])))
+                      t0_position=p0.copy(), t0_rotation=r0.as_matrix(), history_span_ns=(int(times[0]), int(times[-1])),
+                      odometry_speed_mps=poses.speed_at(int(t0)))
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """Checks on a selected input before it reaches the model."""
+
+    max_speed_mismatch_mps: float = 2.0  # history-implied speed vs the odometry's own twist
+    origin_tol_m: float = 1e-3  # the last history pose must be the origin...
+    identity_tol: float = 1e-3  # ...with identity rotation
+
+
+def input_problems(model_input: ModelInput, limits: InputLimits = InputLimits()) -> list[str]:
+    """Why this input must not be used (empty: usable)."""
+    xyz, rot = model_input.ego_history_xyz, model_input.ego_history_rot
+    if not (np.isfinite(xyz).all() and np.isfinite(rot).all()):
+        return ["history contains NaN or inf"]
+    problems = []
+    if np.abs(xyz[-1]).max() > limits.origin_tol_m or np.abs(rot[-1] - np.eye(3)).max() > limits.identity_tol:
+        problems.append("history does not end at the origin with identity rotation")
+    step_s = 0.1
+    implied = float(np.linalg.norm(xyz[-1, :2] - xyz[-3, :2])) / (2 * step_s)
+    reported = model_input.odometry_speed_mps
+    if np.isfinite(reported) and abs(implied - reported) > limits.max_speed_mismatch_mps:
+        problems.append(f"odometry reports {reported:.1f} m/s but its poses move at {implied:.1f} m/s "
+                        f"(max mismatch {limits.max_speed_mismatch_mps:.1f} m/s)")
+    return problems

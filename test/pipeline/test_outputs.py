@@ -44,3 +44,9 @@ def test_medoid_is_the_sample_closest_to_the_others():
     assert select_sample(xyz, [0, 1, 2, 3], Selection.MEDOID) == 1
     assert select_sample(xyz, [3, 2], Selection.FIRST) == 3
     assert select_sample(xyz, [0, 3], Selection.MEDOID) == 0  # a tie goes to the first candidate
+
+
+def test_a_trajectory_reversing_far_behind_the_vehicle_is_rejected():
+    pred, hist_xyz, hist_rot = prediction([[-5.0] * 64])  # 10 m/s, braking, then reversing 38 m back
+    problems = sample_problems(pred, SPACE, hist_xyz, hist_rot)[0]
+    assert any("behind the vehicle" in p for p in problems)
