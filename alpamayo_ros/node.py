@@ -33,16 +33,18 @@ from visualization_msgs.msg import MarkerArray
 from alpamayo_msgs.msg import DrivingOutput, StageTimings, TickStatus
 from alpamayo_ros import conversions
 from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
-from alpamayo_ros.pipeline.outputs import Selection, sample_problems, select_sample
+from alpamayo_ros.pipeline.outputs import OutputLimits, Selection, sample_problems, select_sample
 from alpamayo_ros.pipeline.pose_history import PoseHistory
 from alpamayo_ros.pipeline.runner import RunResult, Runner, SamplingSettings, model_inference
-from alpamayo_ros.pipeline.sync import ModelInput, NotReady, SyncConfig, select_inputs
+from alpamayo_ros.pipeline.sync import InputLimits, ModelInput, NotReady, SyncConfig, input_problems, select_inputs
 
 CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order
 NS_PER_S = 1_000_000_000
 LOG_THROTTLE_S = 5.0
 RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window
 LATENCY_WINDOW = 200  # latencies kept for percentiles
+RECENT_FAULT_S = 5.0  # an invalid message keeps its topic flagged in /diagnostics this long
+ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps mean the source restarted
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Sensor-data QoS (best effort, volatile) with queues deep enough for bursts while the executor is busy
 # decoding images: 1 s of 50-100 Hz odometry, 0.8 s of 10 Hz frames per camera.
@@ -87,6 +89,17 @@ class NodeConfig:
     max_odometry_gap_s: float
     output_frame: OutputFrame
     selection: Selection
+    max_speed_mismatch_mps: float
+    max_first_pose_error_m: float
+    max_reverse_m: float
+
+    @property
+    def input_limits(self) -> InputLimits:
+        return InputLimits(max_speed_mismatch_mps=self.max_speed_mismatch_mps)
+
+    @property
+    def output_limits(self) -> OutputLimits:
+        return OutputLimits(max_first_pose_error_m=self.max_first_pose_error_m, max_reverse_m=self.max_reverse_m)
 
     @property
     def sync(self) -> SyncConfig:
@@ -133,6 +146,9 @@ _PARAMETERS: dict[str, tuple[object, str, dict]] = {
     "max_odometry_gap": (0.25, "Seconds between odometry messages beyond which the history is refused", {"floating_point_range": [FloatingPointRange(from_value=0.01, to_value=2.0)]}),
     "output_frame": ("odom", "odom (transform by the pose at t0) or base_link (ego frame at t0)", {"additional_constraints": "odom|base_link"}),
     "selection": ("first", "Published sample: first, or medoid of the valid samples", {"additional_constraints": "first|medoid"}),
+    "max_speed_mismatch": (2.0, "m/s the history-implied speed may differ from the odometry twist before the tick is skipped", {"floating_point_range": [FloatingPointRange(from_value=0.1, to_value=50.0)]}),
+    "max_first_pose_error": (0.5, "m the first pose may be from v0 * 0.1 s ahead before the sample is withheld", {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=10.0)]}),
+    "max_reverse": (1.0, "m a pose may lie behind the vehicle before the sample is withheld", {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=100.0)]}),
 }
 
 
@@ -149,6 +165,10 @@ class AlpamayoNode(Node):
         self._arrivals = {topic: collections.deque(maxlen=1000) for topic in (*self.cfg.camera_topics, self.cfg.odometry_topic)}
         self._last_stamp_ns: dict[str, int] = {}
         self._invalid = collections.Counter()
+        self._last_invalid: dict[str, tuple[float, str]] = {}  # topic -> (monotonic time, what was wrong)
+        self._image_shapes: dict[int, tuple[int, int]] = {}  # camera index -> (H, W) of its first frame
+        self._odometry_backwards = 0
+        self._last_tick_now_ns: int | None = None
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._tick = 0
         self._last_t0_ns = -1
@@ -158,6 +178,8 @@ class AlpamayoNode(Node):
         self._last_not_ready = ""
         self._last_error = ""
         self._last_outcome = "starting"
+        self._last_clock_jump = ""
+        self._reported_drops = 0
 
         image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
         for index, topic in enumerate(self.cfg.camera_topics):
@@ -203,7 +225,9 @@ class AlpamayoNode(Node):
             sync_tolerance_s=float(value["sync_tolerance"]), max_input_age_s=float(value["max_input_age"]),
             max_odometry_gap_s=float(value["max_odometry_gap"]),
             output_frame=_enum(OutputFrame, "output_frame", value["output_frame"]),
-            selection=_enum(Selection, "selection", value["selection"]))
+            selection=_enum(Selection, "selection", value["selection"]),
+            max_speed_mismatch_mps=float(value["max_speed_mismatch"]),
+            max_first_pose_error_m=float(value["max_first_pose_error"]), max_reverse_m=float(value["max_reverse"]))
 
     def _load_model(self):
         from alpamayo_ros.model.loading import from_pretrained, tiny
@@ -224,12 +248,22 @@ class AlpamayoNode(Node):
             frame = (conversions.image_from_msg(msg, topic) if isinstance(msg, Image)
                      else conversions.compressed_image_from_msg(msg, topic))
         except conversions.InvalidMessage as exc:
-            self._invalid[topic] += 1
-            self.get_logger().warn(f"camera {CAMERA_NAMES[index]}: {exc}; frame dropped",
-                                   throttle_duration_sec=LOG_THROTTLE_S)
+            self._reject(topic, f"camera {CAMERA_NAMES[index]}: {exc}; frame dropped")
+            return
+        shape = frame.image.shape[:2]
+        expected = self._image_shapes.setdefault(index, shape)
+        if shape != expected:
+            self._reject(topic, f"camera {CAMERA_NAMES[index]}: {topic}: image is {shape[1]}x{shape[0]}, expected "
+                                f"{expected[1]}x{expected[0]} (its first frame's size); frame dropped")
             return
         self._last_stamp_ns[topic] = frame.stamp_ns
         self.cameras[index].push(frame)
+
+    def _reject(self, topic: str, text: str) -> None:
+        """Count, remember for /diagnostics, and log (throttled) a message that cannot be used."""
+        self._invalid[topic] += 1
+        self._last_invalid[topic] = (time.monotonic(), text)
+        self.get_logger().warn(text, throttle_duration_sec=LOG_THROTTLE_S)
 
     def _on_odometry(self, msg: Odometry) -> None:
         topic = self.cfg.odometry_topic
@@ -237,9 +271,19 @@ class AlpamayoNode(Node):
         try:
             sample = conversions.pose_from_odometry(msg, topic)
         except conversions.InvalidMessage as exc:
-            self._invalid[topic] += 1
-            self.get_logger().warn(f"{exc}; odometry message dropped", throttle_duration_sec=LOG_THROTTLE_S)
+            self._reject(topic, f"odometry: {exc}; message dropped")
             return
+        newest = self.poses.newest_stamp_ns
+        if newest is not None and sample.stamp_ns < newest - self.cfg.sync.max_odometry_gap_ns:
+            self._odometry_backwards += 1
+            if self._odometry_backwards < ODOMETRY_RESTART_COUNT:
+                self._reject(topic, f"odometry: {topic}: stamp went back {(newest - sample.stamp_ns) / 1e9:.2f} s; "
+                                    "message dropped")
+                return
+            self._reject(topic, f"odometry: {topic}: time restarted {(newest - sample.stamp_ns) / 1e9:.2f} s "
+                                "earlier; history cleared")
+            self.poses.clear()
+        self._odometry_backwards = 0
         self._odom_frame = msg.header.frame_id or self._odom_frame
         self._base_frame = msg.child_frame_id or self._base_frame
         self._last_stamp_ns[topic] = sample.stamp_ns
@@ -256,9 +300,24 @@ class AlpamayoNode(Node):
 
     def _on_tick(self) -> None:
         self._tick += 1
-        selected = select_inputs(self.cameras, self.poses, self._now_ns(), self.cfg.sync)
+        now = self._now_ns()
+        if self._last_tick_now_ns is not None and now < self._last_tick_now_ns:
+            # The clock went back (a replayed bag looping): buffered data lies in this clock's future.
+            jump_s = (self._last_tick_now_ns - now) / 1e9
+            for camera in self.cameras:
+                camera.clear()
+            self.poses.clear()
+            self._last_t0_ns = -1
+            self._last_clock_jump = f"clock jumped back {jump_s:.1f} s: input buffers cleared"
+            self.get_logger().warn(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
+        self._last_tick_now_ns = now
+        selected = select_inputs(self.cameras, self.poses, now, self.cfg.sync)
         if isinstance(selected, ModelInput) and selected.t0_ns <= self._last_t0_ns:
             selected = NotReady(f"no camera frames newer than the last input (t0 {selected.t0_ns / 1e9:.3f} s)")
+        if isinstance(selected, ModelInput):
+            problems = input_problems(selected, self.cfg.input_limits)
+            if problems:
+                selected = NotReady("input rejected: " + "; ".join(problems))
         if isinstance(selected, NotReady):
             self._not_ready += 1
             self._last_not_ready = selected.reason
@@ -295,11 +354,11 @@ class AlpamayoNode(Node):
             return
         pred, model_input = result.prediction, result.model_input
         problems = sample_problems(pred, self.model.action_space, model_input.ego_history_xyz,
-                                   model_input.ego_history_rot)
+                                   model_input.ego_history_rot, self.cfg.output_limits)
         valid = [i for i, reasons in enumerate(problems) if not reasons]
         if not valid:
             self._rejected += 1
-            self._last_outcome = f"all samples rejected: {problems[0]}"
+            self._last_outcome = f"output withheld, every sample failed the checks: {'; '.join(problems[0])}"
             self.get_logger().warn(f"tick {result.tick}: every sample rejected ({problems}); nothing published",
                                    throttle_duration_sec=LOG_THROTTLE_S)
             self._report_tick(result.tick, TickStatus.REJECTED, "; ".join(problems[0]), result.model_input.t0_ns)
@@ -347,41 +406,72 @@ class AlpamayoNode(Node):
 
     # -- diagnostics ---------------------------------------------------------------------------------
 
-    def _publish_diagnostics(self) -> None:
-        now_mono, now_ns = time.monotonic(), self._now_ns()
-        inputs = {}
+    def _input_faults(self, now_mono: float, now_ns: int) -> tuple[list[str], dict[str, object]]:
+        """What is wrong with the inputs right now, in words, and the per-topic numbers."""
+        faults, values = [], {}
+        stale_ns = self.cfg.sync.max_input_age_ns
+        reference = self.cameras[self.cfg.sync.reference_camera]
+        names = {topic: f"camera {name}" for topic, name in zip(self.cfg.camera_topics, CAMERA_NAMES)}
+        names[self.cfg.odometry_topic] = "odometry"
         for topic, arrivals in self._arrivals.items():
             recent = [a for a in arrivals if now_mono - a <= RATE_WINDOW_S]
             rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-            inputs[f"{topic} rate_hz"] = f"{rate:.1f}"
             stamp = self._last_stamp_ns.get(topic)
-            inputs[f"{topic} age_ms"] = "never" if stamp is None else f"{(now_ns - stamp) / 1e6:.0f}"
-            inputs[f"{topic} invalid"] = self._invalid[topic]
-        missing = [t for t in self._arrivals if t not in self._last_stamp_ns]
-        input_level = DiagnosticStatus.WARN if missing else DiagnosticStatus.OK
-        lat = np.percentile(self._latencies_ms, [50, 90, 99]) if self._latencies_ms else None
+            values[f"{topic} rate_hz"] = f"{rate:.1f}"
+            values[f"{topic} age_ms"] = "never" if stamp is None else f"{(now_ns - stamp) / 1e6:.0f}"
+            values[f"{topic} invalid"] = self._invalid[topic]
+            if stamp is None:
+                faults.append(f"{names[topic]}: no valid message on {topic}")
+            elif now_ns - stamp > stale_ns:
+                faults.append(f"{names[topic]}: last valid message on {topic} is {(now_ns - stamp) / 1e9:.1f} s old")
+            invalid = self._last_invalid.get(topic)
+            if invalid and now_mono - invalid[0] <= RECENT_FAULT_S:
+                faults.append(invalid[1])
+        newest_reference = reference.newest_stamp_ns
+        for camera in self.cameras:
+            if camera is reference or newest_reference is None or camera.newest_stamp_ns is None:
+                continue
+            lag_ns = newest_reference - camera.newest_stamp_ns
+            if lag_ns > self.cfg.sync.sync_tolerance_ns:
+                faults.append(f"camera {camera.name}: newest frame {lag_ns / 1e6:.0f} ms behind {reference.name} "
+                              f"(sync_tolerance {self.cfg.sync.sync_tolerance_ns / 1e6:.0f} ms)")
+        if self._last_clock_jump:
+            faults.append(self._last_clock_jump)
+            self._last_clock_jump = ""
+        return faults, values
+
+    def _publish_diagnostics(self) -> None:
+        now_mono, now_ns = time.monotonic(), self._now_ns()
+        faults, inputs = self._input_faults(now_mono, now_ns)
+        lat = np.percentile(self._latencies_ms, [50, 90]) if self._latencies_ms else None
         ticks = {"ticks": self._tick, "published": self._published, "not_ready": self._not_ready,
                  "dropped_busy": self.runner.dropped, "model_errors": self.runner.failed,
                  "rejected_outputs": self._rejected, "last_not_ready": self._last_not_ready or "-",
                  "latency_ms_p50": "-" if lat is None else f"{lat[0]:.0f}",
                  "latency_ms_p90": "-" if lat is None else f"{lat[1]:.0f}",
                  "latency_ms_max": "-" if lat is None else f"{max(self._latencies_ms):.0f}"}
+        new_drops = self.runner.dropped != self._reported_drops
         if self._last_outcome.startswith("model error"):
             level = DiagnosticStatus.ERROR
-        elif self._last_outcome == "published":
+        elif self._last_outcome == "published" and not new_drops:
             level = DiagnosticStatus.OK
         else:
             level = DiagnosticStatus.WARN
+        message = self._last_outcome
+        if new_drops:
+            message += f"; {self.runner.dropped - self._reported_drops} tick(s) dropped: the model is slower than rate_hz"
+            self._reported_drops = self.runner.dropped
         model = {"model_path": self.cfg.model_path or "(tiny random demo model)", "device": self.cfg.device,
                  "dtype": self.cfg.dtype, "last_error": self._last_error or "-"}
         name = self.get_fully_qualified_name()
         status = [
-            conversions.diagnostic_status(f"{name}: inputs", input_level,
-                                          f"no messages yet on {missing}" if missing else "all inputs arriving",
-                                          inputs, name),
-            conversions.diagnostic_status(f"{name}: inference", level, self._last_outcome, ticks, name),
-            conversions.diagnostic_status(f"{name}: model", DiagnosticStatus.ERROR if self._last_error else DiagnosticStatus.OK,
-                                          "last tick failed" if level == DiagnosticStatus.ERROR else "loaded", model, name),
+            conversions.diagnostic_status(f"{name}: inputs", DiagnosticStatus.WARN if faults else DiagnosticStatus.OK,
+                                          "; ".join(faults) if faults else "all inputs arriving", inputs, name),
+            conversions.diagnostic_status(f"{name}: inference", level, message, ticks, name),
+            conversions.diagnostic_status(f"{name}: model", DiagnosticStatus.ERROR if level == DiagnosticStatus.ERROR
+                                          else DiagnosticStatus.OK,
+                                          f"the model raised: {self._last_error}" if level == DiagnosticStatus.ERROR
+                                          else "loaded", model, name),
         ]
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=status))
 
