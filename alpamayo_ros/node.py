@@ -44,6 +44,7 @@ LOG_THROTTLE_S = 5.0
 RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window
 LATENCY_WINDOW = 200  # latencies kept for percentiles
 RECENT_FAULT_S = 5.0  # an invalid message keeps its topic flagged in /diagnostics this long
+CLOCK_JUMP_FORWARD_S = 5.0  # a tick this much later than the previous one means the clock jumped
 ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps mean the source restarted
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Sensor-data QoS (best effort, volatile) with queues deep enough for bursts while the executor is busy
@@ -309,6 +310,10 @@ class AlpamayoNode(Node):
             self.poses.clear()
             self._last_t0_ns = -1
             self._last_clock_jump = f"clock jumped back {jump_s:.1f} s: input buffers cleared"
+            self.get_logger().warn(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
+        elif self._last_tick_now_ns is not None and now - self._last_tick_now_ns > CLOCK_JUMP_FORWARD_S * NS_PER_S:
+            # Jumped ahead (a bag skipped, sim time resumed): buffered data is now stale and ages out.
+            self._last_clock_jump = f"clock jumped forward {(now - self._last_tick_now_ns) / 1e9:.1f} s"
             self.get_logger().warn(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
         self._last_tick_now_ns = now
         selected = select_inputs(self.cameras, self.poses, now, self.cfg.sync)

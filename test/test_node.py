@@ -3,113 +3,29 @@ answers, and this process checks every output topic. Loopback only, own ROS_DOMA
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rclpy==9.1.2, see README)")
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
-from alpamayo_msgs.msg import DrivingOutput, TickStatus  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from nav_msgs.msg import Odometry, Path  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from alpamayo_msgs.msg import TickStatus  # noqa: E402
+from dds import Received, assert_paths_valid, run_scenario, stamp_ns  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-from visualization_msgs.msg import MarkerArray  # noqa: E402
-
-from conftest import REPO  # noqa: E402
 
 OUTPUT_WAIT_TIMEOUT_S = 120.0  # node start (imports, tiny model) plus buffering 1.5 s of odometry
-SHUTDOWN_TIMEOUT_S = 20.0
-NS_PER_S = 1_000_000_000
 FIRST_POSE_TOL_M = 0.5  # first pose ~ v0 * 0.1 s = 0.8 m ahead; accel bounds and float slack
 
 
-def ros_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_profile.xml")
-    return env
-
-
-@dataclass
-class Received:
-    paths: list = field(default_factory=list)
-    reasoning: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)
-    markers: list = field(default_factory=list)
-    diagnostics: list = field(default_factory=list)
-    odometry: list = field(default_factory=list)
-    ticks: list = field(default_factory=list)
-
-    def complete(self) -> bool:
-        inference_ok = any(s.name.endswith("inference") and s.level == b"\x00" for d in self.diagnostics for s in d.status)
-        return bool(self.paths and self.reasoning and self.outputs and self.markers and inference_ok)
-
-
 def run_drive(transport: str, output_frame: str) -> Received:
-    """Start publisher and node, collect outputs until every topic has spoken, then stop both cleanly."""
-    env = ros_env()
-    node = subprocess.Popen(
-        [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu", "-p", "dtype:=float32",
-         "-p", "rate_hz:=2.0", "-p", "num_samples:=3", "-p", "max_reasoning_tokens:=6", "-p", "selection:=medoid",
-         "-p", f"image_transport:={transport}", "-p", f"output_frame:={output_frame}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    publisher = subprocess.Popen(
-        [sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--transport", transport,
-         "--duration", str(OUTPUT_WAIT_TIMEOUT_S + 10)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    received = Received()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    listener = rclpy.create_node("alpamayo_test_listener", context=context)
-    subscriptions = [(Path, "/alpamayo/trajectory", received.paths), (String, "/alpamayo/reasoning", received.reasoning),
-                     (DrivingOutput, "/alpamayo/output", received.outputs),
-                     (MarkerArray, "/alpamayo/candidates", received.markers),
-                     (DiagnosticArray, "/diagnostics", received.diagnostics),
-                     (TickStatus, "/alpamayo/tick", received.ticks)]
-    for msg_type, topic, sink in subscriptions:
-        listener.create_subscription(msg_type, topic, sink.append, 10)
-    listener.create_subscription(Odometry, "/odom", received.odometry.append, qos_profile_sensor_data)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin)
-    spinner.start()
-    try:
-        deadline = time.monotonic() + OUTPUT_WAIT_TIMEOUT_S
-        while not received.complete() and time.monotonic() < deadline and node.poll() is None:
-            time.sleep(0.2)
-    finally:
-        executor.shutdown()
-        spinner.join()
-        listener.destroy_node()
-        rclpy.try_shutdown(context=context)
-        logs = {}
-        for name, proc in (("node", node), ("publisher", publisher)):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                logs[name] = proc.communicate(timeout=SHUTDOWN_TIMEOUT_S)[0]
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                logs[name] = proc.communicate()[0]
-    assert received.complete(), f"node log:\n{logs['node'][-4000:]}\npublisher log:\n{logs['publisher'][-2000:]}"
-    assert node.returncode == 0, f"node exited {node.returncode}:\n{logs['node'][-4000:]}"
-    assert "Traceback" not in logs["node"], logs["node"][-4000:]
+    received = run_scenario({"num_samples": 3, "selection": "medoid", "image_transport": transport,
+                             "output_frame": output_frame}, ["--transport", transport],
+                            until=Received.complete, timeout_s=OUTPUT_WAIT_TIMEOUT_S)
+    assert received.complete(), f"node log:\n{received.node_log[-4000:]}\npublisher log:\n{received.publisher_log[-2000:]}"
+    assert received.node_returncode == 0, f"node exited {received.node_returncode}:\n{received.node_log[-4000:]}"
+    assert "Traceback" not in received.node_log, received.node_log[-4000:]
+    assert_paths_valid(received)
     return received
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
 
 
 def odometry_at(received: Received, t_ns: int) -> Odometry:

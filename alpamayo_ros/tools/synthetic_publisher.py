@@ -1,9 +1,12 @@
-"""Publish a synthetic drive: 4 cameras (raw or compressed) and odometry, stamped with this clock.
+"""Publish a synthetic drive: 4 cameras (raw or compressed) and odometry, optionally with an injected fault.
 
 The vehicle drives a constant-speed left arc in the `odom` frame; cameras publish at 10 Hz, odometry
-at 50 Hz. Used by the DDS tests and the demo to feed the node without a bag.
+at 50 Hz. Used by the DDS tests and the fault matrix to feed the node without a bag. A fault applies
+between --fault-start and --fault-end seconds after start (to one camera where it concerns cameras).
+With --sim-time the publisher also drives `/clock`, and every stamp follows that clock.
 
     python -m alpamayo_ros.tools.synthetic_publisher --transport compressed --duration 30
+    python -m alpamayo_ros.tools.synthetic_publisher --fault stop --fault-camera 2 --fault-start 4 --fault-end 8
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from nav_msgs.msg import Odometry
 from PIL import Image as PILImage
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -31,6 +35,11 @@ DEFAULT_TOPICS = ("/cameras/cross_left/image", "/cameras/front_wide/image", "/ca
                   "/cameras/front_tele/image")
 START_XY = (5.0, -3.0)  # odom position and heading at the publisher's first instant
 START_YAW_RAD = math.radians(30.0)
+FAULTS = ("none", "silent", "stop", "late", "encoding", "resolution", "truncated", "corrupt_jpeg", "nan_pose",
+          "odom_gap", "odom_backwards", "clock_back", "clock_forward", "extreme_aspect")
+LATE_NS = 80_000_000  # the "late" camera's frames go out this much after their stamp
+CLOCK_JUMP_NS = 20_000_000_000
+SIM_START_NS = 1_000 * 1_000_000_000
 
 
 def arc_pose(elapsed_s: float, speed_mps: float, yaw_rate_rps: float) -> tuple[np.ndarray, float]:
@@ -53,12 +62,47 @@ class SyntheticPublisher(Node):
         message_type = Image if args.transport == "raw" else CompressedImage
         self.camera_pubs = [self.create_publisher(message_type, t, qos_profile_sensor_data) for t in args.camera_topics]
         self.odom_pub = self.create_publisher(Odometry, args.odometry_topic, qos_profile_sensor_data)
-        self.start_ns = self.get_clock().now().nanoseconds
+        self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.wall_start_ns = self.get_clock().now().nanoseconds
+        self.clock_offset_ns = 0  # sim time = SIM_START + elapsed + offset (the clock faults move it)
         self.frames = road_images(args.height, args.width)  # (4 cameras, 4 variants, H, W, 3)
         self.encoded = [[self._encode(self.frames[c, f]) for f in range(4)] for c in range(4)]
         self.camera_count = 0
+        self.pending: list[tuple[int, int, object]] = []  # (due wall ns, camera, message): the late camera
         self.create_timer(0.1, self._publish_cameras)
         self.create_timer(0.02, self._publish_odometry)
+        self.create_timer(0.01, self._publish_pending_and_clock)
+
+    # -- time and faults ---------------------------------------------------------------------------
+
+    def _elapsed_s(self) -> float:
+        return (self.get_clock().now().nanoseconds - self.wall_start_ns) / 1e9
+
+    def _stamp_ns(self) -> int:
+        """The stamp of data produced now: wall time, or the simulated clock."""
+        now = self.get_clock().now().nanoseconds
+        if not self.args.sim_time:
+            return now
+        return SIM_START_NS + (now - self.wall_start_ns) + self.clock_offset_ns
+
+    def _fault(self, kind: str, camera: int | None = None) -> bool:
+        if self.args.fault != kind or (camera is not None and camera != self.args.fault_camera):
+            return False
+        return self.args.fault_start <= self._elapsed_s() < self.args.fault_end
+
+    def _publish_pending_and_clock(self) -> None:
+        if self.args.sim_time:
+            for kind, sign in (("clock_back", -1), ("clock_forward", 1)):
+                if self.args.fault == kind and self._elapsed_s() >= self.args.fault_start and self.clock_offset_ns == 0:
+                    self.clock_offset_ns = sign * CLOCK_JUMP_NS
+            self.clock_pub.publish(Clock(clock=ns_to_stamp(self._stamp_ns())))
+        now = self.get_clock().now().nanoseconds
+        due = [p for p in self.pending if p[0] <= now]
+        self.pending = [p for p in self.pending if p[0] > now]
+        for _, camera, msg in due:
+            self.camera_pubs[camera].publish(msg)
+
+    # -- messages ------------------------------------------------------------------------------------
 
     def _encode(self, rgb: np.ndarray):
         if self.args.transport == "raw":
@@ -67,23 +111,46 @@ class SyntheticPublisher(Node):
         PILImage.fromarray(rgb).save(buffer, format="JPEG", quality=90)
         return buffer.getvalue()
 
+    def _camera_msg(self, c: int, variant: int, header: Header):
+        height, width, data, encoding = self.args.height, self.args.width, self.encoded[c][variant], "rgb8"
+        if self.args.fault == "extreme_aspect" and c == self.args.fault_camera:
+            height, width = 8, 2000  # consistent, valid, but no image processor accepts a 250:1 image
+            data = bytes(height * width * 3)
+        if self._fault("resolution", c):
+            height, width = height // 2, width // 2
+            data = self.frames[c, variant][::2, ::2].tobytes()
+        if self._fault("encoding", c):
+            encoding = "16UC1"
+        if self._fault("truncated", c):
+            data = data[: len(data) // 2]
+        if self.args.transport == "compressed":
+            payload = b"\xff\xd8 not a jpeg" if self._fault("corrupt_jpeg", c) else data
+            return CompressedImage(header=header, format="jpeg", data=payload)
+        return Image(header=header, height=height, width=width, encoding=encoding, step=width * 3, data=data)
+
     def _publish_cameras(self) -> None:
-        stamp = ns_to_stamp(self.get_clock().now().nanoseconds)
+        stamp_ns = self._stamp_ns()
         variant = self.camera_count % 4
         self.camera_count += 1
         for c, pub in enumerate(self.camera_pubs):
-            header = Header(stamp=stamp, frame_id=f"camera_{c}")
-            if self.args.transport == "raw":
-                msg = Image(header=header, height=self.args.height, width=self.args.width, encoding="rgb8",
-                            step=self.args.width * 3, data=self.encoded[c][variant])
+            if (self.args.fault == "silent" and c == self.args.fault_camera) or self._fault("stop", c):
+                continue
+            msg = self._camera_msg(c, variant, Header(stamp=ns_to_stamp(stamp_ns), frame_id=f"camera_{c}"))
+            if self._fault("late", c):
+                self.pending.append((self.get_clock().now().nanoseconds + LATE_NS, c, msg))
             else:
-                msg = CompressedImage(header=header, format="jpeg", data=self.encoded[c][variant])
-            pub.publish(msg)
+                pub.publish(msg)
 
     def _publish_odometry(self) -> None:
-        now_ns = self.get_clock().now().nanoseconds
-        position, yaw = arc_pose((now_ns - self.start_ns) / 1e9, self.args.speed, self.args.yaw_rate)
-        msg = Odometry(header=Header(stamp=ns_to_stamp(now_ns), frame_id="odom"), child_frame_id="base_link")
+        if self._fault("odom_gap"):
+            return
+        stamp_ns = self._stamp_ns()
+        position, yaw = arc_pose(self._elapsed_s(), self.args.speed, self.args.yaw_rate)
+        if self._fault("odom_backwards"):
+            stamp_ns -= 5_000_000_000
+        if self._fault("nan_pose"):
+            position = np.array([float("nan"), 0.0, 0.0])
+        msg = Odometry(header=Header(stamp=ns_to_stamp(stamp_ns), frame_id="odom"), child_frame_id="base_link")
         msg.pose.pose.position.x, msg.pose.pose.position.y = float(position[0]), float(position[1])
         msg.pose.pose.orientation = Quaternion(z=math.sin(yaw / 2), w=math.cos(yaw / 2))
         msg.twist.twist.linear.x = self.args.speed
@@ -101,6 +168,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=8.0, help="m/s")
     parser.add_argument("--yaw-rate", type=float, default=0.1, help="rad/s, positive turns left")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until interrupted")
+    parser.add_argument("--sim-time", action="store_true", help="publish /clock and stamp with it")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--fault-camera", type=int, default=2, help="camera index the fault applies to")
+    parser.add_argument("--fault-start", type=float, default=4.0, help="s after start")
+    parser.add_argument("--fault-end", type=float, default=8.0, help="s after start")
     return parser.parse_args(argv)
 
 
