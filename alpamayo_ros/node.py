@@ -234,7 +234,7 @@ class AlpamayoNode(Node):
         from alpamayo_ros.model.loading import from_pretrained, tiny
 
         if not self.cfg.model_path:
-            self.get_logger().warn("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
+            self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
                                    "trajectories and reasoning are noise, never drive with them")
             return tiny(seed=self.cfg.seed)
         self.get_logger().info(f"loading AlpamayoR1 from {self.cfg.model_path} on {self.cfg.device} ({self.cfg.dtype})")
@@ -264,7 +264,7 @@ class AlpamayoNode(Node):
         """Count, remember for /diagnostics, and log (throttled) a message that cannot be used."""
         self._invalid[topic] += 1
         self._last_invalid[topic] = (time.monotonic(), text)
-        self.get_logger().warn(text, throttle_duration_sec=LOG_THROTTLE_S)
+        self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
 
     def _on_odometry(self, msg: Odometry) -> None:
         topic = self.cfg.odometry_topic
@@ -310,11 +310,12 @@ class AlpamayoNode(Node):
             self.poses.clear()
             self._last_t0_ns = -1
             self._last_clock_jump = f"clock jumped back {jump_s:.1f} s: input buffers cleared"
-            self.get_logger().warn(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
-        elif self._last_tick_now_ns is not None and now - self._last_tick_now_ns > CLOCK_JUMP_FORWARD_S * NS_PER_S:
+            self.get_logger().warning(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
+        elif self._last_tick_now_ns is not None and now - self._last_tick_now_ns > max(
+                CLOCK_JUMP_FORWARD_S, 3.0 / self.cfg.rate_hz) * NS_PER_S:
             # Jumped ahead (a bag skipped, sim time resumed): buffered data is now stale and ages out.
             self._last_clock_jump = f"clock jumped forward {(now - self._last_tick_now_ns) / 1e9:.1f} s"
-            self.get_logger().warn(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
+            self.get_logger().warning(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
         self._last_tick_now_ns = now
         selected = select_inputs(self.cameras, self.poses, now, self.cfg.sync)
         if isinstance(selected, ModelInput) and selected.t0_ns <= self._last_t0_ns:
@@ -364,7 +365,7 @@ class AlpamayoNode(Node):
         if not valid:
             self._rejected += 1
             self._last_outcome = f"output withheld, every sample failed the checks: {'; '.join(problems[0])}"
-            self.get_logger().warn(f"tick {result.tick}: every sample rejected ({problems}); nothing published",
+            self.get_logger().warning(f"tick {result.tick}: every sample rejected ({problems}); nothing published",
                                    throttle_duration_sec=LOG_THROTTLE_S)
             self._report_tick(result.tick, TickStatus.REJECTED, "; ".join(problems[0]), result.model_input.t0_ns)
             return
