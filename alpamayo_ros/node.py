@@ -281,8 +281,8 @@ class AlpamayoNode(Node):
                 self._reject(topic, f"odometry: {topic}: stamp went back {(newest - sample.stamp_ns) / 1e9:.2f} s; "
                                     "message dropped")
                 return
-            self._reject(topic, f"odometry: {topic}: time restarted {(newest - sample.stamp_ns) / 1e9:.2f} s "
-                                "earlier; history cleared")
+            self._reject(topic, f"odometry: {topic}: stamp went back {(newest - sample.stamp_ns) / 1e9:.2f} s "
+                                f"{ODOMETRY_RESTART_COUNT} times in a row: the source restarted; history cleared")
             self.poses.clear()
         self._odometry_backwards = 0
         self._odom_frame = msg.header.frame_id or self._odom_frame

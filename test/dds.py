@@ -27,6 +27,7 @@ from visualization_msgs.msg import MarkerArray
 from conftest import REPO
 
 SHUTDOWN_TIMEOUT_S = 20.0
+NODE_START_TIMEOUT_S = 60.0  # imports and the tiny model
 NS_PER_S = 1_000_000_000
 
 
@@ -85,9 +86,7 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     for key, value in params.items():
         node_cmd += ["-p", f"{key}:={value}"]
     node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--duration",
-                                  str(timeout_s + 10), *publisher_args],
-                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    publisher = None
     received = Received()
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -105,6 +104,13 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     spinner = threading.Thread(target=executor.spin)
     spinner.start()
     try:
+        # Feed the node only once it runs (its first /diagnostics), so fault times count from a live node.
+        deadline = time.monotonic() + NODE_START_TIMEOUT_S
+        while not received.diagnostics and time.monotonic() < deadline and node.poll() is None:
+            time.sleep(0.1)
+        publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--duration",
+                                      str(timeout_s + 10), *publisher_args],
+                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and node.poll() is None and not until(received):
             time.sleep(0.2)
@@ -115,7 +121,7 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
         listener.destroy_node()
         rclpy.try_shutdown(context=context)
         received.node_log = _stop(node)
-        received.publisher_log = _stop(publisher)
+        received.publisher_log = _stop(publisher) if publisher is not None else ""
         received.node_returncode = node.returncode
     return received
 

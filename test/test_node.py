@@ -20,7 +20,7 @@ FIRST_POSE_TOL_M = 0.5  # first pose ~ v0 * 0.1 s = 0.8 m ahead; accel bounds an
 def run_drive(transport: str, output_frame: str) -> Received:
     received = run_scenario({"num_samples": 3, "selection": "medoid", "image_transport": transport,
                              "output_frame": output_frame}, ["--transport", transport],
-                            until=Received.complete, timeout_s=OUTPUT_WAIT_TIMEOUT_S)
+                            until=lambda r: r.complete() and len(r.paths) >= 3, timeout_s=OUTPUT_WAIT_TIMEOUT_S)
     assert received.complete(), f"node log:\n{received.node_log[-4000:]}\npublisher log:\n{received.publisher_log[-2000:]}"
     assert received.node_returncode == 0, f"node exited {received.node_returncode}:\n{received.node_log[-4000:]}"
     assert "Traceback" not in received.node_log, received.node_log[-4000:]
