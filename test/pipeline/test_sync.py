@@ -28,7 +28,7 @@ def poses_at(times_s) -> PoseHistory:
     history = PoseHistory()
     for t in times_s:
         position, quat = drive_pose(t)
-        history.push(PoseSample(stamp_ns=round(t * S), position=position, orientation=quat))
+        history.push(PoseSample(stamp_ns=round(t * S), position=position, orientation=quat, speed_mps=10.0))
     return history
 
 
@@ -140,3 +140,21 @@ def test_odometry_must_reach_t0():
 def test_sync_config_rejects_tolerance_wider_than_half_a_frame():
     with pytest.raises(ValueError, match="at most half the frame spacing"):
         SyncConfig(sync_tolerance_ns=60 * MS)
+
+
+def test_input_checks_catch_speed_mismatch_and_a_bad_history():
+    from dataclasses import replace
+
+    from alpamayo_ros.pipeline.sync import InputLimits, input_problems
+
+    good = select_inputs(cameras_at(0.0, 3.0), poses_at(np.arange(0, 3.12, 0.02)), now_ns=3_050 * MS)
+    assert input_problems(replace(good, odometry_speed_mps=10.0)) == []
+    lying = replace(good, odometry_speed_mps=3.0)  # the poses move at 10 m/s
+    assert "odometry reports 3.0 m/s but its poses move at 10.0 m/s" in input_problems(lying)[0]
+    assert input_problems(lying, InputLimits(max_speed_mismatch_mps=8.0)) == []
+    shifted = good.ego_history_xyz.copy()
+    shifted[-1, 0] = 0.5
+    assert "origin" in input_problems(replace(good, ego_history_xyz=shifted))[0]
+    broken = good.ego_history_rot.copy()
+    broken[3, 0, 0] = np.nan
+    assert input_problems(replace(good, ego_history_rot=broken)) == ["history contains NaN or inf"]
