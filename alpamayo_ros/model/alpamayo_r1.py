@@ -23,7 +23,8 @@ from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
 from .flow_matching import euler_sample
-from .prompt import PromptEncoder, PromptInputs, reasoning_text
+from .prompt import PromptEncoder, reasoning_text
+from .vision_cache import EncodedImage, VisionCache
 from .trajectory_tokens import history_token_ids
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,16 @@ class Prediction:
     reasoning: list[str]  # Chain-of-Causation text per sample
     complete: list[bool]  # the sample reached <|traj_future_start|> before the token limit
     timings: Timings
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedInputs:
+    """The prompt with its images encoded: what the prefill consumes."""
+
+    input_ids: torch.Tensor  # (1, L) int64, history tokens fused in
+    image_grid_thw: torch.Tensor  # (num_images, 3) int64
+    image_embeds: torch.Tensor  # (image tokens, hidden)
+    deepstack: list[torch.Tensor]  # per deepstack layer, (image tokens, hidden)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,7 @@ class AlpamayoR1(nn.Module):
         self.action_in_proj = PerWaypointActionInProj(config.action_in_proj_cfg, ACTION_DIM, hidden)
         self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
         self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
+        self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
 
     @property
     def device(self) -> torch.device:
@@ -142,12 +154,25 @@ class AlpamayoR1(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Inputs
 
-    def encode_prompt(self, images: np.ndarray | Sequence[np.ndarray],
-                      ego_history_xyz: np.ndarray | torch.Tensor) -> PromptInputs:
-        """Images and (P, 3) history positions -> tokenised prompt.
+    def encode_image(self, image: np.ndarray) -> EncodedImage:
+        """One (H, W, 3) uint8 RGB image through the processor and the vision tower.
+
+        Each image is encoded on its own (the tower's attention never crosses images), so a cached
+        encoding is bitwise the one a fresh call would give.
+        """
+        pixels, grid = self.prompt_encoder.pixels(image)
+        visual = self.vlm.model.visual
+        embeds, deepstack = visual(pixels.to(self.device, visual.dtype), grid_thw=grid.to(self.device))
+        return EncodedImage(grid_thw=grid, embeds=embeds, deepstack=tuple(deepstack))
+
+    def encode_inputs(self, images: np.ndarray | Sequence[np.ndarray], ego_history_xyz: np.ndarray | torch.Tensor,
+                      image_keys: Sequence[object] | None = None) -> EncodedInputs:
+        """Images and (P, 3) history positions -> prompt ids and image encodings.
 
         `images`: (4, 4, H, W, 3) uint8 RGB, or 16 (H, W, 3) uint8 RGB arrays (sizes may differ per camera),
         camera-major: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
+        `image_keys`: one hashable per image (e.g. (camera, stamp_ns)); an image whose key was encoded on
+        an earlier call is taken from `vision_cache` instead of being encoded again.
         """
         if isinstance(images, np.ndarray):
             if images.ndim != 5 or images.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
@@ -159,9 +184,17 @@ class AlpamayoR1(nn.Module):
         for i, image in enumerate(images):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"image {i} is {image.dtype} {image.shape}, expected uint8 RGB (H, W, 3)")
+        if image_keys is not None and len(image_keys) != len(images):
+            raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
+        encoded = [self.encode_image(image) if image_keys is None
+                   else self.vision_cache.get_or_encode(key, lambda image=image: self.encode_image(image))
+                   for image, key in zip(images, image_keys or [None] * len(images))]
+        grids = torch.cat([e.grid_thw for e in encoded])
         hist = _cpu_float32(ego_history_xyz)
         ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
-        return self.prompt_encoder(list(images), ids)
+        return EncodedInputs(input_ids=self.prompt_encoder.input_ids(grids, ids), image_grid_thw=grids,
+                             image_embeds=torch.cat([e.embeds for e in encoded]),
+                             deepstack=[torch.cat(layer) for layer in zip(*(e.deepstack for e in encoded))])
 
     def _check_history(self, xyz: torch.Tensor, rot: torch.Tensor) -> None:
         poses = self.config.num_history_poses
@@ -173,12 +206,6 @@ class AlpamayoR1(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
     # Stages
-
-    def encode_images(self, prompt: PromptInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Vision tower: (num_image_tokens, hidden) embeddings and the deepstack features."""
-        pixels = prompt.pixel_values.to(self.device, self.vlm.model.visual.dtype)
-        embeds, deepstack = self.vlm.model.get_image_features(pixels, prompt.image_grid_thw.to(self.device))
-        return torch.cat(embeds, dim=0), deepstack
 
     def prefill(self, input_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_embeds: torch.Tensor,
                 deepstack: list[torch.Tensor]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
@@ -282,7 +309,7 @@ class AlpamayoR1(nn.Module):
                ego_history_rot: np.ndarray | torch.Tensor, *, num_samples: int = 1,
                diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
-               share_prefill: bool = True) -> Prediction:
+               share_prefill: bool = True, image_keys: Sequence[object] | None = None) -> Prediction:
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
@@ -298,6 +325,8 @@ class AlpamayoR1(nn.Module):
             noise: optional (S, W, 2) float32 initial flow state, replacing the seeded draw.
             share_prefill: prefill the prompt once and expand its cache to S rows (True), or prefill S
                 copies as `generate(num_return_sequences=S)` does (False; same result, more work).
+            image_keys: one hashable per image, e.g. (camera, stamp_ns); images seen on an earlier call
+                under the same key reuse their encoding (bitwise identical) instead of being encoded again.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -315,15 +344,16 @@ class AlpamayoR1(nn.Module):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected ({num_samples}, {waypoints}, {ACTION_DIM})")
         clock = _StageClock(self.device)
 
-        prompt = self.encode_prompt(images, hist_xyz)
-        copies = 1 if share_prefill else num_samples
+        inputs = self.encode_inputs(images, hist_xyz, image_keys)
         if not share_prefill:  # what num_return_sequences does: every row carries its own prompt and images
-            prompt = PromptInputs(input_ids=prompt.input_ids.repeat(copies, 1),
-                                  pixel_values=prompt.pixel_values.repeat(copies, 1),
-                                  image_grid_thw=prompt.image_grid_thw.repeat(copies, 1))
-        image_embeds, deepstack = self.encode_images(prompt)
+            copies = [inputs] + [self.encode_inputs(images, hist_xyz) for _ in range(num_samples - 1)]
+            inputs = EncodedInputs(input_ids=inputs.input_ids.repeat(num_samples, 1),
+                                   image_grid_thw=inputs.image_grid_thw.repeat(num_samples, 1),
+                                   image_embeds=torch.cat([c.image_embeds for c in copies]),
+                                   deepstack=[torch.cat(layer) for layer in zip(*(c.deepstack for c in copies))])
         vision_ms = clock.lap()
-        logits, cache, rope_delta = self.prefill(prompt.input_ids, prompt.image_grid_thw, image_embeds, deepstack)
+        logits, cache, rope_delta = self.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
+                                                 inputs.deepstack)
         if share_prefill and num_samples > 1:
             cache.batch_repeat_interleave(num_samples)
             logits, rope_delta = logits.expand(num_samples, -1), rope_delta.expand(num_samples, 1)

@@ -123,17 +123,8 @@ def prompt_text(num_images: int, num_history_tokens: int) -> str:
             f"<|im_start|>assistant\n{special_token('cot_start')}")
 
 
-@dataclass(frozen=True, slots=True)
-class PromptInputs:
-    """One tokenised prompt (batch 1), ready for the VLM."""
-
-    input_ids: torch.Tensor  # (1, L) int64, history tokens fused in
-    pixel_values: torch.Tensor  # (num_patches, C * temporal_patch * patch^2) float32
-    image_grid_thw: torch.Tensor  # (num_images, 3) int64, in patches before merging
-
-
 class PromptEncoder:
-    """Images + history token ids -> `PromptInputs`, reproducing the upstream processor's output."""
+    """Per-image pixels and the prompt's token ids, reproducing the upstream processor's output."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, image_processor: Qwen2VLImageProcessor,
                  token_ids: TokenIds) -> None:
@@ -141,19 +132,21 @@ class PromptEncoder:
         self.image_processor = image_processor
         self.token_ids = token_ids
 
-    def __call__(self, images: list[np.ndarray], history_ids: torch.Tensor) -> PromptInputs:
-        """Encode HxWx3 uint8 RGB images (in prompt order) and (1, H) history token ids."""
-        processed = self.image_processor(images=images, return_tensors="pt")
-        grid = processed["image_grid_thw"]
+    def pixels(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, W, 3) uint8 RGB -> patches (n, C * temporal_patch * patch^2) float32 and grid (1, 3) int64."""
+        processed = self.image_processor(images=[image], return_tensors="pt")
+        return processed["pixel_values"], processed["image_grid_thw"]
+
+    def input_ids(self, grids: torch.Tensor, history_ids: torch.Tensor) -> torch.Tensor:
+        """(1, L) prompt ids for images with these (num_images, 3) grids and (1, H) history token ids."""
         merge = self.image_processor.merge_size ** 2
-        text = prompt_text(len(images), history_ids.shape[-1])
+        text = prompt_text(grids.shape[0], history_ids.shape[-1])
         # Expand each image placeholder to that image's number of merged patches, as the processor does.
         parts = text.split("<|image_pad|>")
         expanded = parts[0] + "".join("<|image_pad|>" * (int(g.prod()) // merge) + part
-                                      for g, part in zip(grid, parts[1:]))
+                                      for g, part in zip(grids, parts[1:]))
         input_ids = self.tokenizer(expanded, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        return PromptInputs(input_ids=fuse_history(input_ids, history_ids, self.token_ids.traj_history),
-                            pixel_values=processed["pixel_values"], image_grid_thw=grid)
+        return fuse_history(input_ids, history_ids, self.token_ids.traj_history)
 
 
 def fuse_history(input_ids: torch.Tensor, history_ids: torch.Tensor, placeholder_id: int) -> torch.Tensor:

@@ -49,8 +49,10 @@ def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[
 
     def infer(tick: int, model_input: ModelInput) -> Prediction:
         greedy = settings.temperature == 0
+        # (camera, stamp) identifies a frame: frames shared with earlier ticks reuse their vision encoding.
+        keys = [(camera, int(stamp)) for camera, stamps in enumerate(model_input.frame_stamps_ns) for stamp in stamps]
         return model.sample(list(model_input.images), model_input.ego_history_xyz, model_input.ego_history_rot,
-                            num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
+                            image_keys=keys, num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
                             max_reasoning_tokens=settings.max_reasoning_tokens,
                             temperature=settings.temperature if not greedy else 1.0, top_p=settings.top_p,
                             greedy=greedy, seed=settings.seed + tick)

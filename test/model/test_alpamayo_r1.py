@@ -47,13 +47,13 @@ def reference_cache(ref):
 
 @torch.inference_mode()
 def test_vision_and_positions_match_reference(reference_model, ref):
-    prompt = reference_model.encode_prompt(reference_images(ref), reference_history(ref)[0])
-    assert torch.equal(prompt.input_ids, ref["prompt.input_ids_after_fusion"])
-    embeds, deepstack = reference_model.encode_images(prompt)
-    assert torch.allclose(embeds, ref["prompt.image_embeds"], atol=VISION_TOL)
-    assert torch.allclose(torch.stack(deepstack), ref["prompt.deepstack_features"], atol=VISION_TOL)
+    inputs = reference_model.encode_inputs(reference_images(ref), reference_history(ref)[0])
+    assert torch.equal(inputs.input_ids, ref["prompt.input_ids_after_fusion"])
+    assert torch.equal(inputs.image_grid_thw, ref["prompt.image_grid_thw"])
+    assert torch.allclose(inputs.image_embeds, ref["prompt.image_embeds"], atol=VISION_TOL)
+    assert torch.allclose(torch.stack(inputs.deepstack), ref["prompt.deepstack_features"], atol=VISION_TOL)
     positions, rope_delta = reference_model.vlm.model.get_rope_index(
-        prompt.input_ids, prompt.image_grid_thw, None, attention_mask=torch.ones_like(prompt.input_ids))
+        inputs.input_ids, inputs.image_grid_thw, None, attention_mask=torch.ones_like(inputs.input_ids))
     assert torch.equal(positions, ref["prompt.mrope_position_ids"])
     assert torch.equal(rope_delta, ref["prompt.mrope_rope_deltas"])
 
@@ -61,17 +61,16 @@ def test_vision_and_positions_match_reference(reference_model, ref):
 @torch.inference_mode()
 def test_teacher_forced_prefill_reproduces_reference_cache_and_next_token(reference_model, ref):
     model = reference_model
-    prompt = model.encode_prompt(reference_images(ref), reference_history(ref)[0])
+    inputs = model.encode_inputs(reference_images(ref), reference_history(ref)[0])
     length = int(ref["rollout_forced_n1.prefill_seq_len"])
     sequence = ref["rollout_forced_n1.sequences_raw"][:, :length]  # prompt + forced reasoning + stop token
-    embeds, deepstack = model.encode_images(prompt)
-    logits, cache, rope_delta = model.prefill(sequence, prompt.image_grid_thw, embeds, deepstack)
+    logits, cache, rope_delta = model.prefill(sequence, inputs.image_grid_thw, inputs.image_embeds, inputs.deepstack)
     assert cache.get_seq_length() == length
     for layer in range(len(cache.layers)):
         assert torch.allclose(cache.layers[layer].keys, ref["rollout_forced_n1.prefill_cache_k"][layer], atol=CACHE_TOL)
         assert torch.allclose(cache.layers[layer].values, ref["rollout_forced_n1.prefill_cache_v"][layer], atol=CACHE_TOL)
     assert torch.equal(rope_delta, ref["rollout_forced_n1.rope_deltas"])
-    last_logits = ref["rollout_forced_n1.logits_raw"][:, length - prompt.input_ids.shape[1]]
+    last_logits = ref["rollout_forced_n1.logits_raw"][:, length - inputs.input_ids.shape[1]]
     kept = torch.isfinite(last_logits)  # the reference masked the trajectory tokens in place
     assert torch.allclose(logits[kept], last_logits[kept], atol=CACHE_TOL)
     token = model._next_tokens(logits, greedy=True, temperature=1.0, top_p=1.0, generator=torch.Generator())
@@ -134,8 +133,9 @@ def test_sample_returns_per_sample_poses_text_and_timings(tiny_model, drive):
 def test_expert_leaves_the_cache_length_unchanged(tiny_model, drive):
     model = tiny_model
     with torch.inference_mode():
-        prompt = model.encode_prompt(drive.images, drive.ego_history_xyz)
-        logits, cache, rope_delta = model.prefill(prompt.input_ids, prompt.image_grid_thw, *model.encode_images(prompt))
+        inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
+        logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
+                                                  inputs.deepstack)
         rollout = model.decode(logits, cache, rope_delta, 5, True, 1.0, 1.0, torch.Generator())
         length, keys = cache.get_seq_length(), [layer.keys.clone() for layer in cache.layers]
         positions, mask = model.expert_inputs(rollout)
@@ -195,6 +195,30 @@ def test_history_may_be_a_tensor(tiny_model, drive):
     b = tiny_model.sample(drive.images, torch.from_numpy(drive.ego_history_xyz), torch.from_numpy(drive.ego_history_rot),
                           greedy=True, noise=noise(1), max_reasoning_tokens=6)
     assert torch.equal(a.xyz, b.xyz)
+
+
+def test_reused_image_encodings_are_bitwise_identical(drive):
+    from alpamayo_ros.model.loading import tiny
+    from alpamayo_ros.tools.synthetic import road_images
+
+    model = tiny(seed=0)
+    images = list(drive.images.reshape(16, 64, 96, 3))
+    later = list(road_images(lane_shift_px=5.0, seed=3).reshape(16, 64, 96, 3))
+    # Tick 1 encodes 16 frames; tick 2 shifts each camera's window by one frame: 12 reused, 4 new.
+    keys_1 = [(cam, frame) for cam in range(4) for frame in range(4)]
+    keys_2 = [(cam, frame) for cam in range(4) for frame in range(1, 5)]
+    images_2 = [images[cam * 4 + f] if f < 4 else later[cam * 4] for cam in range(4) for f in range(1, 5)]
+    args = dict(greedy=True, noise=noise(1), max_reasoning_tokens=4)
+    sample(model, drive, image_keys=keys_1, **args)
+    assert (model.vision_cache.misses, model.vision_cache.hits) == (16, 0)
+    cached = model.sample(images_2, drive.ego_history_xyz, drive.ego_history_rot, image_keys=keys_2, **args)
+    assert (model.vision_cache.misses, model.vision_cache.hits) == (20, 12)
+    fresh = model.sample(images_2, drive.ego_history_xyz, drive.ego_history_rot, **args)
+    assert torch.equal(cached.xyz, fresh.xyz) and cached.reasoning == fresh.reasoning
+    with torch.inference_mode():
+        a = model.encode_inputs(images_2, drive.ego_history_xyz, keys_2)
+        b = model.encode_inputs(images_2, drive.ego_history_xyz)
+    assert torch.equal(a.image_embeds, b.image_embeds) and all(map(torch.equal, a.deepstack, b.deepstack))
 
 
 @pytest.mark.parametrize("change,message", [
