@@ -93,6 +93,7 @@ class NodeConfig:
     max_speed_mismatch_mps: float
     max_first_pose_error_m: float
     max_reverse_m: float
+    reasoning_mode: str
 
     @property
     def input_limits(self) -> InputLimits:
@@ -112,7 +113,7 @@ class NodeConfig:
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(num_samples=self.num_samples, diffusion_steps=self.diffusion_steps,
                                 max_reasoning_tokens=self.max_reasoning_tokens, temperature=self.temperature,
-                                top_p=self.top_p, seed=self.seed)
+                                top_p=self.top_p, seed=self.seed, reasoning=self.reasoning_mode)
 
 
 def _enum(cls: type[enum.Enum], name: str, value: str):
@@ -147,6 +148,9 @@ _PARAMETERS: dict[str, tuple[object, str, dict]] = {
     "max_odometry_gap": (0.25, "Seconds between odometry messages beyond which the history is refused", {"floating_point_range": [FloatingPointRange(from_value=0.01, to_value=2.0)]}),
     "output_frame": ("odom", "odom (transform by the pose at t0) or base_link (ego frame at t0)", {"additional_constraints": "odom|base_link"}),
     "selection": ("first", "Published sample: first, or medoid of the valid samples", {"additional_constraints": "first|medoid"}),
+    "reasoning_mode": ("per_sample", "per_sample: every sample writes its own reasoning (the reference); shared: one "
+                       "reasoning for all samples, which then differ only in the flow's noise (faster)",
+                       {"additional_constraints": "per_sample|shared"}),
     "max_speed_mismatch": (2.0, "m/s the history-implied speed may differ from the odometry twist before the tick is skipped", {"floating_point_range": [FloatingPointRange(from_value=0.1, to_value=50.0)]}),
     "max_first_pose_error": (0.5, "m the first pose may be from v0 * 0.1 s ahead before the sample is withheld", {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=10.0)]}),
     "max_reverse": (1.0, "m a pose may lie behind the vehicle before the sample is withheld", {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=100.0)]}),
@@ -214,6 +218,8 @@ class AlpamayoNode(Node):
         if len(topics) != len(CAMERA_NAMES):
             raise ValueError(f"parameter camera_topics has {len(topics)} topics {list(topics)}, expected "
                              f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
+        if value["reasoning_mode"] not in ("per_sample", "shared"):
+            raise ValueError(f"parameter reasoning_mode={value['reasoning_mode']!r}: expected per_sample or shared")
         if value["dtype"] not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"parameter dtype={value['dtype']!r}: expected bfloat16, float16 or float32")
         return NodeConfig(
@@ -228,7 +234,8 @@ class AlpamayoNode(Node):
             output_frame=_enum(OutputFrame, "output_frame", value["output_frame"]),
             selection=_enum(Selection, "selection", value["selection"]),
             max_speed_mismatch_mps=float(value["max_speed_mismatch"]),
-            max_first_pose_error_m=float(value["max_first_pose_error"]), max_reverse_m=float(value["max_reverse"]))
+            max_first_pose_error_m=float(value["max_first_pose_error"]), max_reverse_m=float(value["max_reverse"]),
+            reasoning_mode=value["reasoning_mode"])
 
     def _load_model(self):
         from alpamayo_ros.model.loading import from_pretrained, tiny

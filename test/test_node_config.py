@@ -53,6 +53,7 @@ def test_parameters_become_a_typed_config(context, tiny_model):
     ("output_frame", "map", "output_frame='map'"),
     ("camera_topics", ["/a", "/b"], "camera_topics has 2 topics"),
     ("dtype", "int8", "dtype='int8'"),
+    ("reasoning_mode", "both", "reasoning_mode='both'"),
 ])
 def test_bad_parameters_stop_startup_with_name_and_value(context, tiny_model, name, value, message):
     with pytest.raises(ValueError, match=message):

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 NUM_CAMERAS = 4  # cross-left, front-wide, cross-right, front-tele (release camera order)
 FRAMES_PER_CAMERA = 4  # t0 - 0.3, -0.2, -0.1, 0 s
 ACTION_DIM = 2  # (acceleration, curvature)
+REASONING_MODES = ("per_sample", "shared")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +310,8 @@ class AlpamayoR1(nn.Module):
                ego_history_rot: np.ndarray | torch.Tensor, *, num_samples: int = 1,
                diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
-               share_prefill: bool = True, image_keys: Sequence[object] | None = None) -> Prediction:
+               share_prefill: bool = True, image_keys: Sequence[object] | None = None,
+               reasoning: str = "per_sample") -> Prediction:
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
@@ -327,9 +329,16 @@ class AlpamayoR1(nn.Module):
                 copies as `generate(num_return_sequences=S)` does (False; same result, more work).
             image_keys: one hashable per image, e.g. (camera, stamp_ns); images seen on an earlier call
                 under the same key reuse their encoding (bitwise identical) instead of being encoded again.
+            reasoning: "per_sample" (the reference: every sample writes its own Chain-of-Causation) or
+                "shared" (one reasoning, its cache broadcast to the S expert samples, which differ only
+                by their noise: the decode cost of one sample).
         """
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
+        if reasoning not in REASONING_MODES:
+            raise ValueError(f"reasoning={reasoning!r}, expected one of {REASONING_MODES}")
+        if reasoning == "shared" and not share_prefill:
+            raise ValueError("reasoning='shared' decodes one row; share_prefill=False would prefill copies for nothing")
         if not greedy and not (temperature > 0 and 0 < top_p <= 1):
             raise ValueError(f"temperature={temperature} must be > 0 and top_p={top_p} in (0, 1]")
         if max_reasoning_tokens < 1:
@@ -354,11 +363,17 @@ class AlpamayoR1(nn.Module):
         vision_ms = clock.lap()
         logits, cache, rope_delta = self.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
                                                  inputs.deepstack)
-        if share_prefill and num_samples > 1:
-            cache.batch_repeat_interleave(num_samples)
-            logits, rope_delta = logits.expand(num_samples, -1), rope_delta.expand(num_samples, 1)
+        reasoning_rows = num_samples if reasoning == "per_sample" else 1
+        if share_prefill and reasoning_rows > 1:
+            cache.batch_repeat_interleave(reasoning_rows)
+            logits, rope_delta = logits.expand(reasoning_rows, -1), rope_delta.expand(reasoning_rows, 1)
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
+        if reasoning_rows < num_samples:  # shared reasoning: one cache row, copied for each expert sample
+            rollout.cache.batch_repeat_interleave(num_samples)
+            rollout = _Rollout(cache=rollout.cache, offsets=rollout.offsets.expand(num_samples),
+                               rope_delta=rollout.rope_delta.expand(num_samples, 1),
+                               tokens=rollout.tokens * num_samples, complete=rollout.complete * num_samples)
         decode_ms = clock.lap()
 
         positions, mask = self.expert_inputs(rollout)

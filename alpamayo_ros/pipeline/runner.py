@@ -30,6 +30,7 @@ class SamplingSettings:
     temperature: float = 0.6  # 0 = greedy reasoning
     top_p: float = 0.98
     seed: int = 0  # tick k uses seed + k: reproducible under replay, different across ticks
+    reasoning: str = "per_sample"  # or "shared": one reasoning for all samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[
                             image_keys=keys, num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
                             max_reasoning_tokens=settings.max_reasoning_tokens,
                             temperature=settings.temperature if not greedy else 1.0, top_p=settings.top_p,
-                            greedy=greedy, seed=settings.seed + tick)
+                            greedy=greedy, seed=settings.seed + tick, reasoning=settings.reasoning)
 
     return infer
 

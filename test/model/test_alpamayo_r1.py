@@ -233,3 +233,17 @@ def test_sample_rejects_bad_inputs(tiny_model, drive, change, message):
     args.update(change(drive))
     with pytest.raises(ValueError, match=message):
         tiny_model.sample(args["images"], args["ego_history_xyz"], args["ego_history_rot"], max_reasoning_tokens=2)
+
+
+def test_shared_reasoning_gives_one_text_and_diverse_trajectories(tiny_model, drive):
+    x0 = noise(3)
+    shared = sample(tiny_model, drive, num_samples=3, seed=5, temperature=1.0, noise=x0, reasoning="shared",
+                    diffusion_steps=ONE_STEP)
+    assert len(set(shared.reasoning)) == 1 and len(shared.reasoning) == 3
+    assert (shared.xyz[0] - shared.xyz[1]).abs().max() > 1e-3  # samples differ through their noise
+    # Each shared-reasoning sample equals a single-sample run that wrote the same reasoning.
+    alone = sample(tiny_model, drive, num_samples=1, seed=5, temperature=1.0, noise=x0[1:2], diffusion_steps=ONE_STEP)
+    assert alone.reasoning[0] == shared.reasoning[1]
+    assert torch.allclose(alone.xyz[0], shared.xyz[1], atol=SAME_RESULT_TOL)
+    with pytest.raises(ValueError, match="reasoning='both'"):
+        sample(tiny_model, drive, reasoning="both")
