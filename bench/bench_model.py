@@ -28,7 +28,9 @@ from alpamayo_ros.model.loading import random_model, tiny_config  # noqa: E402
 from alpamayo_ros.tools.synthetic import synthetic_drive  # noqa: E402
 
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
-VARIANTS = (("1 sample", 1, True), ("6 shared prefill", 6, True), ("6 per-sample prefill", 6, False))
+# (label, samples, share_prefill, reasoning)
+VARIANTS = (("1 sample", 1, True, "per_sample"), ("6 shared prefill", 6, True, "per_sample"),
+            ("6 per-sample prefill", 6, False, "per_sample"), ("6 shared reasoning", 6, True, "shared"))
 
 
 def medium_config():
@@ -59,11 +61,11 @@ def run_config(name: str, runs: int, tokens: int) -> dict:
     drive = synthetic_drive(height=height, width=width)
     params = sum(p.numel() for p in model.parameters())
     results = {}
-    for label, samples, shared in VARIANTS:
+    for label, samples, shared, reasoning in VARIANTS:
         def once():
             start = time.perf_counter_ns()
             pred = model.sample(drive.images, drive.ego_history_xyz, drive.ego_history_rot, num_samples=samples,
-                                greedy=True, max_reasoning_tokens=tokens, share_prefill=shared)
+                                greedy=True, max_reasoning_tokens=tokens, share_prefill=shared, reasoning=reasoning)
             return pred.timings, (time.perf_counter_ns() - start) / 1e6
 
         once()  # warm-up
@@ -71,7 +73,27 @@ def run_config(name: str, runs: int, tokens: int) -> dict:
         results[label] = {stage: summarise([getattr(t, stage) for t, _ in timings]) for stage in STAGES}
         results[label]["total_ms"] = summarise([wall for _, wall in timings])
         results[label]["decode_tokens"] = timings[0][0].decode_tokens
+    results["vision reuse"] = vision_reuse(model, height, width, runs)
     return {"config": name, "parameters": params, "image_hw": [height, width], "runs": runs, "results": results}
+
+
+def vision_reuse(model, height: int, width: int, runs: int) -> dict:
+    """Vision stage over consecutive ticks: every camera's window moves one frame (4 new images, 12 reused)."""
+    frames = [synthetic_drive(height=height, width=width, lane_shift_px=k, seed=k).images[:, 0] for k in range(runs + 5)]
+    drive = synthetic_drive(height=height, width=width)
+
+    def tick(k: int, reuse: bool) -> float:
+        images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
+        keys = [(cam, k + f) for cam in range(4) for f in range(4)] if reuse else None
+        pred = model.sample(images, drive.ego_history_xyz, drive.ego_history_rot, greedy=True, max_reasoning_tokens=1,
+                            diffusion_steps=1, image_keys=keys)
+        return pred.timings.vision_ms
+
+    model.vision_cache.clear()
+    tick(0, True)  # fills the cache: steady state from the next tick on
+    reused = [tick(k, True) for k in range(1, runs + 1)]
+    plain = [tick(k, False) for k in range(1, runs + 1)]
+    return {"vision_ms": summarise(reused), "vision_ms_plain": summarise(plain)}
 
 
 def print_table(report: dict) -> None:
@@ -79,16 +101,21 @@ def print_table(report: dict) -> None:
           f"{report['image_hw'][0]}x{report['image_hw'][1]}, n={report['runs']} (p50 ms)")
     header = f"{'variant':<22}" + "".join(f"{s.removesuffix('_ms'):>11}" for s in STAGES) + f"{'total':>10}"
     print(header)
+    reuse = report["results"].pop("vision reuse")
     for label, stats in report["results"].items():
         print(f"{label:<22}" + "".join(f"{stats[s]['p50']:>11.1f}" for s in STAGES) + f"{stats['total_ms']['p50']:>10.1f}")
     r = {k: v["total_ms"]["p50"] for k, v in report["results"].items()}
     pre = {k: v["vision_ms"]["p50"] + v["prefill_ms"]["p50"] for k, v in report["results"].items()}
     ratios = {
+        "6 shared reasoning / 1 sample (total)": r["6 shared reasoning"] / r["1 sample"],
+        "vision stage, plain / reused at steady state": reuse["vision_ms_plain"]["p50"] / reuse["vision_ms"]["p50"],
         "6 shared / 1 sample (total)": r["6 shared prefill"] / r["1 sample"],
         "6 per-sample / 6 shared (total)": r["6 per-sample prefill"] / r["6 shared prefill"],
         "6 per-sample / 6 shared (vision+prefill)": pre["6 per-sample prefill"] / pre["6 shared prefill"],
     }
     report["ratios"] = ratios
+    report["vision_reuse"] = reuse
+    print(f"{'vision, 12 of 16 reused':<22}{reuse['vision_ms']['p50']:>11.1f}   (plain {reuse['vision_ms_plain']['p50']:.1f})")
     for label, value in ratios.items():
         print(f"  {label}: {value:.2f}x")
 
