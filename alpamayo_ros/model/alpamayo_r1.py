@@ -22,6 +22,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel
 from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
+from .expert_cache import ExpertKVCache
 from .flow_matching import euler_sample
 from .prompt import PromptEncoder, reasoning_text
 from .vision_cache import EncodedImage, VisionCache
@@ -77,7 +78,8 @@ class EncodedInputs:
 class _Rollout:
     """What reasoning leaves for the expert: the cache and, per sample, where its prefix ends."""
 
-    cache: DynamicCache  # batch S, length L: prompt + generated tokens
+    cache: DynamicCache | None  # batch S, length L: prompt + generated tokens (None once handed to the expert)
+    length: int  # L
     offsets: torch.Tensor  # (S,) int64: cache columns [offset, L) are not this sample's prefix
     rope_delta: torch.Tensor  # (S, 1) int64: M-RoPE position minus cache index for text tokens
     tokens: list[list[int]]  # generated ids per sample, stop token included
@@ -269,7 +271,8 @@ class AlpamayoR1(nn.Module):
         table = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(rows)]
         token_lists = [row[:n] for row, n in zip(table, lengths.tolist())]
         complete = [bool(row) and row[-1] == ids.traj_future_start for row in token_lists]
-        return _Rollout(cache=cache, offsets=prompt_len + lengths, rope_delta=rope_delta.expand(rows, 1),
+        return _Rollout(cache=cache, length=cache.get_seq_length(), offsets=prompt_len + lengths,
+                        rope_delta=rope_delta.expand(rows, 1),
                         tokens=token_lists, complete=complete)
 
     def expert_inputs(self, rollout: _Rollout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,7 +282,7 @@ class AlpamayoR1(nn.Module):
         all three M-RoPE axes), see each other and the prefix, and not the other samples' tail tokens.
         """
         waypoints = self.config.action_space_cfg.n_waypoints
-        length = rollout.cache.get_seq_length()
+        length = rollout.length
         rows = rollout.offsets.shape[0]
         steps = torch.arange(waypoints, device=self.device)
         positions = (rollout.rope_delta + rollout.offsets[:, None] + steps).unsqueeze(0).expand(3, rows, waypoints)
@@ -289,17 +292,16 @@ class AlpamayoR1(nn.Module):
         mask.masked_fill_(hidden[:, None, None, :], torch.finfo(mask.dtype).min)
         return positions, mask
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cache: DynamicCache, positions: torch.Tensor,
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, cache: ExpertKVCache, positions: torch.Tensor,
                  mask: torch.Tensor) -> torch.Tensor:
         """One expert call: flow state x (S, W, 2) at time t (S, 1, 1) -> velocity (S, W, 2) float32.
 
-        The expert appends W keys/values to the cache; they are cropped off again before returning.
+        The expert writes its W keys/values into the cache's tail, which the next call overwrites.
         """
         embeds = self.action_in_proj(x, t).to(self.expert.dtype)
         hidden = self.expert(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
                              attention_mask=mask, use_cache=True,
                              is_causal=not self.config.expert_non_causal_attention).last_hidden_state
-        cache.crop(-x.shape[1])  # negative: drop the tokens just added (transformers 4.57 and 5.x)
         return self.action_out_proj(hidden).float()
 
     # ----------------------------------------------------------------------------------------------
@@ -369,16 +371,17 @@ class AlpamayoR1(nn.Module):
             logits, rope_delta = logits.expand(reasoning_rows, -1), rope_delta.expand(reasoning_rows, 1)
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
-        if reasoning_rows < num_samples:  # shared reasoning: one cache row, copied for each expert sample
-            rollout.cache.batch_repeat_interleave(num_samples)
-            rollout = _Rollout(cache=rollout.cache, offsets=rollout.offsets.expand(num_samples),
-                               rope_delta=rollout.rope_delta.expand(num_samples, 1),
-                               tokens=rollout.tokens * num_samples, complete=rollout.complete * num_samples)
+        repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
+        expert_cache = ExpertKVCache(rollout.cache, self.config.action_space_cfg.n_waypoints, repeat)
+        rollout = _Rollout(cache=None, length=rollout.length, offsets=rollout.offsets.repeat_interleave(repeat),
+                           rope_delta=rollout.rope_delta.repeat_interleave(repeat, dim=0),
+                           tokens=rollout.tokens * repeat, complete=rollout.complete * repeat)
+        del cache  # the expert reads its own copy; the decode cache can go
         decode_ms = clock.lap()
 
         positions, mask = self.expert_inputs(rollout)
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
-        action = euler_sample(lambda x, t: self.velocity(x, t, rollout.cache, positions, mask),
+        action = euler_sample(lambda x, t: self.velocity(x, t, expert_cache, positions, mask),
                               noise.to(self.device, torch.float32), steps)
         expert_ms = clock.lap()
         xyz, rot = self.action_space.action_to_traj(

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from transformers.cache_utils import DynamicCache
 
 from alpamayo_ros.model.alpamayo_r1 import _Rollout
+from alpamayo_ros.model.expert_cache import ExpertKVCache
 from alpamayo_ros.model.flow_matching import euler_sample
 
 VISION_TOL = 1e-5
@@ -80,11 +81,11 @@ def test_teacher_forced_prefill_reproduces_reference_cache_and_next_token(refere
 @torch.inference_mode()
 def test_expert_reproduces_reference_velocity_at_every_euler_step(reference_model, ref):
     model = reference_model
-    cache = reference_cache(ref)
-    length = cache.get_seq_length()
-    keys_before = cache.layers[0].keys.clone()
-    rollout = _Rollout(cache=cache, offsets=ref["rollout_forced_n1.offset"], rope_delta=ref["rollout_forced_n1.rope_deltas"],
-                       tokens=[[]], complete=[True])
+    vlm_cache = reference_cache(ref)
+    length = vlm_cache.get_seq_length()
+    cache = ExpertKVCache(vlm_cache, tail=64)
+    rollout = _Rollout(cache=vlm_cache, length=length, offsets=ref["rollout_forced_n1.offset"],
+                       rope_delta=ref["rollout_forced_n1.rope_deltas"], tokens=[[]], complete=[True])
     positions, mask = model.expert_inputs(rollout)
     assert torch.equal(positions, ref["rollout_forced_n1.expert_position_ids"])
     assert torch.equal(mask != 0, ref["rollout_forced_n1.expert_attention_mask_is_masked"].bool())
@@ -95,7 +96,9 @@ def test_expert_reproduces_reference_velocity_at_every_euler_step(reference_mode
         velocity = model.velocity(flow_x[step], flow_t[step], cache, positions, mask)
         assert torch.allclose(velocity, flow_v[step], atol=VELOCITY_TOL), f"Euler step {step}"
         assert cache.get_seq_length() == length
-    assert torch.equal(cache.layers[0].keys, keys_before)  # cropped back, never regrown
+    for layer in range(len(cache.keys)):  # the prefix the expert reads is never modified
+        assert torch.equal(cache.keys[layer][:, :, :length], vlm_cache.layers[layer].keys)
+        assert torch.equal(cache.values[layer][:, :, :length], vlm_cache.layers[layer].values)
 
     action = euler_sample(lambda x, t: model.velocity(x, t, cache, positions, mask),
                           ref["rollout_forced_n1.noise_x0"], 10)
@@ -130,18 +133,21 @@ def test_sample_returns_per_sample_poses_text_and_timings(tiny_model, drive):
     assert pred.timings.total_ms > 0
 
 
-def test_expert_leaves_the_cache_length_unchanged(tiny_model, drive):
+def test_expert_reads_an_unchanging_prefix_in_fixed_buffers(tiny_model, drive):
     model = tiny_model
     with torch.inference_mode():
         inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
         logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
                                                   inputs.deepstack)
         rollout = model.decode(logits, cache, rope_delta, 5, True, 1.0, 1.0, torch.Generator())
-        length, keys = cache.get_seq_length(), [layer.keys.clone() for layer in cache.layers]
+        length = cache.get_seq_length()
+        expert_cache = ExpertKVCache(cache, tail=64)
+        buffers = [k.data_ptr() for k in expert_cache.keys]
         positions, mask = model.expert_inputs(rollout)
-        euler_sample(lambda x, t: model.velocity(x, t, cache, positions, mask), noise(1), 10)
-    assert cache.get_seq_length() == length
-    assert all(torch.equal(layer.keys, k) for layer, k in zip(cache.layers, keys))
+        euler_sample(lambda x, t: model.velocity(x, t, expert_cache, positions, mask), noise(1), 10)
+    assert expert_cache.get_seq_length() == length
+    assert [k.data_ptr() for k in expert_cache.keys] == buffers  # written in place, never reallocated
+    assert all(torch.equal(k[:, :, :length], layer.keys) for k, layer in zip(expert_cache.keys, cache.layers))
 
 
 def test_same_seed_and_inputs_give_identical_output(tiny_model, drive):
