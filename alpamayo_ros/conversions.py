@@ -27,6 +27,7 @@ from alpamayo_ros.pipeline.pose_history import PoseSample
 
 NS_PER_S = 1_000_000_000
 QUATERNION_NORM_TOL = 0.1  # |q| may be this far from 1 before the odometry message is rejected
+MAX_COMPRESSED_PIXELS = 40_000_000  # 8K is 33 Mpx; a larger header is a malformed or hostile image
 
 # encoding -> (channels, channel order to RGB)
 _RAW_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
@@ -85,8 +86,13 @@ def compressed_image_from_msg(msg: CompressedImage, topic: str) -> CameraFrame:
         raise InvalidMessage(topic, "format", repr(msg.format), "a JPEG or PNG compressed image")
     try:
         with PILImage.open(io.BytesIO(bytes(msg.data))) as decoded:
+            width, height = decoded.size
+            if width * height > MAX_COMPRESSED_PIXELS:
+                raise InvalidMessage(topic, "image size", f"{width}x{height}", f"at most {MAX_COMPRESSED_PIXELS} pixels")
             rgb = np.asarray(decoded.convert("RGB"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+        if isinstance(exc, InvalidMessage):
+            raise
         raise InvalidMessage(topic, "data", f"undecodable ({exc})", f"{msg.format} bytes") from exc
     return CameraFrame(stamp_ns=stamp_to_ns(msg.header.stamp), image=rgb)
 

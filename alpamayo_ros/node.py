@@ -16,6 +16,7 @@ import enum
 import queue
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -177,6 +180,8 @@ class AlpamayoNode(Node):
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._tick = 0
         self._last_t0_ns = -1
+        self._epoch = 0  # counts input resets (clock jumps back, odometry restarts)
+        self._submitted_epoch: dict[int, int] = {}  # tick -> epoch at submission
         self._not_ready = 0
         self._published = 0
         self._rejected = 0
@@ -202,7 +207,8 @@ class AlpamayoNode(Node):
         self._result_ready = self.create_guard_condition(self._on_results)
         self.runner = Runner(model_inference(self.model, self.cfg.sampling), self._on_result_from_worker)
         self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
-        self.create_timer(1.0, self._publish_diagnostics)
+        # Diagnostics run on the steady clock: they must keep coming when sim time stalls or jumps.
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"ready: {len(self.cfg.camera_topics)} {self.cfg.image_transport.value} cameras, "
                                f"odometry {self.cfg.odometry_topic}, {self.cfg.rate_hz} Hz, "
                                f"{self.cfg.num_samples} sample(s), output frame {self.cfg.output_frame.value}")
@@ -258,6 +264,11 @@ class AlpamayoNode(Node):
         except conversions.InvalidMessage as exc:
             self._reject(topic, f"camera {CAMERA_NAMES[index]}: {exc}; frame dropped")
             return
+        ahead_ns = frame.stamp_ns - self._now_ns()
+        if ahead_ns > self.cfg.sync.max_input_age_ns:
+            self._reject(topic, f"camera {CAMERA_NAMES[index]}: {topic}: stamp is {ahead_ns / 1e9:.2f} s ahead of the "
+                                "node clock; frame dropped")
+            return
         shape = frame.image.shape[:2]
         expected = self._image_shapes.setdefault(index, shape)
         if shape != expected:
@@ -281,6 +292,11 @@ class AlpamayoNode(Node):
         except conversions.InvalidMessage as exc:
             self._reject(topic, f"odometry: {exc}; message dropped")
             return
+        ahead_ns = sample.stamp_ns - self._now_ns()
+        if ahead_ns > self.cfg.sync.max_input_age_ns:
+            self._reject(topic, f"odometry: {topic}: stamp is {ahead_ns / 1e9:.2f} s ahead of the node clock; "
+                                "message dropped")
+            return
         newest = self.poses.newest_stamp_ns
         if newest is not None and sample.stamp_ns < newest - self.cfg.sync.max_odometry_gap_ns:
             self._odometry_backwards += 1
@@ -291,6 +307,7 @@ class AlpamayoNode(Node):
             self._reject(topic, f"odometry: {topic}: stamp went back {(newest - sample.stamp_ns) / 1e9:.2f} s "
                                 f"{ODOMETRY_RESTART_COUNT} times in a row: the source restarted; history cleared")
             self.poses.clear()
+            self._epoch += 1
         self._odometry_backwards = 0
         self._odom_frame = msg.header.frame_id or self._odom_frame
         self._base_frame = msg.child_frame_id or self._base_frame
@@ -316,6 +333,7 @@ class AlpamayoNode(Node):
                 camera.clear()
             self.poses.clear()
             self._last_t0_ns = -1
+            self._epoch += 1
             self._last_clock_jump = f"clock jumped back {jump_s:.1f} s: input buffers cleared"
             self.get_logger().warning(self._last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
         elif self._last_tick_now_ns is not None and now - self._last_tick_now_ns > max(
@@ -341,6 +359,7 @@ class AlpamayoNode(Node):
             return
         if self.runner.submit(self._tick, selected):
             self._last_t0_ns = selected.t0_ns
+            self._submitted_epoch[self._tick] = self._epoch
             self._report_tick(self._tick, TickStatus.SUBMITTED, t0_ns=selected.t0_ns)
         else:
             self.get_logger().debug(f"tick {self._tick}: model busy, dropped")
@@ -356,9 +375,21 @@ class AlpamayoNode(Node):
                 result = self._results.get_nowait()
             except queue.Empty:
                 return
-            self._handle_result(result)
+            try:
+                self._handle_result(result)
+            except Exception:  # a bug in output handling must not take the node down
+                self._last_error = traceback.format_exc().strip().splitlines()[-1]
+                self._last_outcome = f"model error: output handling failed: {self._last_error}"
+                self.get_logger().error(f"tick {result.tick}: output handling failed, nothing published:\n"
+                                        f"{traceback.format_exc()}")
+                self._report_tick(result.tick, TickStatus.MODEL_ERROR, self._last_error, result.model_input.t0_ns)
 
     def _handle_result(self, result: RunResult) -> None:
+        if self._submitted_epoch.pop(result.tick, self._epoch) != self._epoch or result.model_input.t0_ns > self._now_ns():
+            # The inputs were reset (clock jumped back, odometry restarted) while the model ran.
+            self._last_outcome = "output withheld: the inputs were reset while the model ran"
+            self._report_tick(result.tick, TickStatus.REJECTED, self._last_outcome, result.model_input.t0_ns)
+            return
         if result.error is not None:
             self._last_error = result.error.strip().splitlines()[-1]
             self._last_outcome = f"model error: {self._last_error}"
@@ -499,14 +530,15 @@ def main(args: list[str] | None = None) -> int:
     node = None
     executor = SingleThreadedExecutor()
     try:
-        node = AlpamayoNode()
+        try:
+            node = AlpamayoNode()
+        except (ValueError, FileNotFoundError, ParameterException) as exc:  # parameters or checkpoint
+            rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
+            return 1
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ValueError, FileNotFoundError) as exc:  # parameters or checkpoint: say what and stop
-        rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
-        return 1
     finally:
         if node is not None:
             node.shutdown()

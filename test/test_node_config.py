@@ -17,7 +17,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "alpamayo.yaml"
 
 
 def test_yaml_declares_every_parameter_with_the_node_defaults():
-    values = yaml.safe_load(CONFIG.read_text())["alpamayo"]["ros__parameters"]
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
     assert set(values) == set(_PARAMETERS)
     for name, (default, _, _) in _PARAMETERS.items():
         assert values[name] == default, name

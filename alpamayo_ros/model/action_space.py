@@ -92,17 +92,21 @@ class UnicycleAccelCurvatureActionSpace(nn.Module):
             # 0-d float32, persistent: the checkpoint stores them (release `action_space.*`).
             self.register_buffer(name, torch.tensor(getattr(cfg, name), dtype=torch.float32))
 
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The four statistics as float32 on `like`'s device (outputs may live on another device)."""
+        return tuple(b.to(like.device, torch.float32) for b in
+                     (self.accel_mean, self.accel_std, self.curvature_mean, self.curvature_std))
+
     def denormalize(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., W, 2) normalised -> accel (..., W) m/s^2, curvature (..., W) 1/m."""
         action = action.float()
-        accel = action[..., 0] * self.accel_std.float() + self.accel_mean.float()
-        curvature = action[..., 1] * self.curvature_std.float() + self.curvature_mean.float()
-        return accel, curvature
+        accel_mean, accel_std, curvature_mean, curvature_std = self._stats(action)
+        return action[..., 0] * accel_std + accel_mean, action[..., 1] * curvature_std + curvature_mean
 
     def normalize(self, accel: torch.Tensor, curvature: torch.Tensor) -> torch.Tensor:
         """accel, curvature (..., W) -> (..., W, 2) normalised."""
-        return torch.stack([(accel - self.accel_mean.float()) / self.accel_std.float(),
-                            (curvature - self.curvature_mean.float()) / self.curvature_std.float()], dim=-1)
+        accel_mean, accel_std, curvature_mean, curvature_std = self._stats(accel)
+        return torch.stack([(accel - accel_mean) / accel_std, (curvature - curvature_mean) / curvature_std], dim=-1)
 
     def estimate_speeds(self, hist_xyz: torch.Tensor, hist_rot: torch.Tensor) -> torch.Tensor:
         """Speed at every history pose, (..., T) m/s, from (..., T, 3) positions and (..., T, 3, 3) rotations.

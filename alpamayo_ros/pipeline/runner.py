@@ -122,9 +122,9 @@ class Runner:
                     self.failed += 1
             result = RunResult(tick=tick, model_input=model_input, prediction=prediction, error=error,
                                started_ns=started, finished_ns=time.monotonic_ns())
+            with self._wake:
+                self._busy = False  # before handing the result over: the next tick may start at once
             try:
                 self._on_result(result)
             except Exception:
                 logger.error("result callback failed:\n%s", traceback.format_exc())
-            with self._wake:
-                self._busy = False

@@ -36,7 +36,7 @@ class SyncConfig:
         if self.sync_tolerance_ns <= 0 or self.max_input_age_ns <= 0 or self.max_odometry_gap_ns <= 0:
             raise ValueError(f"sync_tolerance_ns={self.sync_tolerance_ns}, max_input_age_ns={self.max_input_age_ns} "
                              f"and max_odometry_gap_ns={self.max_odometry_gap_ns} must all be > 0")
-        if self.sync_tolerance_ns * 2 > self.history_step_ns:
+        if self.sync_tolerance_ns * 2 > self.history_step_ns:  # with the strict check, one frame never fills two slots
             raise ValueError(f"sync_tolerance_ns={self.sync_tolerance_ns} must be at most half the frame spacing "
                              f"({self.history_step_ns // 2}) or one frame could serve two slots")
 
@@ -103,7 +103,7 @@ def _input_at(t0: int, cameras: Sequence[CameraBuffer], poses: PoseHistory, cfg:
             target = t0 + offset
             frame = camera.nearest(target)
             miss = abs(frame.stamp_ns - target)
-            if miss > cfg.sync_tolerance_ns:
+            if miss >= cfg.sync_tolerance_ns:  # strict: a frame half-way between two slots serves neither
                 return NotReady(f"camera {camera.name}: no frame within {cfg.sync_tolerance_ns / 1e6:.0f} ms of "
                                 f"t0{offset / NS_PER_S:+.1f} s (nearest {miss / 1e6:.0f} ms away)")
             images.append(frame.image)

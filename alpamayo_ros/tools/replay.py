@@ -60,6 +60,7 @@ class Counts:
 
     ticks: dict[int, list[int]] = field(default_factory=dict)
     published: int = 0
+    steps_without_tick: int = 0
     last_tick_stamp_ns: int = -1
     last_reason: str = ""
 
@@ -101,6 +102,8 @@ class Replayer:
         self.publishers, skipped = {}, set()
         for connection in reader.connections:
             topic = remaps.get(connection.topic, connection.topic)
+            if topic in ("/clock", "/diagnostics") or topic.startswith(f"{node}/"):
+                continue  # the replay drives the clock; a recording's own node outputs must not be replayed
             cls = message_class(connection.msgtype)
             if cls is None:
                 skipped.add(f"{topic} ({connection.msgtype})")
@@ -171,7 +174,8 @@ class Replayer:
         self.publish_clock(stamp_ns)
         with self._reports:
             if not self._reports.wait_for(lambda: self.counts.last_tick_stamp_ns >= stamp_ns, NOT_READY_TIMEOUT_S):
-                return  # the node ticked on no step of this grid (another rate_hz?)
+                self.counts.steps_without_tick += 1  # reported at the end: --tick-hz differs from rate_hz?
+                return
             tick = max(self.counts.ticks)
             if self.counts.ticks[tick][-1] == TickStatus.SUBMITTED and not self._reports.wait_for(
                     lambda: self.counts.ticks[tick][-1] in FINAL_OUTCOMES, self.model_timeout_s):
@@ -197,6 +201,8 @@ class Replayer:
                 while stamp > next_step:
                     self.step(next_step)
                     next_step += period_ns
+                # Keep the clock with the data (never far behind it) without reaching the next tick's time.
+                self.publish_clock(min(stamp, next_step - 1))
             else:
                 delay = (stamp - bag_start) / NS_PER_S / rate - (time.monotonic() - wall_start)
                 if delay > 0:
@@ -221,7 +227,9 @@ def replay(bag: Path, out: Path, mode: str = "lockstep", rate: float = 1.0, tick
     typestore = alpamayo_typestore()
     reader = open_bag([bag], typestore)
     try:
-        required = list(camera_topics or []) + [odometry_topic]
+        images = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+        cameras = camera_topics or sorted({remaps.get(c.topic, c.topic) for c in reader.connections if c.msgtype in images})
+        required = list(cameras) + [odometry_topic]
         require_topics(reader, required, remaps)
         with Writer(out, version=8, storage_plugin=storage_of(reader)) as writer:
             replayer = Replayer(reader, writer, typestore, node, odometry_topic, remaps, model_timeout_s)
@@ -255,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ReplayError, BagError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
+    if counts.steps_without_tick:
+        print(f"replay: {counts.steps_without_tick} lockstep steps saw no tick: is --tick-hz the node's rate_hz?",
+              file=sys.stderr)
     outcomes = [o[-1] for o in counts.ticks.values()]
     print(f"replay: {len(counts.ticks)} ticks, {counts.published} outputs recorded to {args.out} "
           f"(final outcomes: {dict(sorted((o, outcomes.count(o)) for o in set(outcomes)))}); "

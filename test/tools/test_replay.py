@@ -47,7 +47,7 @@ def test_lockstep_replay_publishes_one_output_per_new_input(tmp_path, node_proce
     final = {tick: outcomes[-1] for tick, outcomes in counts.ticks.items()}
     published = [t for t, o in final.items() if o == 3]
     # t0 needs 1.5 s of history: inputs at 1.5, 2.0, ..., 4.0 s; the step after the bag's end has no new frame.
-    assert counts.published == len(published) == 6, counts
+    assert counts.published == len(published) == 6 and counts.steps_without_tick == 0, counts
     summary = evaluate([tmp_path / "out"])
     assert summary["outputs"] == 6
     assert summary["metrics"]["1s"]["n"] == 4  # t0 of 3.5 and 4.0 s: the 4 s bag ends before t0 + 1 s
