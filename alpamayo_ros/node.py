@@ -33,6 +33,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
+try:  # Jazzy and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 from alpamayo_msgs.msg import DrivingOutput, StageTimings, TickStatus
 from alpamayo_ros import conversions
 from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
@@ -175,6 +180,7 @@ class AlpamayoNode(Node):
         self._invalid = collections.Counter()
         self._last_invalid: dict[str, tuple[float, str]] = {}  # topic -> (monotonic time, what was wrong)
         self._image_shapes: dict[int, tuple[int, int]] = {}  # camera index -> (H, W) of its first frame
+        self._camera_lag: dict[str, tuple[float, str]] = {}  # camera -> (monotonic time, lag seen)
         self._odometry_backwards = 0
         self._last_tick_now_ns: int | None = None
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
@@ -191,11 +197,11 @@ class AlpamayoNode(Node):
         self._last_clock_jump = ""
         self._reported_drops = 0
 
+        self._lost = collections.Counter()
         image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
         for index, topic in enumerate(self.cfg.camera_topics):
-            self.create_subscription(image_type, topic, lambda msg, i=index, t=topic: self._on_image(msg, i, t),
-                                     CAMERA_QOS)
-        self.create_subscription(Odometry, self.cfg.odometry_topic, self._on_odometry, ODOMETRY_QOS)
+            self._subscribe(image_type, topic, lambda msg, i=index, t=topic: self._on_image(msg, i, t), CAMERA_QOS)
+        self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry, ODOMETRY_QOS)
         self._trajectory_pub = self.create_publisher(Path, "~/trajectory", OUTPUT_QOS)
         self._reasoning_pub = self.create_publisher(String, "~/reasoning", OUTPUT_QOS)
         self._output_pub = self.create_publisher(DrivingOutput, "~/output", OUTPUT_QOS)
@@ -254,6 +260,22 @@ class AlpamayoNode(Node):
         return from_pretrained(self.cfg.model_path, base_model_dir=self.cfg.base_model_dir or None,
                                device=self.cfg.device, dtype=self.cfg.dtype)
 
+    def _subscribe(self, msg_type, topic: str, callback, qos: QoSProfile) -> None:
+        """A subscription whose lost-message events are counted for /diagnostics.
+
+        Sensor-data QoS (best effort, volatile, no deadline) accepts every publisher, so no
+        incompatible-QoS event can occur; lost messages (queue overflow under load) can.
+        """
+        def lost(event, topic=topic) -> None:
+            self._lost[topic] += event.total_count_change
+
+        try:
+            self.create_subscription(msg_type, topic, callback, qos,
+                                     event_callbacks=SubscriptionEventCallbacks(message_lost=lost))
+        except Exception:  # an RMW without the message-lost event: subscribe without it
+            self.get_logger().info(f"{topic}: lost-message events unavailable on this RMW", once=True)
+            self.create_subscription(msg_type, topic, callback, qos)
+
     # -- inputs --------------------------------------------------------------------------------------
 
     def _on_image(self, msg: Image | CompressedImage, index: int, topic: str) -> None:
@@ -277,6 +299,21 @@ class AlpamayoNode(Node):
             return
         self._last_stamp_ns[topic] = frame.stamp_ns
         self.cameras[index].push(frame)
+        if index == self.cfg.sync.reference_camera:
+            self._check_camera_lag(frame.stamp_ns)
+
+    def _check_camera_lag(self, reference_stamp_ns: int) -> None:
+        """As a reference frame arrives, note every camera whose newest frame is older than tolerance allows."""
+        for camera in self.cameras:
+            newest = camera.newest_stamp_ns
+            if newest is None or camera.name == CAMERA_NAMES[self.cfg.sync.reference_camera]:
+                continue
+            lag_ns = reference_stamp_ns - newest
+            if lag_ns > self.cfg.sync.sync_tolerance_ns:
+                self._camera_lag[camera.name] = (
+                    time.monotonic(), f"camera {camera.name}: newest frame {lag_ns / 1e6:.0f} ms behind "
+                    f"{CAMERA_NAMES[self.cfg.sync.reference_camera]} (sync_tolerance "
+                    f"{self.cfg.sync.sync_tolerance_ns / 1e6:.0f} ms)")
 
     def _reject(self, topic: str, text: str) -> None:
         """Count, remember for /diagnostics, and log (throttled) a message that cannot be used."""
@@ -454,7 +491,6 @@ class AlpamayoNode(Node):
         """What is wrong with the inputs right now, in words, and the per-topic numbers."""
         faults, values = [], {}
         stale_ns = self.cfg.sync.max_input_age_ns
-        reference = self.cameras[self.cfg.sync.reference_camera]
         names = {topic: f"camera {name}" for topic, name in zip(self.cfg.camera_topics, CAMERA_NAMES)}
         names[self.cfg.odometry_topic] = "odometry"
         for topic, arrivals in self._arrivals.items():
@@ -464,6 +500,7 @@ class AlpamayoNode(Node):
             values[f"{topic} rate_hz"] = f"{rate:.1f}"
             values[f"{topic} age_ms"] = "never" if stamp is None else f"{(now_ns - stamp) / 1e6:.0f}"
             values[f"{topic} invalid"] = self._invalid[topic]
+            values[f"{topic} lost"] = self._lost[topic]
             if stamp is None:
                 faults.append(f"{names[topic]}: no valid message on {topic}")
             elif now_ns - stamp > stale_ns:
@@ -471,14 +508,7 @@ class AlpamayoNode(Node):
             invalid = self._last_invalid.get(topic)
             if invalid and now_mono - invalid[0] <= RECENT_FAULT_S:
                 faults.append(invalid[1])
-        newest_reference = reference.newest_stamp_ns
-        for camera in self.cameras:
-            if camera is reference or newest_reference is None or camera.newest_stamp_ns is None:
-                continue
-            lag_ns = newest_reference - camera.newest_stamp_ns
-            if lag_ns > self.cfg.sync.sync_tolerance_ns:
-                faults.append(f"camera {camera.name}: newest frame {lag_ns / 1e6:.0f} ms behind {reference.name} "
-                              f"(sync_tolerance {self.cfg.sync.sync_tolerance_ns / 1e6:.0f} ms)")
+        faults += [text for seen, text in self._camera_lag.values() if now_mono - seen <= RECENT_FAULT_S]
         if self._last_clock_jump:
             faults.append(self._last_clock_jump)
             self._last_clock_jump = ""

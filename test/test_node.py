@@ -94,6 +94,7 @@ def test_diagnostics_report_inputs_and_ticks(raw_drive):
     assert set(status) == {"inputs", "inference", "model"}
     inputs = {kv.key: kv.value for kv in status["inputs"].values}
     assert float(inputs["/cameras/front_wide/image rate_hz"]) > 0 and float(inputs["/odom rate_hz"]) > 0
+    assert int(inputs["/odom lost"]) >= 0 and int(inputs["/odom invalid"]) == 0
     ticks = {kv.key: kv.value for kv in status["inference"].values}
     assert int(ticks["published"]) >= 1 and ticks["latency_ms_p50"] != "-"
 
