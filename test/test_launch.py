@@ -16,7 +16,6 @@ launch_pytest = pytest.importorskip("launch_pytest", reason="launch_pytest is no
 import launch  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-from launch_testing.tools import process_tools  # noqa: E402,F401
 
 
 @launch_pytest.fixture

@@ -10,6 +10,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rcl
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
 from alpamayo_msgs.msg import TickStatus  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
 from dds import Received, assert_paths_valid, run_scenario, stamp_ns  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
