@@ -24,6 +24,7 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from alpamayo_ros.conversions import stamp_to_ns as stamp_ns
 from conftest import REPO
 
 SHUTDOWN_TIMEOUT_S = 20.0
@@ -36,10 +37,6 @@ def ros_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_profile.xml")
     return env
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * NS_PER_S + stamp.nanosec
 
 
 @dataclass
