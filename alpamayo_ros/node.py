@@ -286,10 +286,7 @@ class AlpamayoNode(Node):
         except conversions.InvalidMessage as exc:
             self._reject(topic, f"camera {CAMERA_NAMES[index]}: {exc}; frame dropped")
             return
-        ahead_ns = frame.stamp_ns - self._now_ns()
-        if ahead_ns > self.cfg.sync.max_input_age_ns:
-            self._reject(topic, f"camera {CAMERA_NAMES[index]}: {topic}: stamp is {ahead_ns / 1e9:.2f} s ahead of the "
-                                "node clock; frame dropped")
+        if self._from_the_future(topic, f"camera {CAMERA_NAMES[index]}", frame.stamp_ns, "frame"):
             return
         shape = frame.image.shape[:2]
         expected = self._image_shapes.setdefault(index, shape)
@@ -315,6 +312,14 @@ class AlpamayoNode(Node):
                     f"{CAMERA_NAMES[self.cfg.sync.reference_camera]} (sync_tolerance "
                     f"{self.cfg.sync.sync_tolerance_ns / 1e6:.0f} ms)")
 
+    def _from_the_future(self, topic: str, source: str, stamp_ns: int, what: str) -> bool:
+        """Reject (and say so) a stamp further ahead of the node clock than max_input_age."""
+        ahead_ns = stamp_ns - self._now_ns()
+        if ahead_ns <= self.cfg.sync.max_input_age_ns:
+            return False
+        self._reject(topic, f"{source}: {topic}: stamp is {ahead_ns / 1e9:.2f} s ahead of the node clock; {what} dropped")
+        return True
+
     def _reject(self, topic: str, text: str) -> None:
         """Count, remember for /diagnostics, and log (throttled) a message that cannot be used."""
         self._invalid[topic] += 1
@@ -329,10 +334,7 @@ class AlpamayoNode(Node):
         except conversions.InvalidMessage as exc:
             self._reject(topic, f"odometry: {exc}; message dropped")
             return
-        ahead_ns = sample.stamp_ns - self._now_ns()
-        if ahead_ns > self.cfg.sync.max_input_age_ns:
-            self._reject(topic, f"odometry: {topic}: stamp is {ahead_ns / 1e9:.2f} s ahead of the node clock; "
-                                "message dropped")
+        if self._from_the_future(topic, "odometry", sample.stamp_ns, "message"):
             return
         newest = self.poses.newest_stamp_ns
         if newest is not None and sample.stamp_ns < newest - self.cfg.sync.max_odometry_gap_ns:

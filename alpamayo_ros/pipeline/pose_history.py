@@ -7,11 +7,12 @@ allowed gap, is refused with a reason: the history is never extrapolated or gues
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from .stamped_buffer import StampedBuffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,42 +33,31 @@ class PoseHistory:
     """The last `horizon_ns` of odometry poses (at most `max_samples`)."""
 
     def __init__(self, horizon_ns: int = 4_000_000_000, max_samples: int = 2000) -> None:
-        self.horizon_ns = horizon_ns
-        self.max_samples = max_samples
-        self._stamps: list[int] = []
-        self._samples: list[PoseSample] = []
+        self._poses: StampedBuffer[PoseSample] = StampedBuffer(horizon_ns, max_samples)
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._poses)
 
     @property
     def newest_stamp_ns(self) -> int | None:
-        return self._stamps[-1] if self._stamps else None
+        return self._poses.newest_stamp_ns
+
+    @property
+    def samples(self) -> list[PoseSample]:
+        """The stored poses, oldest first."""
+        return list(self._poses.items)
 
     def push(self, sample: PoseSample) -> None:
         """Insert by stamp (a repeated stamp replaces); drop samples older than the horizon."""
-        i = bisect.bisect_left(self._stamps, sample.stamp_ns)
-        if i < len(self._stamps) and self._stamps[i] == sample.stamp_ns:
-            self._samples[i] = sample
-        else:
-            self._stamps.insert(i, sample.stamp_ns)
-            self._samples.insert(i, sample)
-        cutoff = self._stamps[-1] - self.horizon_ns
-        drop = max(bisect.bisect_left(self._stamps, cutoff), len(self._stamps) - self.max_samples)
-        if drop > 0:
-            del self._stamps[:drop], self._samples[:drop]
+        self._poses.push(sample.stamp_ns, sample)
 
     def clear(self) -> None:
-        self._stamps.clear()
-        self._samples.clear()
+        self._poses.clear()
 
     def speed_at(self, stamp_ns: int) -> float:
         """Reported speed of the sample nearest `stamp_ns` (NaN if none or unknown)."""
-        if not self._stamps:
-            return float("nan")
-        i = bisect.bisect_left(self._stamps, stamp_ns)
-        nearest = min((j for j in (i - 1, i) if 0 <= j < len(self._stamps)), key=lambda j: abs(self._stamps[j] - stamp_ns))
-        return self._samples[nearest].speed_mps
+        i = self._poses.nearest_index(stamp_ns)
+        return float("nan") if i is None else self._poses.items[i].speed_mps
 
     def interpolate(self, stamps_ns: np.ndarray, max_gap_ns: int) -> tuple[np.ndarray, Rotation]:
         """Poses at the given times: positions (N, 3) float64 and a Rotation of length N.
@@ -75,9 +65,9 @@ class PoseHistory:
         Raises HistoryGap naming the first uncovered time (before the oldest sample, after the newest,
         or between samples more than `max_gap_ns` apart).
         """
-        if not self._stamps:
+        if not self._poses.stamps:
             raise HistoryGap("no odometry received yet")
-        stamps = np.asarray(self._stamps, dtype=np.int64)
+        stamps = np.asarray(self._poses.stamps, dtype=np.int64)
         queries = np.asarray(stamps_ns, dtype=np.int64)
         if queries.min() < stamps[0] or queries.max() > stamps[-1]:
             raise HistoryGap(f"odometry covers {_span(stamps[0], stamps[-1])}, need {_span(queries.min(), queries.max())}")
@@ -92,8 +82,8 @@ class PoseHistory:
                              f"(max {max_gap_ns / 1e6:.0f} ms)")
         span = np.maximum(gaps, 1)
         fraction = np.where(exact, 0.0, (queries - stamps[lower]) / span)
-        positions = np.stack([s.position for s in self._samples])
-        quats = Rotation.from_quat(np.stack([s.orientation for s in self._samples]))
+        positions = np.stack([s.position for s in self._poses.items])
+        quats = Rotation.from_quat(np.stack([s.orientation for s in self._poses.items]))
         out_positions = positions[lower] + fraction[:, None] * (positions[upper] - positions[lower])
         start = quats[lower]
         delta = (start.inv() * quats[upper]).as_rotvec()  # shortest arc between the bracketing samples

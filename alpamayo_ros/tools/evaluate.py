@@ -161,7 +161,7 @@ def plot(history: PoseHistory, scored: list[Scored], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (ax_map, ax_err) = plt.subplots(1, 2, figsize=(13, 5.5))
-    truth = np.stack([s.position for s in history._samples])
+    truth = np.stack([s.position for s in history.samples])
     ax_map.plot(truth[:, 0], truth[:, 1], color="0.3", linewidth=2.5, label="driven (odometry)")
     colours = plt.cm.viridis(np.linspace(0, 1, max(len(scored), 1)))
     for s, colour in zip(scored, colours):
