@@ -44,9 +44,8 @@ from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
 from alpamayo_ros.pipeline.outputs import OutputLimits, Selection, sample_problems, select_sample
 from alpamayo_ros.pipeline.pose_history import PoseHistory
 from alpamayo_ros.pipeline.runner import RunResult, Runner, SamplingSettings, model_inference
-from alpamayo_ros.pipeline.sync import InputLimits, ModelInput, NotReady, SyncConfig, input_problems, select_inputs
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES, InputLimits, ModelInput, NotReady, SyncConfig, input_problems, select_inputs
 
-CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order
 NS_PER_S = 1_000_000_000
 LOG_THROTTLE_S = 5.0
 RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window

@@ -26,7 +26,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from alpamayo_ros import conversions  # noqa: E402
 from alpamayo_ros.model.loading import tiny  # noqa: E402
-from alpamayo_ros.node import CAMERA_NAMES  # noqa: E402
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES  # noqa: E402
 from alpamayo_ros.pipeline.camera_buffer import CameraBuffer  # noqa: E402
 from alpamayo_ros.pipeline.pose_history import PoseHistory  # noqa: E402
 from alpamayo_ros.pipeline.sync import ModelInput, select_inputs  # noqa: E402

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +44,8 @@ def main() -> int:
     import rclpy
     from alpamayo_msgs.msg import DrivingOutput, TickStatus
     from rclpy.executors import SingleThreadedExecutor
+
+    from alpamayo_ros.tools.processes import stop
 
     node = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu",
                              "-p", "dtype:=float32", "-p", f"rate_hz:={args.rate_hz}", "-p", f"num_samples:={args.samples}",
@@ -81,12 +82,7 @@ def main() -> int:
         listener.destroy_node()
         rclpy.try_shutdown(context=context)
         for proc in (publisher, node):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
     def window(lo: float, hi: float, index: int) -> list[float]:
         return sorted(o[index] for o in outputs if lo <= o[0] - start < hi)

@@ -6,7 +6,6 @@ Shared by the node and fault-matrix tests. Loopback only, ROS_DOMAIN_ID from con
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -25,9 +24,9 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.conversions import stamp_to_ns as stamp_ns
+from alpamayo_ros.tools.processes import stop
 from conftest import REPO
 
-SHUTDOWN_TIMEOUT_S = 20.0
 NODE_START_TIMEOUT_S = 60.0  # imports and the tiny model
 NS_PER_S = 1_000_000_000
 
@@ -62,16 +61,6 @@ class Received:
 
     def published_t0s(self) -> list[int]:
         return [stamp_ns(t.t0) for t in self.ticks if t.outcome == TickStatus.PUBLISHED]
-
-
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        return proc.communicate(timeout=SHUTDOWN_TIMEOUT_S)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()[0]
 
 
 def run_scenario(node_params: dict[str, object], publisher_args: list[str], until: Callable[[Received], bool],
@@ -117,8 +106,8 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
         spinner.join()
         listener.destroy_node()
         rclpy.try_shutdown(context=context)
-        received.node_log = _stop(node)
-        received.publisher_log = _stop(publisher) if publisher is not None else ""
+        received.node_log = stop(node)
+        received.publisher_log = stop(publisher) if publisher is not None else ""
         received.node_returncode = node.returncode
     return received
 

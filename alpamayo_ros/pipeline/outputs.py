@@ -8,11 +8,10 @@ lies further behind the vehicle than a reversing manoeuvre could take it.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from dataclasses import dataclass
 
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import Prediction

@@ -18,6 +18,7 @@ from .camera_buffer import CameraBuffer
 from .pose_history import HistoryGap, PoseHistory
 
 NS_PER_S = 1_000_000_000
+CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order (release)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from alpamayo_ros.model.loading import from_pretrained, tiny
+from alpamayo_ros.tools.processes import stop
 from alpamayo_ros.tools.synthetic import synthetic_drive
 
 SUMMARY_TIMES_S = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.4)
 
 
 REPO = Path(__file__).resolve().parents[2]
-SHUTDOWN_TIMEOUT_S = 20.0
 TICK_HZ = 2.0
 
 
@@ -55,7 +54,7 @@ def replay_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_profile.xml"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     from alpamayo_ros.tools.evaluate import evaluate, print_table
-    from alpamayo_ros.tools.make_sample_bag import CAMERA_NAMES, write_bag
+    from alpamayo_ros.tools.make_sample_bag import camera_topics_of, write_bag
     from alpamayo_ros.tools.replay import replay
 
     out_dir = Path(args.out_dir).resolve()
@@ -64,7 +63,7 @@ def replay_demo(args: argparse.Namespace) -> int:
     bag = write_bag(out_dir / "sample_bag", duration_s=args.duration)
     print(f"1/4 wrote the sample bag {bag} ({args.duration:.0f} s: straight, left curve, stop, drive off; "
           "4 JPEG cameras at 10 Hz, odometry at 50 Hz)", flush=True)
-    topics = [f"/cameras/{name}/image/compressed" for name in CAMERA_NAMES]
+    topics = list(camera_topics_of(raw=False))
     node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "use_sim_time:=true",
                 "-p", "image_transport:=compressed", "-p", f"camera_topics:=[{','.join(topics)}]",
                 "-p", f"device:={args.device}", "-p", f"dtype:={'float32' if args.device == 'cpu' else 'bfloat16'}",
@@ -82,12 +81,7 @@ def replay_demo(args: argparse.Namespace) -> int:
         print("3/4 replaying the bag in lockstep (each tick waits for the model)...", flush=True)
         counts = replay(bag, out_dir / "replay", mode="lockstep", tick_hz=TICK_HZ, camera_topics=topics)
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=SHUTDOWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop(node)
         node_log.close()
     print(f"    {len(counts.ticks)} ticks, {counts.published} outputs recorded to {out_dir / 'replay'}")
     print("4/4 evaluating against the bag's own future odometry\n", flush=True)

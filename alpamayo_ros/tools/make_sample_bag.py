@@ -23,10 +23,11 @@ from PIL import ImageDraw
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES
+
 NS_PER_S = 1_000_000_000
 START_NS = 1_700_000_000 * NS_PER_S  # bag start time (sim time), an arbitrary epoch
 CAMERA_HZ, ODOMETRY_HZ = 10, 50
-CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")
 CAMERA_YAW_DEG = (60.0, 0.0, -60.0, 0.0)  # mounting yaw, + left
 CAMERA_FOV_DEG = (120.0, 120.0, 120.0, 30.0)
 CAMERA_HEIGHT_M = 1.5
@@ -130,14 +131,19 @@ def _quaternion(typestore, yaw: float):
     return typestore.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
 
 
+def camera_topics_of(raw: bool) -> tuple[str, ...]:
+    """The sample bag's camera topics, in the model's order."""
+    suffix = "image" if raw else "image/compressed"
+    return tuple(f"/cameras/{name}/{suffix}" for name in CAMERA_NAMES)
+
+
 def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: bool = False,
               height: int = 96, width: int = 160, camera_topics: tuple[str, ...] | None = None,
               odometry_topic: str = "/odom") -> Path:
     """Write the synthetic drive to `out` (a new rosbag2 directory); returns it."""
     typestore = get_typestore(Stores.ROS2_HUMBLE)
     t = typestore.types
-    suffix = "image" if raw else "image/compressed"
-    camera_topics = camera_topics or tuple(f"/cameras/{name}/{suffix}" for name in CAMERA_NAMES)
+    camera_topics = camera_topics or camera_topics_of(raw)
     path = drive(duration_s)
     renderer = RoadRenderer(path, height, width)
     image_type = "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage"

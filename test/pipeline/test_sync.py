@@ -6,11 +6,10 @@ from scipy.spatial.transform import Rotation
 
 from alpamayo_ros.pipeline.camera_buffer import CameraBuffer, CameraFrame
 from alpamayo_ros.pipeline.pose_history import PoseHistory, PoseSample
-from alpamayo_ros.pipeline.sync import ModelInput, NotReady, SyncConfig, select_inputs
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES as NAMES, ModelInput, NotReady, SyncConfig, select_inputs
 
 MS = 1_000_000
 S = 1_000_000_000
-NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")
 POSE_TOL_M = 1e-3  # chord error of linear interpolation between odometry samples on the test arc
 
 

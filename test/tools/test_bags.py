@@ -9,10 +9,10 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag
 from alpamayo_ros.tools.evaluate import evaluate
-from alpamayo_ros.tools.make_sample_bag import START_NS, drive, write_bag
+from alpamayo_ros.tools.make_sample_bag import START_NS, camera_topics_of, drive, write_bag
 
 NS = 1_000_000_000
-CAMERA_TOPICS = [f"/cameras/{n}/image/compressed" for n in ("cross_left", "front_wide", "cross_right", "front_tele")]
+CAMERA_TOPICS = list(camera_topics_of(raw=False))
 EXACT_TOL_M = 1e-6
 
 

@@ -1,7 +1,6 @@
 """End to end: sample bag -> replay (lockstep, sim time) into the node process -> output bag -> evaluate."""
 
 import os
-import signal
 import subprocess
 import sys
 
@@ -12,12 +11,12 @@ pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (mak
 
 from alpamayo_ros.tools.bag_io import BagError  # noqa: E402
 from alpamayo_ros.tools.evaluate import evaluate  # noqa: E402
-from alpamayo_ros.tools.make_sample_bag import START_NS, write_bag  # noqa: E402
+from alpamayo_ros.tools.make_sample_bag import START_NS, camera_topics_of, write_bag  # noqa: E402
+from alpamayo_ros.tools.processes import stop  # noqa: E402
 from alpamayo_ros.tools.replay import replay  # noqa: E402
 from conftest import REPO  # noqa: E402
 
-CAMERA_TOPICS = [f"/cameras/{n}/image/compressed" for n in ("cross_left", "front_wide", "cross_right", "front_tele")]
-SHUTDOWN_TIMEOUT_S = 20.0
+CAMERA_TOPICS = list(camera_topics_of(raw=False))
 BAG_S = 4.0
 NS = 1_000_000_000
 
@@ -31,13 +30,7 @@ def node_process():
          "-p", "max_reasoning_tokens:=4", "-p", "num_samples:=2", "-p", "rate_hz:=2.0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        log = proc.communicate(timeout=SHUTDOWN_TIMEOUT_S)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        log = proc.communicate()[0]
+    log = stop(proc)
     assert proc.returncode == 0, log[-3000:]
 
 
