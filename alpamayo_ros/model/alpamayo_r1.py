@@ -22,7 +22,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel
 from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
-from .expert_cache import ExpertKVCache
+from .expert import ExpertContext, build_context, expert_forward
 from .flow_matching import euler_sample
 from .prompt import PromptEncoder, reasoning_text
 from .vision_cache import EncodedImage, VisionCache
@@ -78,7 +78,7 @@ class EncodedInputs:
 class _Rollout:
     """What reasoning leaves for the expert: the cache and, per sample, where its prefix ends."""
 
-    cache: DynamicCache | None  # batch S, length L: prompt + generated tokens (None once handed to the expert)
+    cache: DynamicCache  # batch S, length L: prompt + generated tokens
     length: int  # L
     offsets: torch.Tensor  # (S,) int64: cache columns [offset, L) are not this sample's prefix
     rope_delta: torch.Tensor  # (S, 1) int64: M-RoPE position minus cache index for text tokens
@@ -112,11 +112,11 @@ class AlpamayoR1(nn.Module):
 
         16 images + history tokens + prompt
                     |
-          vlm (Qwen3-VL) -- prefill once --> KV cache --(expand to S samples)
+          vlm (Qwen3-VL) -- prefill once --> KV cache --(expand to R rows: S, or 1 if reasoning is shared)
                     |
-          decode: Chain-of-Causation ... <|cot_end|><|traj_future_start|>   (S rows)
-                    |  KV cache, cropped back to L after every expert call
-          expert (text decoder, no embeddings) over 64 action tokens, non-causal
+          decode: Chain-of-Causation ... <|cot_end|><|traj_future_start|>   (R rows)
+                    |  KV cache, copied once into fixed buffers with room for the action tokens
+          expert (text decoder, no embeddings) over 64 action tokens per sample, non-causal
                     ^                                   |
           action_in_proj(x, t)            action_out_proj -> velocity v(x, t)
                     |___ Euler, t: 0 (noise) -> 1 (data), 10 steps ___|
@@ -145,6 +145,8 @@ class AlpamayoR1(nn.Module):
         self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
         self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
+        self._flow = self.flow
+        self.flow_compiled = False
 
     @property
     def device(self) -> torch.device:
@@ -275,34 +277,42 @@ class AlpamayoR1(nn.Module):
                         rope_delta=rope_delta.expand(rows, 1),
                         tokens=token_lists, complete=complete)
 
-    def expert_inputs(self, rollout: _Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """Position ids (3, S, W) and additive mask (S, 1, W, L + W) for the action tokens.
+    def expert_context(self, rollout: _Rollout, repeat: int = 1, capacity: int | None = None) -> ExpertContext:
+        """The rollout's cache, mask and positions as the expert reads them over all Euler steps.
 
-        The W action tokens sit right after each sample's prefix (positions offset + rope_delta + k on
-        all three M-RoPE axes), see each other and the prefix, and not the other samples' tail tokens.
+        Each of the rollout's R rows serves `repeat` samples (shared reasoning: R = 1). The W action
+        tokens of a sample sit right after its row's prefix (positions offset + rope_delta + k on all three
+        M-RoPE axes), see each other and that prefix, and nothing else. `capacity` pads the prefix
+        columns to a fixed count (see `build_context`).
         """
-        waypoints = self.config.action_space_cfg.n_waypoints
-        length = rollout.length
-        rows = rollout.offsets.shape[0]
-        steps = torch.arange(waypoints, device=self.device)
-        positions = (rollout.rope_delta + rollout.offsets[:, None] + steps).unsqueeze(0).expand(3, rows, waypoints)
-        columns = torch.arange(length + waypoints, device=self.device)
-        hidden = (columns >= rollout.offsets[:, None]) & (columns < length)  # (S, L + W)
-        mask = torch.zeros(rows, 1, waypoints, length + waypoints, dtype=self.expert.dtype, device=self.device)
-        mask.masked_fill_(hidden[:, None, None, :], torch.finfo(mask.dtype).min)
-        return positions, mask
+        return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta,
+                             self.config.action_space_cfg.n_waypoints, repeat, capacity,
+                             causal=not self.config.expert_non_causal_attention)
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, cache: ExpertKVCache, positions: torch.Tensor,
-                 mask: torch.Tensor) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, context: ExpertContext) -> torch.Tensor:
         """One expert call: flow state x (S, W, 2) at time t (S, 1, 1) -> velocity (S, W, 2) float32.
 
-        The expert writes its W keys/values into the cache's tail, which the next call overwrites.
+        Sample s = r * repeat + j is the j-th W-token block of context row r.
         """
-        embeds = self.action_in_proj(x, t).to(self.expert.dtype)
-        hidden = self.expert(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
-                             attention_mask=mask, use_cache=True,
-                             is_causal=not self.config.expert_non_causal_attention).last_hidden_state
+        samples, waypoints, _ = x.shape
+        rows = context.mask.shape[0]
+        embeds = self.action_in_proj(x, t).to(self.expert.dtype).reshape(rows, context.repeat * waypoints, -1)
+        hidden = expert_forward(self.expert, embeds, context).reshape(samples, waypoints, -1)
         return self.action_out_proj(hidden).float()
+
+    def flow(self, noise: torch.Tensor, context: ExpertContext, steps: int) -> torch.Tensor:
+        """The flow-matching loop: Euler-integrate the expert's velocity from noise (S, W, 2) to actions."""
+        return euler_sample(lambda x, t: self.velocity(x, t, context), noise, steps)
+
+    def compile_flow(self, mode: str | None = None) -> None:
+        """Run `flow` as one compiled region: the Euler steps unrolled, the expert's layers fused.
+
+        `mode` is torch.compile's ("reduce-overhead" replays CUDA graphs on a GPU). The first call per
+        shape compiles (seconds to a minute; set TORCHINDUCTOR_CACHE_DIR to keep the result across runs).
+        Shapes stay fixed while the number of samples, the reasoning budget and the image sizes do.
+        """
+        self._flow = torch.compile(self.flow, fullgraph=True, dynamic=False, mode=mode)
+        self.flow_compiled = True
 
     # ----------------------------------------------------------------------------------------------
     # Inference
@@ -372,27 +382,27 @@ class AlpamayoR1(nn.Module):
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
-        expert_cache = ExpertKVCache(rollout.cache, self.config.action_space_cfg.n_waypoints, repeat)
-        rollout = _Rollout(cache=None, length=rollout.length, offsets=rollout.offsets.repeat_interleave(repeat),
-                           rope_delta=rollout.rope_delta.repeat_interleave(repeat, dim=0),
-                           tokens=rollout.tokens * repeat, complete=rollout.complete * repeat)
-        del cache  # the expert reads its own copy; the decode cache can go
+        # Compiled, the prefix gets its largest possible size, so every call has the same shapes.
+        capacity = inputs.input_ids.shape[1] + max_reasoning_tokens if self.flow_compiled else None
+        context = self.expert_context(rollout, repeat, capacity)
+        tokens = [row for row in rollout.tokens for _ in range(repeat)]
+        complete = [done for done in rollout.complete for _ in range(repeat)]
+        del cache, rollout  # the expert reads its own copy; the decode cache can go
         decode_ms = clock.lap()
 
-        positions, mask = self.expert_inputs(rollout)
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
-        action = euler_sample(lambda x, t: self.velocity(x, t, expert_cache, positions, mask),
-                              noise.to(self.device, torch.float32), steps)
+        # A copy made here: a caller's tensor (not an inference tensor) would recompile the compiled flow.
+        action = self._flow(noise.to(self.device, torch.float32, copy=True), context, steps)
         expert_ms = clock.lap()
         xyz, rot = self.action_space.action_to_traj(
             action, hist_xyz.to(self.device).expand(num_samples, -1, -1),
             hist_rot.to(self.device).expand(num_samples, -1, -1, -1))
         trajectory_ms = clock.lap()
-        reasoning = [reasoning_text(self.prompt_encoder.tokenizer, row, self.token_ids) for row in rollout.tokens]
+        reasoning = [reasoning_text(self.prompt_encoder.tokenizer, row, self.token_ids) for row in tokens]
         timings = Timings(vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms, expert_ms=expert_ms,
-                          trajectory_ms=trajectory_ms, decode_tokens=max((len(r) for r in rollout.tokens), default=0))
+                          trajectory_ms=trajectory_ms, decode_tokens=max((len(r) for r in tokens), default=0))
         return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=reasoning,
-                          complete=rollout.complete, timings=timings)
+                          complete=complete, timings=timings)
 
 
 def _cpu_float32(values: np.ndarray | torch.Tensor) -> torch.Tensor:

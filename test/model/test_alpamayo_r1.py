@@ -1,5 +1,7 @@
 """AlpamayoR1 against NVIDIA's reference rollout, and the sampling contract on the tiny model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,7 @@ from safetensors.torch import load_file
 from transformers.cache_utils import DynamicCache
 
 from alpamayo_ros.model.alpamayo_r1 import _Rollout
-from alpamayo_ros.model.expert_cache import ExpertKVCache
-from alpamayo_ros.model.flow_matching import euler_sample
+from alpamayo_ros.model.expert import build_context
 
 VISION_TOL = 1e-5
 CACHE_TOL = 1e-4  # one 403-token forward vs the reference's prefill + 30 decode steps
@@ -83,26 +84,28 @@ def test_expert_reproduces_reference_velocity_at_every_euler_step(reference_mode
     model = reference_model
     vlm_cache = reference_cache(ref)
     length = vlm_cache.get_seq_length()
-    cache = ExpertKVCache(vlm_cache, tail=64)
     rollout = _Rollout(cache=vlm_cache, length=length, offsets=ref["rollout_forced_n1.offset"],
                        rope_delta=ref["rollout_forced_n1.rope_deltas"], tokens=[[]], complete=[True])
-    positions, mask = model.expert_inputs(rollout)
-    assert torch.equal(positions, ref["rollout_forced_n1.expert_position_ids"])
-    assert torch.equal(mask != 0, ref["rollout_forced_n1.expert_attention_mask_is_masked"].bool())
+    context = model.expert_context(rollout)
+    assert torch.equal(context.position_ids, ref["rollout_forced_n1.expert_position_ids"])
+    assert torch.equal(context.mask != 0, ref["rollout_forced_n1.expert_attention_mask_is_masked"].bool())
     flow_x, flow_t, flow_v = (ref[f"rollout_forced_n1.flow_{k}"] for k in "xtv")
     embeds = model.action_in_proj(flow_x[0], flow_t[0])
     assert torch.allclose(embeds, ref["rollout_forced_n1.expert_inputs_embeds_step0"], atol=VELOCITY_TOL)
     for step in range(flow_x.shape[0]):
-        velocity = model.velocity(flow_x[step], flow_t[step], cache, positions, mask)
+        velocity = model.velocity(flow_x[step], flow_t[step], context)
         assert torch.allclose(velocity, flow_v[step], atol=VELOCITY_TOL), f"Euler step {step}"
-        assert cache.get_seq_length() == length
-    for layer in range(len(cache.keys)):  # the prefix the expert reads is never modified
-        assert torch.equal(cache.keys[layer][:, :, :length], vlm_cache.layers[layer].keys)
-        assert torch.equal(cache.values[layer][:, :, :length], vlm_cache.layers[layer].values)
+    for layer in range(len(context.keys)):  # the prefix the expert reads is never modified
+        assert torch.equal(context.keys[layer][:, :, :length], vlm_cache.layers[layer].keys)
+        assert torch.equal(context.values[layer][:, :, :length], vlm_cache.layers[layer].values)
 
-    action = euler_sample(lambda x, t: model.velocity(x, t, cache, positions, mask),
-                          ref["rollout_forced_n1.noise_x0"], 10)
+    action = model.flow(ref["rollout_forced_n1.noise_x0"], context, 10)
     assert torch.allclose(action, ref["rollout_forced_n1.sampled_action"], atol=CHAINED_ACTION_TOL)
+    # A prefix padded to a fixed capacity (what the compiled flow uses) reads the same.
+    padded = model.expert_context(rollout, capacity=length + 37)
+    for step in range(flow_x.shape[0]):
+        velocity = model.velocity(flow_x[step], flow_t[step], padded)
+        assert torch.allclose(velocity, flow_v[step], atol=VELOCITY_TOL), f"Euler step {step}, padded"
     hist_xyz, hist_rot = reference_history(ref)
     xyz, rot = model.action_space.action_to_traj(ref["rollout_forced_n1.sampled_action"], hist_xyz[None], hist_rot[None])
     assert torch.allclose(xyz, ref["rollout_forced_n1.pred_xyz"][0, 0], atol=1e-4)
@@ -133,21 +136,86 @@ def test_sample_returns_per_sample_poses_text_and_timings(tiny_model, drive):
     assert pred.timings.total_ms > 0
 
 
+def rollout_of(model, drive, rows=1, tokens=5):
+    inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
+    logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
+                                              inputs.deepstack)
+    if rows > 1:
+        cache.batch_repeat_interleave(rows)
+        logits, rope_delta = logits.expand(rows, -1), rope_delta.expand(rows, 1)
+    return model.decode(logits, cache, rope_delta, tokens, True, 1.0, 1.0, torch.Generator())
+
+
+@torch.inference_mode()
 def test_expert_reads_an_unchanging_prefix_in_fixed_buffers(tiny_model, drive):
     model = tiny_model
+    rollout = rollout_of(model, drive)
+    length = rollout.cache.get_seq_length()
+    context = model.expert_context(rollout)
+    buffers = [k.data_ptr() for k in context.keys]
+    model.flow(noise(1), context, 10)
+    assert [k.data_ptr() for k in context.keys] == buffers  # written in place, never reallocated
+    assert all(torch.equal(k[:, :, :length], layer.keys) for k, layer in zip(context.keys, rollout.cache.layers))
+
+
+@torch.inference_mode()
+def test_samples_folded_into_one_row_equal_one_row_each(tiny_model, drive):
+    # Shared reasoning puts S samples side by side in one row over one copy of the prefix; the mask
+    # keeps them apart, so each equals the same sample run over its own copy of the prefix.
+    model, samples = tiny_model, 3
+    rollout = rollout_of(model, drive)
+    x, t = noise(samples), torch.full((samples, 1, 1), 0.3)
+    folded = model.velocity(x, t, model.expert_context(rollout, repeat=samples))
+    rows = rollout_of(model, drive, rows=samples)
+    separate = model.velocity(x, t, model.expert_context(rows))
+    assert torch.allclose(folded, separate, atol=1e-5)
+    for i in range(samples):
+        alone = model.velocity(x[i:i + 1], t[i:i + 1], model.expert_context(rollout))
+        assert torch.allclose(folded[i], alone[0], atol=1e-5)
+
+
+@torch.inference_mode()
+def test_expert_mask_keeps_samples_apart_and_hides_pads(tiny_model, drive):
+    rollout = rollout_of(tiny_model, drive, rows=2)
+    rollout = dataclasses.replace(rollout, offsets=rollout.offsets - torch.tensor([0, 2]))  # row 1 ended 2 earlier
+    context = tiny_model.expert_context(rollout, repeat=2, capacity=rollout.length + 3)
+    hidden = context.mask[:, 0] != 0  # (R, T, C + T)
+    length, capacity = rollout.length, rollout.length + 3
+    assert not hidden[0, :, :length].any() and hidden[0, :, length:capacity].all()
+    assert not hidden[1, :, :length - 2].any() and hidden[1, :, length - 2:capacity].all()
+    flow = hidden[:, :, capacity:]
+    assert not flow[:, :64, :64].any() and flow[:, :64, 64:].all() and flow[:, 64:, :64].all()
+    assert torch.equal(context.position_ids[0, 1, :64], context.position_ids[0, 1, 64:])  # same positions
+    causal = build_context(tiny_model.expert, rollout.cache, rollout.offsets, rollout.rope_delta, 64, causal=True)
+    assert torch.equal(causal.mask[0, 0, :, length:] != 0, torch.ones(64, 64, dtype=torch.bool).triu(1))
+
+
+def test_compiled_flow_equals_eager(drive, tmp_path, monkeypatch):
+    from alpamayo_ros.model.loading import tiny
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    eager, compiled = tiny(seed=0), tiny(seed=0)
+    compiled.compile_flow()
+    args = dict(num_samples=2, greedy=True, noise=noise(2), max_reasoning_tokens=4, reasoning="shared",
+                diffusion_steps=ONE_STEP)
+    a, b = sample(eager, drive, **args), sample(compiled, drive, **args)
+    assert a.reasoning == b.reasoning
+    assert torch.allclose(a.action, b.action, atol=SAME_RESULT_TOL)
+    assert torch.allclose(a.xyz, b.xyz, atol=SAME_RESULT_TOL * 64)
+    # Reasoning of another length, padded to the same capacity: same shapes, no recompilation.
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
     with torch.inference_mode():
-        inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
-        logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
-                                                  inputs.deepstack)
-        rollout = model.decode(logits, cache, rope_delta, 5, True, 1.0, 1.0, torch.Generator())
-        length = cache.get_seq_length()
-        expert_cache = ExpertKVCache(cache, tail=64)
-        buffers = [k.data_ptr() for k in expert_cache.keys]
-        positions, mask = model.expert_inputs(rollout)
-        euler_sample(lambda x, t: model.velocity(x, t, expert_cache, positions, mask), noise(1), 10)
-    assert expert_cache.get_seq_length() == length
-    assert [k.data_ptr() for k in expert_cache.keys] == buffers  # written in place, never reallocated
-    assert all(torch.equal(k[:, :, :length], layer.keys) for k, layer in zip(expert_cache.keys, cache.layers))
+        prompt = rollout_of(compiled, drive, tokens=0).length
+        for tokens in (2, 3):
+            rollout = rollout_of(compiled, drive, tokens=tokens)
+            assert rollout.length == prompt + tokens
+            context = compiled.expert_context(rollout, repeat=2, capacity=prompt + args["max_reasoning_tokens"])
+            fused = compiled._flow(noise(2), context, ONE_STEP)
+            assert torch.allclose(fused, compiled.flow(noise(2), context, ONE_STEP), atol=SAME_RESULT_TOL)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_same_seed_and_inputs_give_identical_output(tiny_model, drive):

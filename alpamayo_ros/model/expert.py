@@ -1,0 +1,105 @@
+"""The action expert's pass: a text decoder over flow tokens that reads the VLM's cached prefix.
+
+Everything that does not change over the Euler steps is built once per call (`ExpertContext`): the
+prefix keys/values copied into per-layer buffers with room for the flow tokens, the attention mask and
+the rotary embeddings. Each step then writes the new tokens' keys/values into the buffers' tail and
+attends over the whole buffer; nothing is cropped, regrown or reallocated between steps.
+
+Row layout. The cache has R rows (one per reasoning). Each row carries `repeat` samples of W flow tokens
+side by side along the sequence (T = repeat * W tokens per row): with one shared reasoning, six samples
+are one row of 384 tokens reading a single copy of the prefix, instead of six copies. The mask keeps
+the samples apart: a token sees its row's prefix and the W tokens of its own sample only. The layer
+arithmetic is the transformers Qwen3-VL decoder layer's, over the same submodules, so the release's
+`expert.*` weights are used unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel, apply_rotary_pos_emb
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertContext:
+    """What the expert reads at every Euler step of one call. R rows of T = repeat * W flow tokens."""
+
+    keys: list[torch.Tensor]  # per layer (R, kv_heads, C + T, head_dim): prefix in [0, C), flow tokens after
+    values: list[torch.Tensor]
+    mask: torch.Tensor  # (R, 1, T, C + T) additive: 0 = attend, finfo.min = hidden
+    cos: torch.Tensor  # (R, T, head_dim) rotary embedding of the flow tokens' positions
+    sin: torch.Tensor
+    position_ids: torch.Tensor  # (3, R, T) M-RoPE positions (equal on the three axes)
+    repeat: int  # samples per row
+    capacity: int  # C: prefix columns, >= the cache length; columns past a row's prefix are hidden
+
+
+def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.Tensor, rope_delta: torch.Tensor,
+                  waypoints: int, repeat: int = 1, capacity: int | None = None, causal: bool = False) -> ExpertContext:
+    """Copy the cache's R rows into buffers of C + repeat * W columns and build the mask and positions.
+
+    `offsets` (R,): row r's prefix is cache columns [0, offsets[r]); columns from there to the cache end
+    (pad tokens fed while other rows kept reasoning) are hidden. `rope_delta` (R, 1): M-RoPE position minus
+    cache index. `capacity` (default: the cache length) fixes C, so that calls whose reasoning lengths
+    differ have the same shapes (one compiled graph). `causal`: flow tokens see only earlier ones of
+    their sample (the release's expert is non-causal).
+    """
+    length = cache.get_seq_length()
+    capacity = length if capacity is None else capacity
+    if capacity < length:
+        raise ValueError(f"expert prefix capacity {capacity} is below the cache length {length}")
+    rows, tokens = offsets.shape[0], repeat * waypoints
+    keys, values = [], []
+    for layer in cache.layers:
+        for source, target in ((layer.keys, keys), (layer.values, values)):
+            if source.shape[0] != rows:
+                raise ValueError(f"cache has {source.shape[0]} rows, offsets {rows}")
+            batch, heads, _, dim = source.shape
+            buffer = source.new_zeros(batch, heads, capacity + tokens, dim)  # zeros: hidden columns stay finite
+            buffer[:, :, :length] = source
+            target.append(buffer)
+
+    device = offsets.device
+    step = torch.arange(tokens, device=device) % waypoints  # waypoint index of each flow token
+    sample = torch.arange(tokens, device=device) // waypoints  # sample index within the row
+    prefix_column = torch.arange(capacity, device=device)
+    prefix_hidden = (prefix_column >= offsets[:, None]).view(rows, 1, capacity).expand(rows, tokens, capacity)
+    flow_hidden = sample[:, None] != sample[None, :]
+    if causal:
+        flow_hidden = flow_hidden | (step[None, :] > step[:, None])
+    hidden = torch.cat([prefix_hidden, flow_hidden.expand(rows, tokens, tokens)], dim=-1)
+    mask = torch.zeros(rows, 1, tokens, capacity + tokens, dtype=expert.dtype, device=device)
+    mask.masked_fill_(hidden[:, None], torch.finfo(mask.dtype).min)
+
+    # A sample's W tokens continue its prefix: positions offset + rope_delta + k on all three axes.
+    positions = (rope_delta.to(device) + offsets[:, None] + step).unsqueeze(0).expand(3, rows, tokens)
+    cos, sin = expert.rotary_emb(keys[0], positions)  # (x only sets dtype and device)
+    return ExpertContext(keys=keys, values=values, mask=mask, cos=cos, sin=sin, position_ids=positions,
+                         repeat=repeat, capacity=capacity)
+
+
+def expert_forward(expert: Qwen3VLTextModel, embeds: torch.Tensor, context: ExpertContext) -> torch.Tensor:
+    """(R, T, hidden) flow-token embeddings -> (R, T, hidden) final hidden states.
+
+    Writes each layer's flow-token keys/values into `context`'s buffer tails (overwritten next step).
+    """
+    hidden = embeds
+    start = context.capacity
+    for layer, keys, values in zip(expert.layers, context.keys, context.values):
+        attention = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        heads_shape = (*x.shape[:-1], -1, attention.head_dim)
+        q = attention.q_norm(attention.q_proj(x).view(heads_shape)).transpose(1, 2)
+        k = attention.k_norm(attention.k_proj(x).view(heads_shape)).transpose(1, 2)
+        v = attention.v_proj(x).view(heads_shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, context.cos, context.sin)
+        keys[:, :, start:] = k
+        values[:, :, start:] = v
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.mask, scale=attention.scaling,
+                                             enable_gqa=True)
+        hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(*x.shape[:-1], -1))
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+    return expert.norm(hidden)
