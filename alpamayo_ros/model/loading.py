@@ -25,7 +25,8 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 
 from .alpamayo_r1 import AlpamayoR1
 from .config import ActionInProjConfig, AlpamayoR1Config, ExpertConfig
-from .prompt import PromptEncoder, TokenIds, extend_tokenizer, load_image_processor, load_tokenizer
+from .prompt import (RELEASE_MAX_PIXELS, RELEASE_MIN_PIXELS, PromptEncoder, TokenIds, extend_tokenizer,
+                     load_image_processor, load_tokenizer)
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ _QWEN_ADDED_TOKENS = (
     "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
     "</tool_response>", "<think>", "</think>",
 )
+QWEN_BASE_VOCAB = 151643  # Qwen's byte-level BPE vocabulary; its added tokens start here
 TINY_MIN_PIXELS = 5120  # 64 x 96 images stay 64 x 96: 4 x 6 patches of 16, 6 tokens after 2 x 2 merging
 TINY_MAX_PIXELS = 6144
 
@@ -286,13 +288,42 @@ def tiny_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     return config, vlm_config
 
 
+def release_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
+    """The released model's architecture (reference §2.3-2.4): Qwen3-VL-8B plus the 2.3 B-parameter expert.
+
+    With `random_model(..., base_vocab_size=QWEN_BASE_VOCAB)` it has the release's 155,697-token vocabulary
+    and 11,078,526,194 parameters, so latency can be measured without the checkpoint.
+    """
+    config = AlpamayoR1Config(
+        vlm_name_or_path=BASE_VLM_DIR, min_pixels=RELEASE_MIN_PIXELS, max_pixels=RELEASE_MAX_PIXELS,
+        model_dtype="bfloat16", action_in_proj_cfg=ActionInProjConfig(hidden_size=512),
+        expert_cfg=ExpertConfig(hidden_size=2048, intermediate_size=8256, num_attention_heads=16, head_dim=128))
+    special = {t: QWEN_BASE_VOCAB + i for i, t in enumerate(_QWEN_ADDED_TOKENS)}
+    vlm_config = Qwen3VLConfig(
+        text_config=dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+                         rope_theta=5e6, rms_norm_eps=1e-6, bos_token_id=special["<|endoftext|>"],
+                         eos_token_id=special["<|im_end|>"],
+                         rope_scaling={"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True}),
+        vision_config=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096,
+                           num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
+        image_token_id=special["<|image_pad|>"], video_token_id=special["<|video_pad|>"],
+        vision_start_token_id=special["<|vision_start|>"], vision_end_token_id=special["<|vision_end|>"],
+        tie_word_embeddings=False)
+    return config, vlm_config
+
+
 def random_model(config: AlpamayoR1Config, vlm_config: Qwen3VLConfig, seed: int = 0,
-                 device: str | torch.device = "cpu") -> AlpamayoR1:
-    """A randomly initialised float32 AlpamayoR1 of any size, with the byte-level tiny tokenizer.
+                 device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32,
+                 base_vocab_size: int = 256) -> AlpamayoR1:
+    """A randomly initialised AlpamayoR1 of any size, with the byte-level tiny tokenizer.
 
     `config.min_pixels` / `max_pixels` set the image processor's resolution (patch 16, merge 2).
+    Weights are initialised on `device` (the same seed gives other values on another device).
+    `base_vocab_size`: see `tiny_tokenizer`; QWEN_BASE_VOCAB gives the release's embedding rows.
     """
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer(base_vocab_size)
     extend_tokenizer(tokenizer, config.traj_vocab_size, config.add_special_tokens)
     token_ids = TokenIds.from_tokenizer(tokenizer, config.traj_vocab_size, config.traj_tokenizer_cfg.num_bins)
     image_processor = Qwen2VLImageProcessor(
@@ -300,9 +331,10 @@ def random_model(config: AlpamayoR1Config, vlm_config: Qwen3VLConfig, seed: int 
         min_pixels=config.min_pixels, max_pixels=config.max_pixels,
         size={"shortest_edge": config.min_pixels, "longest_edge": config.max_pixels})
     encoder = PromptEncoder(tokenizer, image_processor, token_ids)
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _build(config, vlm_config, encoder, torch.device(device), torch.float32, init_weights=True)
+        return _build(config, vlm_config, encoder, device, parse_dtype(dtype), init_weights=device.type != "meta")
 
 
 def tiny(seed: int = 0, device: str | torch.device = "cpu") -> AlpamayoR1:

@@ -1,6 +1,7 @@
 """Checkpoint loading: the release layout round-trips, and every kind of mismatch is named."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -9,13 +10,26 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from alpamayo_ros.model.config import AlpamayoR1Config
-from alpamayo_ros.model.loading import CheckpointError, from_pretrained, save_pretrained
+from alpamayo_ros.model.loading import (QWEN_BASE_VOCAB, CheckpointError, from_pretrained, random_model,
+                                        release_config, save_pretrained)
 
 
 def test_tiny_state_dict_keys_equal_the_release_layout(tiny_model, conformance_dir):
     index = json.loads((conformance_dir / "checkpoint" / "model.safetensors.index.json").read_text())
     assert set(tiny_model.state_dict()) == set(index["weight_map"])
     assert sum(p.numel() for p in tiny_model.parameters()) == index["metadata"]["total_parameters"]
+
+
+def test_release_architecture_has_the_release_parameter_count(tiny_model):
+    # The release's index says 11,078,526,194 parameters (reference §1); built on the meta device, no memory.
+    model = random_model(*release_config(), device="meta", dtype="bfloat16", base_vocab_size=QWEN_BASE_VOCAB)
+    assert model.token_ids.vocab_size == 155697
+    assert sum(p.numel() for p in model.parameters()) == 11_078_526_194
+    assert sum(p.numel() for p in model.expert.parameters()) == 2_279_238_656
+    def layout(state):  # key names with layer numbers dropped
+        return {re.sub(r"\.\d+\.", ".N.", key) for key in state}
+
+    assert layout(model.state_dict()) == layout(tiny_model.state_dict())
 
 
 def test_reference_checkpoint_loads_exactly(reference_model, conformance_dir):
