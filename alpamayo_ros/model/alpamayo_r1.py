@@ -24,6 +24,7 @@ from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
 from .flow_matching import euler_sample
+from .pixels import DevicePixels
 from .prompt import PromptEncoder, reasoning_text
 from .vision_cache import EncodedImage, VisionCache
 from .trajectory_tokens import history_token_ids
@@ -34,6 +35,7 @@ NUM_CAMERAS = 4  # cross-left, front-wide, cross-right, front-tele (release came
 FRAMES_PER_CAMERA = 4  # t0 - 0.3, -0.2, -0.1, 0 s
 ACTION_DIM = 2  # (acceleration, curvature)
 REASONING_MODES = ("per_sample", "shared")
+PREPROCESSING = ("host", "device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,8 @@ class AlpamayoR1(nn.Module):
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
         self._flow = self.flow
         self.flow_compiled = False
+        self._pixels = prompt_encoder.pixels
+        self.image_preprocessing = "host"
 
     @property
     def device(self) -> torch.device:
@@ -159,13 +163,31 @@ class AlpamayoR1(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Inputs
 
+    def set_image_preprocessing(self, where: str) -> None:
+        """Where images are resized and normalised: "host" (the transformers processor, PIL, on the CPU:
+        the reference's pixels) or "device" (`DevicePixels`: raw uint8 uploaded, resized on the model's
+        device; equal without resizing, within two uint8 levels on a few pixels with it)."""
+        if where not in PREPROCESSING:
+            raise ValueError(f"image preprocessing {where!r}, expected one of {PREPROCESSING}")
+        self._pixels = (self.prompt_encoder.pixels if where == "host"
+                        else DevicePixels(self.prompt_encoder.image_processor, self.device))
+        self.image_preprocessing = where
+        self.vision_cache.clear()  # encodings made from the other path's pixels
+
+    def select_attention(self) -> str:
+        """The VLM's attention kernels for the current device and dtype (see `vlm_attention_implementation`)."""
+        name = vlm_attention_implementation(self.device, self.dtype)
+        for config in (self.vlm.config, self.vlm.config.text_config, self.vlm.config.vision_config):
+            config._attn_implementation = name
+        return name
+
     def encode_image(self, image: np.ndarray) -> EncodedImage:
-        """One (H, W, 3) uint8 RGB image through the processor and the vision tower.
+        """One (H, W, 3) uint8 RGB image through the preprocessing and the vision tower.
 
         Each image is encoded on its own (the tower's attention never crosses images), so a cached
         encoding is bitwise the one a fresh call would give.
         """
-        pixels, grid = self.prompt_encoder.pixels(image)
+        pixels, grid = self._pixels(image)
         visual = self.vlm.model.visual
         embeds, deepstack = visual(pixels.to(self.device, visual.dtype), grid_thw=grid.to(self.device))
         return EncodedImage(grid_thw=grid, embeds=embeds, deepstack=tuple(deepstack))
@@ -403,6 +425,16 @@ class AlpamayoR1(nn.Module):
                           trajectory_ms=trajectory_ms, decode_tokens=max((len(r) for r in tokens), default=0))
         return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=reasoning,
                           complete=complete, timings=timings)
+
+
+def vlm_attention_implementation(device: torch.device, dtype: torch.dtype) -> str:
+    """flash_attention_2 for the VLM on a CUDA device in half precision when the flash-attn package is
+    installed (the release's setting); sdpa otherwise. The expert always uses SDPA: it needs its mask."""
+    from transformers.utils import is_flash_attn_2_available
+
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and is_flash_attn_2_available():
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def _cpu_float32(values: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -82,6 +82,7 @@ def _build(config: AlpamayoR1Config, vlm_config: Qwen3VLConfig, encoder: PromptE
     finally:
         torch.set_default_dtype(previous)
     model.action_space.float()  # statistics stay float32 (not cast with the model, as upstream)
+    model.select_attention()
     return model.eval()
 
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from transformers.cache_utils import DynamicCache
 
-from alpamayo_ros.model.alpamayo_r1 import _Rollout
+from alpamayo_ros.model.alpamayo_r1 import _Rollout, vlm_attention_implementation
 from alpamayo_ros.model.expert import build_context
 
 VISION_TOL = 1e-5
@@ -321,3 +321,15 @@ def test_shared_reasoning_gives_one_text_and_diverse_trajectories(tiny_model, dr
     assert torch.allclose(alone.xyz[0], shared.xyz[1], atol=SAME_RESULT_TOL)
     with pytest.raises(ValueError, match="reasoning='both'"):
         sample(tiny_model, drive, reasoning="both")
+
+
+def test_flash_attention_only_on_cuda_in_half_precision(monkeypatch):
+    import transformers.utils
+
+    assert vlm_attention_implementation(torch.device("cpu"), torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: True)
+    assert vlm_attention_implementation(torch.device("cuda"), torch.bfloat16) == "flash_attention_2"
+    assert vlm_attention_implementation(torch.device("cuda"), torch.float32) == "sdpa"
+    assert vlm_attention_implementation(torch.device("cpu"), torch.bfloat16) == "sdpa"
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: False)
+    assert vlm_attention_implementation(torch.device("cuda"), torch.bfloat16) == "sdpa"
