@@ -101,6 +101,8 @@ class NodeConfig:
     max_first_pose_error_m: float
     max_reverse_m: float
     reasoning_mode: str
+    image_preprocessing: str
+    compile_flow: str
 
     @property
     def input_limits(self) -> InputLimits:
@@ -158,6 +160,12 @@ _PARAMETERS: dict[str, tuple[object, str, dict]] = {
     "reasoning_mode": ("per_sample", "per_sample: every sample writes its own reasoning (the reference); shared: one "
                        "reasoning for all samples, which then differ only in the flow's noise (faster)",
                        {"additional_constraints": "per_sample|shared"}),
+    "image_preprocessing": ("host", "host: the transformers processor (PIL) on the CPU, the reference's pixels; device: "
+                            "raw frames uploaded and resized/normalised on the model's device (faster; within 2 "
+                            "uint8 levels of PIL on a few pixels)", {"additional_constraints": "host|device"}),
+    "compile_flow": ("off", "off | default | reduce-overhead: torch.compile the expert's Euler loop (reduce-overhead "
+                     "replays CUDA graphs on a GPU); the first tick compiles, which takes seconds",
+                     {"additional_constraints": "off|default|reduce-overhead"}),
     "max_speed_mismatch": (2.0, "m/s the history-implied speed may differ from the odometry twist before the tick is skipped", {"floating_point_range": [FloatingPointRange(from_value=0.1, to_value=50.0)]}),
     "max_first_pose_error": (0.5, "m the first pose may be from v0 * 0.1 s ahead before the sample is withheld", {"floating_point_range": [FloatingPointRange(from_value=0.05, to_value=10.0)]}),
     "max_reverse": (1.0, "m a pose may lie behind the vehicle before the sample is withheld", {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=100.0)]}),
@@ -171,6 +179,9 @@ class AlpamayoNode(Node):
         super().__init__("alpamayo", **kwargs)
         self.cfg = self._declare_parameters()
         self.model = model if model is not None else self._load_model()
+        self.model.set_image_preprocessing(self.cfg.image_preprocessing)
+        if self.cfg.compile_flow != "off":
+            self.model.compile_flow(mode=None if self.cfg.compile_flow == "default" else self.cfg.compile_flow)
         self.cameras = [CameraBuffer(name) for name in CAMERA_NAMES]
         self.poses = PoseHistory()
         self._odom_frame, self._base_frame = "odom", "base_link"
@@ -231,6 +242,10 @@ class AlpamayoNode(Node):
                              f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
         if value["reasoning_mode"] not in ("per_sample", "shared"):
             raise ValueError(f"parameter reasoning_mode={value['reasoning_mode']!r}: expected per_sample or shared")
+        for name, allowed in (("image_preprocessing", ("host", "device")),
+                              ("compile_flow", ("off", "default", "reduce-overhead"))):
+            if value[name] not in allowed:
+                raise ValueError(f"parameter {name}={value[name]!r}: expected one of {list(allowed)}")
         if value["dtype"] not in ("bfloat16", "float16", "float32"):
             raise ValueError(f"parameter dtype={value['dtype']!r}: expected bfloat16, float16 or float32")
         return NodeConfig(
@@ -246,7 +261,8 @@ class AlpamayoNode(Node):
             selection=_enum(Selection, "selection", value["selection"]),
             max_speed_mismatch_mps=float(value["max_speed_mismatch"]),
             max_first_pose_error_m=float(value["max_first_pose_error"]), max_reverse_m=float(value["max_reverse"]),
-            reasoning_mode=value["reasoning_mode"])
+            reasoning_mode=value["reasoning_mode"], image_preprocessing=value["image_preprocessing"],
+            compile_flow=value["compile_flow"])
 
     def _load_model(self):
         from alpamayo_ros.model.loading import from_pretrained, tiny

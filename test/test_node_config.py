@@ -48,12 +48,26 @@ def test_parameters_become_a_typed_config(context, tiny_model):
         node.destroy_node()
 
 
+def test_model_options_reach_the_model(context):
+    from alpamayo_ros.model.loading import tiny
+
+    model = tiny(seed=0)
+    node = make_node(context, model, image_preprocessing="device", compile_flow="default")
+    try:
+        assert model.image_preprocessing == "device" and model.flow_compiled
+    finally:
+        node.shutdown()
+        node.destroy_node()
+
+
 @pytest.mark.parametrize("name,value,message", [
     ("selection", "best", "selection='best': expected one of \\['first', 'medoid'\\]"),
     ("output_frame", "map", "output_frame='map'"),
     ("camera_topics", ["/a", "/b"], "camera_topics has 2 topics"),
     ("dtype", "int8", "dtype='int8'"),
     ("reasoning_mode", "both", "reasoning_mode='both'"),
+    ("image_preprocessing", "gpu", "image_preprocessing='gpu': expected one of \\['host', 'device'\\]"),
+    ("compile_flow", "on", "compile_flow='on'"),
 ])
 def test_bad_parameters_stop_startup_with_name_and_value(context, tiny_model, name, value, message):
     with pytest.raises(ValueError, match=message):
