@@ -1,9 +1,22 @@
-"""Per-stage AlpamayoR1 timings, and shared vs per-sample prefill, as ratios within one run.
+"""AlpamayoR1 per-stage and end-to-end latency for each performance option, as ratios within one run.
 
-Configs: `tiny` (the tests' model) and `medium` (a few M parameters, 16 images of 128x224). Variants:
-1 sample; 6 samples sharing one prefill (the cache expanded to 6 rows); 6 samples with 6 prefills
-(what `generate(num_return_sequences=6)` does). Greedy decoding of a fixed number of tokens keeps the
-work equal across variants. Prints a table and writes JSON to bench/results/.
+Every option runs the same sequence of ticks: each tick, every camera's 4-frame window moves on by one
+frame (4 new images, 12 seen on the previous tick), as in the node at 10 Hz. Greedy decoding of a fixed
+token budget keeps the work equal across options. Options:
+
+  plain                 1 sample; images preprocessed on the host and all 16 encoded; eager expert
+  vision reuse          plain + image encodings kept across ticks (keyed by camera and frame)
+  device preprocessing  plain + resize/normalise on the model's device (DevicePixels)
+  compiled flow         plain + the Euler loop as one torch.compile region (CUDA graphs on a GPU)
+  6 shared prefill      6 samples, each writing its own reasoning, one prefill (the reference)
+  6 per-sample prefill  6 samples, 6 prefills (what generate(num_return_sequences=6) does)
+  6 shared reasoning    6 samples sharing one reasoning, one cache row
+  6 fastest             6 shared reasoning + vision reuse + device preprocessing + compiled flow
+
+Configs: `tiny` (the tests' model); `medium` (30 M parameters with the release's proportions: expert half
+the VLM's width, attention width = hidden, MLP 3x / 4x, 2 KV heads for 8 query heads; 16 images of
+128x224); `full` (the release architecture, 11.08 B random parameters, bfloat16, 16 frames of 1920x1080,
+needs a GPU). Prints a table and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import statistics
@@ -18,126 +32,175 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alpamayo_ros.model.config import ActionInProjConfig, ExpertConfig  # noqa: E402
-from alpamayo_ros.model.loading import random_model, tiny_config  # noqa: E402
-from alpamayo_ros.tools.synthetic import synthetic_drive  # noqa: E402
+from alpamayo_ros.model.loading import QWEN_BASE_VOCAB, random_model, release_config, tiny_config  # noqa: E402
+from alpamayo_ros.tools.synthetic import road_images, synthetic_drive  # noqa: E402
 
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
-# (label, samples, share_prefill, reasoning)
-VARIANTS = (("1 sample", 1, True, "per_sample"), ("6 shared prefill", 6, True, "per_sample"),
-            ("6 per-sample prefill", 6, False, "per_sample"), ("6 shared reasoning", 6, True, "shared"))
+WARMUP = 3  # untimed ticks per option: they fill the vision cache, compile, and record CUDA graphs
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    samples: int = 1
+    share_prefill: bool = True
+    reasoning: str = "per_sample"
+    reuse: bool = False
+    preprocessing: str = "host"
+    compiled: bool = False
+
+
+OPTIONS = {
+    "plain": Option(),
+    "vision reuse": Option(reuse=True),
+    "device preprocessing": Option(preprocessing="device"),
+    "compiled flow": Option(compiled=True),
+    "6 shared prefill": Option(samples=6),
+    "6 per-sample prefill": Option(samples=6, share_prefill=False),
+    "6 shared reasoning": Option(samples=6, reasoning="shared"),
+    "6 fastest": Option(samples=6, reasoning="shared", reuse=True, preprocessing="device", compiled=True),
+}
 
 
 def medium_config():
+    """The release's proportions at 1/8 of its width and 4 layers (see the module docstring)."""
     config, vlm = tiny_config()
     config = dataclasses.replace(
         config, min_pixels=128 * 224, max_pixels=128 * 224, action_in_proj_cfg=ActionInProjConfig(hidden_size=128),
-        expert_cfg=ExpertConfig(hidden_size=256, intermediate_size=512, num_attention_heads=8, head_dim=64))
-    vlm.text_config.update(dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
-                                num_key_value_heads=4, head_dim=64))
+        expert_cfg=ExpertConfig(hidden_size=256, intermediate_size=1032, num_attention_heads=4, head_dim=64))
+    vlm.text_config.update(dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=8,
+                                num_key_value_heads=2, head_dim=64))
     vlm.text_config.rope_scaling = {"rope_type": "default", "mrope_section": [12, 10, 10], "mrope_interleaved": True}
-    vlm.vision_config.update(dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, out_hidden_size=512,
+    vlm.vision_config.update(dict(depth=4, hidden_size=256, intermediate_size=960, num_heads=4, out_hidden_size=512,
                                   num_position_embeddings=256, deepstack_visual_indexes=[1, 2, 3]))
-    return config, vlm, (128, 224)
+    return config, vlm
 
 
-CONFIGS = {"tiny": lambda: (*tiny_config(), (64, 96)), "medium": medium_config}
+# name -> (configs, frame height, width, dtype, base vocabulary)
+CONFIGS = {
+    "tiny": (tiny_config, 64, 96, "float32", 256),
+    "medium": (medium_config, 128, 224, "float32", 256),
+    "full": (release_config, 1080, 1920, "bfloat16", QWEN_BASE_VOCAB),
+}
 
 
 def summarise(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"mean": statistics.fmean(values), "p50": statistics.median(values),
-            "p90": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))], "max": ordered[-1]}
+    return {"p50": statistics.median(values), "p90": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+            "mean": statistics.fmean(values)}
 
 
-def run_config(name: str, runs: int, tokens: int) -> dict:
-    config, vlm_config, (height, width) = CONFIGS[name]()
-    model = random_model(config, vlm_config, seed=0)
-    drive = synthetic_drive(height=height, width=width)
-    params = sum(p.numel() for p in model.parameters())
-    results = {}
-    for label, samples, shared, reasoning in VARIANTS:
-        def once():
-            start = time.perf_counter_ns()
-            pred = model.sample(drive.images, drive.ego_history_xyz, drive.ego_history_rot, num_samples=samples,
-                                greedy=True, max_reasoning_tokens=tokens, share_prefill=shared, reasoning=reasoning)
-            return pred.timings, (time.perf_counter_ns() - start) / 1e6
-
-        once()  # warm-up
-        timings = [once() for _ in range(runs)]
-        results[label] = {stage: summarise([getattr(t, stage) for t, _ in timings]) for stage in STAGES}
-        results[label]["total_ms"] = summarise([wall for _, wall in timings])
-        results[label]["decode_tokens"] = timings[0][0].decode_tokens
-    results["vision reuse"] = vision_reuse(model, height, width, runs)
-    return {"config": name, "parameters": params, "image_hw": [height, width], "runs": runs, "results": results}
+def camera_frames(height: int, width: int, count: int) -> list[np.ndarray]:
+    """`count` consecutive frames per camera: (count, 4 cameras) images, the road moving a little each frame."""
+    return [road_images(height=height, width=width, lane_shift_px=0.5 * k, seed=k)[:, 0] for k in range(count)]
 
 
-def vision_reuse(model, height: int, width: int, runs: int) -> dict:
-    """Vision stage over consecutive ticks: every camera's window moves one frame (4 new images, 12 reused)."""
-    frames = [synthetic_drive(height=height, width=width, lane_shift_px=k, seed=k).images[:, 0] for k in range(runs + 5)]
-    drive = synthetic_drive(height=height, width=width)
-
-    def tick(k: int, reuse: bool) -> float:
-        images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
-        keys = [(cam, k + f) for cam in range(4) for f in range(4)] if reuse else None
-        pred = model.sample(images, drive.ego_history_xyz, drive.ego_history_rot, greedy=True, max_reasoning_tokens=1,
-                            diffusion_steps=1, image_keys=keys)
-        return pred.timings.vision_ms
-
+def run_option(model, option: Option, frames, history, ticks: int, tokens: int) -> dict:
+    model.set_image_preprocessing(option.preprocessing)
     model.vision_cache.clear()
-    tick(0, True)  # fills the cache: steady state from the next tick on
-    reused = [tick(k, True) for k in range(1, runs + 1)]
-    plain = [tick(k, False) for k in range(1, runs + 1)]
-    return {"vision_ms": summarise(reused), "vision_ms_plain": summarise(plain)}
+    results = []
+    for k in range(WARMUP + ticks):
+        images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
+        keys = [(cam, k + f) for cam in range(4) for f in range(4)] if option.reuse else None
+        start = time.perf_counter_ns()
+        pred = model.sample(images, *history, num_samples=option.samples, greedy=True, max_reasoning_tokens=tokens,
+                            share_prefill=option.share_prefill, reasoning=option.reasoning, image_keys=keys)
+        wall_ms = (time.perf_counter_ns() - start) / 1e6
+        if k >= WARMUP:
+            results.append((pred.timings, wall_ms))
+    out = {stage: summarise([getattr(t, stage) for t, _ in results]) for stage in STAGES}
+    out["total_ms"] = summarise([wall for _, wall in results])
+    out["decode_tokens"] = [t.decode_tokens for t, _ in results]
+    return out
+
+
+def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str]) -> dict:
+    make_config, height, width, dtype, vocab = CONFIGS[name]
+    config, vlm_config = make_config()
+    frames = camera_frames(height, width, WARMUP + ticks + 3)
+    drive = synthetic_drive(height=height, width=width)
+    history = (drive.ego_history_xyz, drive.ego_history_rot)
+    results, params = {}, 0
+    for compiled in (False, True):  # one model in memory at a time (the full one is 22 GB)
+        labels = [label for label in options if OPTIONS[label].compiled == compiled]
+        if not labels:
+            continue
+        model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
+        params = sum(p.numel() for p in model.parameters())
+        if compiled:
+            model.compile_flow(mode="reduce-overhead" if device.startswith("cuda") else None)
+        for label in labels:
+            results[label] = run_option(model, OPTIONS[label], frames, history, ticks, tokens)
+            print(f"  {name} / {label}: total p50 {results[label]['total_ms']['p50']:.1f} ms", flush=True)
+        del model
+    results = {label: results[label] for label in options}
+    return {"config": name, "parameters": params, "frames_hw": [height, width], "dtype": dtype, "ticks": ticks,
+            "tokens": tokens, "results": results, "ratios": ratios(results)}
+
+
+def ratios(results: dict) -> dict[str, float]:
+    """Each option's p50 against the plain path's, plus the figures the performance issue asks for."""
+    def p50(label, stage="total_ms"):
+        return results[label][stage]["p50"]
+
+    out = {}
+    if "plain" in results:
+        for label in results:
+            out[f"{label} / plain (total)"] = p50(label) / p50("plain")
+    pairs = [("vision stage: plain / vision reuse", "plain", "vision reuse", "vision_ms"),
+             ("vision stage: plain / device preprocessing", "plain", "device preprocessing", "vision_ms"),
+             ("expert stage: eager / compiled (1 sample)", "plain", "compiled flow", "expert_ms"),
+             ("total: 6 per-sample prefill / 6 shared prefill", "6 per-sample prefill", "6 shared prefill", "total_ms"),
+             ("total: 6 shared reasoning / plain", "6 shared reasoning", "plain", "total_ms"),
+             ("total: 6 fastest / plain", "6 fastest", "plain", "total_ms")]
+    for text, a, b, stage in pairs:
+        if a in results and b in results:
+            out[text] = p50(a, stage) / p50(b, stage)
+    return out
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['config']}: {report['parameters'] / 1e6:.2f} M parameters, 16 images "
-          f"{report['image_hw'][0]}x{report['image_hw'][1]}, n={report['runs']} (p50 ms)")
-    header = f"{'variant':<22}" + "".join(f"{s.removesuffix('_ms'):>11}" for s in STAGES) + f"{'total':>10}"
-    print(header)
-    reuse = report["results"].pop("vision reuse")
+    print(f"\n{report['config']}: {report['parameters'] / 1e6:.1f} M parameters ({report['dtype']}), 16 frames "
+          f"{report['frames_hw'][0]}x{report['frames_hw'][1]}, {report['tokens']} reasoning tokens, "
+          f"{report['ticks']} ticks (p50 ms, total also p90)")
+    print(f"{'option':<22}" + "".join(f"{s.removesuffix('_ms'):>11}" for s in STAGES) + f"{'total':>10}{'p90':>9}")
     for label, stats in report["results"].items():
-        print(f"{label:<22}" + "".join(f"{stats[s]['p50']:>11.1f}" for s in STAGES) + f"{stats['total_ms']['p50']:>10.1f}")
-    r = {k: v["total_ms"]["p50"] for k, v in report["results"].items()}
-    pre = {k: v["vision_ms"]["p50"] + v["prefill_ms"]["p50"] for k, v in report["results"].items()}
-    ratios = {
-        "6 shared reasoning / 1 sample (total)": r["6 shared reasoning"] / r["1 sample"],
-        "vision stage, plain / reused at steady state": reuse["vision_ms_plain"]["p50"] / reuse["vision_ms"]["p50"],
-        "6 shared / 1 sample (total)": r["6 shared prefill"] / r["1 sample"],
-        "6 per-sample / 6 shared (total)": r["6 per-sample prefill"] / r["6 shared prefill"],
-        "6 per-sample / 6 shared (vision+prefill)": pre["6 per-sample prefill"] / pre["6 shared prefill"],
-    }
-    report["ratios"] = ratios
-    report["vision_reuse"] = reuse
-    print(f"{'vision, 12 of 16 reused':<22}{reuse['vision_ms']['p50']:>11.1f}   (plain {reuse['vision_ms_plain']['p50']:.1f})")
-    for label, value in ratios.items():
-        print(f"  {label}: {value:.2f}x")
+        print(f"{label:<22}" + "".join(f"{stats[s]['p50']:>11.1f}" for s in STAGES)
+              + f"{stats['total_ms']['p50']:>10.1f}{stats['total_ms']['p90']:>9.1f}")
+    for text, value in report["ratios"].items():
+        print(f"  {text}: {value:.2f}x")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=32, help="reasoning tokens decoded per sample")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS),
+                        help="default: tiny and medium on the CPU; full as well on a GPU")
+    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
+    parser.add_argument("--ticks", type=int, default=6, help=f"timed ticks per option, after {WARMUP} warm-up ticks")
+    parser.add_argument("--tokens", type=int, default=32, help="reasoning tokens decoded per sample (greedy)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
     args = parser.parse_args()
-    torch.manual_seed(0)
+    configs = args.configs or (["tiny", "medium"] + (["full"] if args.device.startswith("cuda") else []))
+    if "full" in configs and not args.device.startswith("cuda"):
+        parser.error("the full-size config needs a GPU (--device cuda)")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).parent / "results" / "inductor"))
     reports = []
-    for name in args.configs:
-        report = run_config(name, args.runs, args.tokens)
+    for name in configs:
+        report = run_config(name, args.ticks, args.tokens, args.device, args.options)
         print_table(report)
         reports.append(report)
+    meta = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(), "dtype": "float32",
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     out.write_text(json.dumps({"meta": meta, "reports": reports}, indent=2))
     print(f"\npeak RSS {meta['peak_rss_mb']:.0f} MB; wrote {out}")
     return 0

@@ -1,0 +1,29 @@
+"""The model benchmark runs and reports every stage and ratio (timings themselves are never asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_model.py"
+
+
+def test_model_benchmark_reports_each_option_against_the_plain_path(tmp_path):
+    out = tmp_path / "bench.json"
+    options = ["plain", "vision reuse", "6 shared reasoning"]
+    subprocess.run([sys.executable, str(BENCH), "--configs", "tiny", "--ticks", "2", "--tokens", "3",
+                    "--device", "cpu", "--out", str(out), "--options", *options], check=True, timeout=300,
+                   capture_output=True)
+    report = json.loads(out.read_text())["reports"][0]
+    assert list(report["results"]) == options
+    for stats in report["results"].values():
+        assert all(stats[stage]["p50"] > 0 and stats[stage]["p90"] >= stats[stage]["p50"]
+                   for stage in ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "total_ms"))
+        assert stats["decode_tokens"] == [3, 3]  # equal work in every option
+    assert {"vision stage: plain / vision reuse", "total: 6 shared reasoning / plain"} <= set(report["ratios"])
+
+
+def test_full_size_benchmark_refuses_to_run_without_a_gpu(tmp_path):
+    result = subprocess.run([sys.executable, str(BENCH), "--configs", "full", "--device", "cpu",
+                             "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "needs a GPU" in result.stderr
