@@ -120,8 +120,10 @@ def run_option(model, option: Option, frames, history, ticks: int, tokens: int) 
     return out
 
 
-def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str]) -> dict:
+def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str],
+               frames_hw: tuple[int, int] | None = None) -> dict:
     make_config, height, width, dtype, vocab = CONFIGS[name]
+    height, width = frames_hw or (height, width)
     config, vlm_config = make_config()
     frames = camera_frames(height, width, WARMUP + ticks + 3)
     drive = synthetic_drive(height=height, width=width)
@@ -184,6 +186,8 @@ def main() -> int:
     parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
     parser.add_argument("--ticks", type=int, default=6, help=f"timed ticks per option, after {WARMUP} warm-up ticks")
     parser.add_argument("--tokens", type=int, default=32, help="reasoning tokens decoded per sample (greedy)")
+    parser.add_argument("--frames", help="HxW camera frames instead of the config's (e.g. 1080x1920: resized "
+                        "by the preprocessing, host or device)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
     args = parser.parse_args()
@@ -193,7 +197,8 @@ def main() -> int:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).parent / "results" / "inductor"))
     reports = []
     for name in configs:
-        report = run_config(name, args.ticks, args.tokens, args.device, args.options)
+        frames = tuple(int(v) for v in args.frames.split("x")) if args.frames else None
+        report = run_config(name, args.ticks, args.tokens, args.device, args.options, frames)
         print_table(report)
         reports.append(report)
     meta = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,

@@ -149,6 +149,7 @@ class AlpamayoR1(nn.Module):
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
         self._flow = self.flow
         self.flow_compiled = False
+        self._expert_buffers = None  # (shape, [keys, values]) reused by the compiled flow across calls
         self._pixels = prompt_encoder.pixels
         self.image_preprocessing = "host"
 
@@ -299,17 +300,33 @@ class AlpamayoR1(nn.Module):
                         rope_delta=rope_delta.expand(rows, 1),
                         tokens=token_lists, complete=complete)
 
-    def expert_context(self, rollout: _Rollout, repeat: int = 1, capacity: int | None = None) -> ExpertContext:
+    def expert_context(self, rollout: _Rollout, repeat: int = 1, capacity: int | None = None,
+                       keep_buffers: bool = False) -> ExpertContext:
         """The rollout's cache, mask and positions as the expert reads them over all Euler steps.
 
         Each of the rollout's R rows serves `repeat` samples (shared reasoning: R = 1). The W action
         tokens of a sample sit right after its row's prefix (positions offset + rope_delta + k on all three
         M-RoPE axes), see each other and that prefix, and nothing else. `capacity` pads the prefix
-        columns to a fixed count (see `build_context`).
+        columns to a fixed count (see `build_context`). `keep_buffers`: fill the buffers of the previous
+        call of the same shape instead of allocating (the compiled flow's: fixed addresses let CUDA
+        graphs replay); the previous call's context is then overwritten.
         """
-        return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta,
-                             self.config.action_space_cfg.n_waypoints, repeat, capacity,
-                             causal=not self.config.expert_non_causal_attention)
+        waypoints = self.config.action_space_cfg.n_waypoints
+        buffers = None
+        if keep_buffers:
+            layer = rollout.cache.layers[0].keys
+            shape = (rollout.offsets.shape[0], layer.shape[1], (capacity or rollout.length) + repeat * waypoints,
+                     layer.shape[3], layer.dtype, layer.device)
+            if self._expert_buffers is None or self._expert_buffers[0] != shape:
+                self._expert_buffers = None  # free the old ones first
+                made = [[layer.new_zeros(shape[:4]) for _ in rollout.cache.layers] for _ in range(2)]
+                if layer.device.type == "cuda":
+                    for buffer in made[0] + made[1]:
+                        torch._dynamo.mark_static_address(buffer)
+                self._expert_buffers = (shape, made)
+            buffers = tuple(self._expert_buffers[1])
+        return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta, waypoints, repeat,
+                             capacity, causal=not self.config.expert_non_causal_attention, buffers=buffers)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, context: ExpertContext) -> torch.Tensor:
         """One expert call: flow state x (S, W, 2) at time t (S, 1, 1) -> velocity (S, W, 2) float32.
@@ -406,7 +423,7 @@ class AlpamayoR1(nn.Module):
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
         # Compiled, the prefix gets its largest possible size, so every call has the same shapes.
         capacity = inputs.input_ids.shape[1] + max_reasoning_tokens if self.flow_compiled else None
-        context = self.expert_context(rollout, repeat, capacity)
+        context = self.expert_context(rollout, repeat, capacity, keep_buffers=self.flow_compiled)
         tokens = [row for row in rollout.tokens for _ in range(repeat)]
         complete = [done for done in rollout.complete for _ in range(repeat)]
         del cache, rollout  # the expert reads its own copy; the decode cache can go

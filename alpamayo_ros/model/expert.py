@@ -38,29 +38,35 @@ class ExpertContext:
 
 
 def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.Tensor, rope_delta: torch.Tensor,
-                  waypoints: int, repeat: int = 1, capacity: int | None = None, causal: bool = False) -> ExpertContext:
+                  waypoints: int, repeat: int = 1, capacity: int | None = None, causal: bool = False,
+                  buffers: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> ExpertContext:
     """Copy the cache's R rows into buffers of C + repeat * W columns and build the mask and positions.
 
     `offsets` (R,): row r's prefix is cache columns [0, offsets[r]); columns from there to the cache end
     (pad tokens fed while other rows kept reasoning) are hidden. `rope_delta` (R, 1): M-RoPE position minus
     cache index. `capacity` (default: the cache length) fixes C, so that calls whose reasoning lengths
     differ have the same shapes (one compiled graph). `causal`: flow tokens see only earlier ones of
-    their sample (the release's expert is non-causal).
+    their sample (the release's expert is non-causal). `buffers`: per-layer (keys, values) of shape
+    (R, kv_heads, C + T, head_dim) to fill instead of allocating (kept across calls for CUDA graphs).
     """
     length = cache.get_seq_length()
     capacity = length if capacity is None else capacity
     if capacity < length:
         raise ValueError(f"expert prefix capacity {capacity} is below the cache length {length}")
     rows, tokens = offsets.shape[0], repeat * waypoints
-    keys, values = [], []
-    for layer in cache.layers:
+    keys, values = buffers if buffers is not None else ([], [])
+    for index, layer in enumerate(cache.layers):
         for source, target in ((layer.keys, keys), (layer.values, values)):
-            if source.shape[0] != rows:
-                raise ValueError(f"cache has {source.shape[0]} rows, offsets {rows}")
             batch, heads, _, dim = source.shape
-            buffer = source.new_zeros(batch, heads, capacity + tokens, dim)  # zeros: hidden columns stay finite
-            buffer[:, :, :length] = source
-            target.append(buffer)
+            if batch != rows:
+                raise ValueError(f"cache has {batch} rows, offsets {rows}")
+            if buffers is None:
+                target.append(source.new_empty(batch, heads, capacity + tokens, dim))
+            elif tuple(target[index].shape) != (batch, heads, capacity + tokens, dim):
+                raise ValueError(f"expert buffer {tuple(target[index].shape)} does not fit "
+                                 f"{(batch, heads, capacity + tokens, dim)}")
+            target[index][:, :, :length] = source
+            target[index][:, :, length:capacity] = 0  # hidden columns, kept finite (masked NaN would spread)
 
     device = offsets.device
     step = torch.arange(tokens, device=device) % waypoints  # waypoint index of each flow token

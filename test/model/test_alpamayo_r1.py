@@ -202,19 +202,25 @@ def test_compiled_flow_equals_eager(drive, tmp_path, monkeypatch):
     assert a.reasoning == b.reasoning
     assert torch.allclose(a.action, b.action, atol=SAME_RESULT_TOL)
     assert torch.allclose(a.xyz, b.xyz, atol=SAME_RESULT_TOL * 64)
-    # Reasoning of another length, padded to the same capacity: same shapes, no recompilation.
+    # Reasoning of another length, padded to the same capacity: same shapes and the same buffers (fixed
+    # addresses, as CUDA graphs need), no recompilation.
     from torch._dynamo.utils import counters
 
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1
+    addresses = [buffer.data_ptr() for buffer in compiled._expert_buffers[1][0]]
     with torch.inference_mode():
         prompt = rollout_of(compiled, drive, tokens=0).length
         for tokens in (2, 3):
             rollout = rollout_of(compiled, drive, tokens=tokens)
             assert rollout.length == prompt + tokens
-            context = compiled.expert_context(rollout, repeat=2, capacity=prompt + args["max_reasoning_tokens"])
+            context = compiled.expert_context(rollout, repeat=2, capacity=prompt + args["max_reasoning_tokens"],
+                                              keep_buffers=True)
+            assert [buffer.data_ptr() for buffer in context.keys] == addresses
             fused = compiled._flow(noise(2), context, ONE_STEP)
             assert torch.allclose(fused, compiled.flow(noise(2), context, ONE_STEP), atol=SAME_RESULT_TOL)
+            fresh = compiled.flow(noise(2), compiled.expert_context(rollout, repeat=2), ONE_STEP)
+            assert torch.allclose(fused, fresh, atol=SAME_RESULT_TOL)  # reused, padded buffers read the same
     assert counters["stats"]["unique_graphs"] == graphs
 
 
