@@ -1,8 +1,8 @@
 """AlpamayoR1 per-stage and end-to-end latency for each performance option, as ratios within one run.
 
 Every option runs the same sequence of ticks: each tick, every camera's 4-frame window moves on by one
-frame (4 new images, 12 seen on the previous tick), as in the node at 10 Hz. Greedy decoding of a fixed
-token budget keeps the work equal across options. Options:
+frame (4 new images, 12 seen on the previous tick), as in the node at 10 Hz. The options take turns
+tick by tick on one model. Greedy decoding of a fixed token budget keeps the work equal. Options:
 
   plain                 1 sample; images preprocessed on the host and all 16 encoded; eager expert
   vision reuse          plain + image encodings kept across ticks (keyed by camera and frame)
@@ -101,25 +101,6 @@ def camera_frames(height: int, width: int, count: int) -> list[np.ndarray]:
     return [road_images(height=height, width=width, lane_shift_px=0.5 * k, seed=k)[:, 0] for k in range(count)]
 
 
-def run_option(model, option: Option, frames, history, ticks: int, tokens: int) -> dict:
-    model.set_image_preprocessing(option.preprocessing)
-    model.vision_cache.clear()
-    results = []
-    for k in range(WARMUP + ticks):
-        images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
-        keys = [(cam, k + f) for cam in range(4) for f in range(4)] if option.reuse else None
-        start = time.perf_counter_ns()
-        pred = model.sample(images, *history, num_samples=option.samples, greedy=True, max_reasoning_tokens=tokens,
-                            share_prefill=option.share_prefill, reasoning=option.reasoning, image_keys=keys)
-        wall_ms = (time.perf_counter_ns() - start) / 1e6
-        if k >= WARMUP:
-            results.append((pred.timings, wall_ms))
-    out = {stage: summarise([getattr(t, stage) for t, _ in results]) for stage in STAGES}
-    out["total_ms"] = summarise([wall for _, wall in results])
-    out["decode_tokens"] = [t.decode_tokens for t, _ in results]
-    return out
-
-
 def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str],
                frames_hw: tuple[int, int] | None = None) -> dict:
     make_config, height, width, dtype, vocab = CONFIGS[name]
@@ -128,20 +109,31 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
     frames = camera_frames(height, width, WARMUP + ticks + 3)
     drive = synthetic_drive(height=height, width=width)
     history = (drive.ego_history_xyz, drive.ego_history_rot)
-    results, params = {}, 0
-    for compiled in (False, True):  # one model in memory at a time (the full one is 22 GB)
-        labels = [label for label in options if OPTIONS[label].compiled == compiled]
-        if not labels:
-            continue
-        model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
-        params = sum(p.numel() for p in model.parameters())
-        if compiled:
-            model.compile_flow(mode="reduce-overhead" if device.startswith("cuda") else None)
-        for label in labels:
-            results[label] = run_option(model, OPTIONS[label], frames, history, ticks, tokens)
-            print(f"  {name} / {label}: total p50 {results[label]['total_ms']['p50']:.1f} ms", flush=True)
-        del model
-    results = {label: results[label] for label in options}
+    model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
+    compile_mode = "reduce-overhead" if device.startswith("cuda") else None
+    measured = {label: [] for label in options}
+    # Options take turns tick by tick on the same model, so slow drifts of the machine affect all alike.
+    for k in range(WARMUP + ticks):
+        for label in options:
+            option = OPTIONS[label]
+            model.set_image_preprocessing(option.preprocessing)
+            model.compile_flow(compile_mode) if option.compiled else model.eager_flow()
+            images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
+            keys = [(label, cam, k + f) for cam in range(4) for f in range(4)] if option.reuse else None
+            start = time.perf_counter_ns()
+            pred = model.sample(images, *history, num_samples=option.samples, greedy=True,
+                                max_reasoning_tokens=tokens, share_prefill=option.share_prefill,
+                                reasoning=option.reasoning, image_keys=keys)
+            wall_ms = (time.perf_counter_ns() - start) / 1e6
+            if k >= WARMUP:
+                measured[label].append((pred.timings, wall_ms))
+        print(f"  {name}: tick {k + 1}/{WARMUP + ticks}" + (" (warm-up)" if k < WARMUP else ""), flush=True)
+    results = {}
+    for label, runs in measured.items():
+        results[label] = {stage: summarise([getattr(t, stage) for t, _ in runs]) for stage in STAGES}
+        results[label]["total_ms"] = summarise([wall for _, wall in runs])
+        results[label]["decode_tokens"] = [t.decode_tokens for t, _ in runs]
+    params = sum(p.numel() for p in model.parameters())
     return {"config": name, "parameters": params, "frames_hw": [height, width], "dtype": dtype, "ticks": ticks,
             "tokens": tokens, "results": results, "ratios": ratios(results)}
 

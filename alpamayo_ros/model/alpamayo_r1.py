@@ -148,6 +148,7 @@ class AlpamayoR1(nn.Module):
         self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
         self._flow = self.flow
+        self._compiled_flow = None  # (mode, compiled `flow`)
         self.flow_compiled = False
         self._expert_buffers = None  # (shape, [keys, values]) reused by the compiled flow across calls
         self._pixels = prompt_encoder.pixels
@@ -173,7 +174,6 @@ class AlpamayoR1(nn.Module):
         self._pixels = (self.prompt_encoder.pixels if where == "host"
                         else DevicePixels(self.prompt_encoder.image_processor, self.device))
         self.image_preprocessing = where
-        self.vision_cache.clear()  # encodings made from the other path's pixels
 
     def select_attention(self) -> str:
         """The VLM's attention kernels for the current device and dtype (see `vlm_attention_implementation`)."""
@@ -215,7 +215,9 @@ class AlpamayoR1(nn.Module):
         if image_keys is not None and len(image_keys) != len(images):
             raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
         encoded = [self.encode_image(image) if image_keys is None
-                   else self.vision_cache.get_or_encode(key, lambda image=image: self.encode_image(image))
+                   # The two preprocessing paths give slightly different pixels: their encodings are kept apart.
+                   else self.vision_cache.get_or_encode((self.image_preprocessing, key),
+                                                        lambda image=image: self.encode_image(image))
                    for image, key in zip(images, image_keys or [None] * len(images))]
         grids = torch.cat([e.grid_thw for e in encoded])
         hist = _cpu_float32(ego_history_xyz)
@@ -328,6 +330,13 @@ class AlpamayoR1(nn.Module):
         return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta, waypoints, repeat,
                              capacity, causal=not self.config.expert_non_causal_attention, buffers=buffers)
 
+    def fixed_capacity(self, prompt_length: int, max_reasoning_tokens: int, repeat: int) -> int:
+        """Prefix columns for the compiled flow: the largest prefix the reasoning budget allows, so every
+        call has the same shapes, rounded so that prefix + flow tokens fill whole 16-column blocks (GPU
+        attention kernels then take the mask without padding it)."""
+        flow_tokens = repeat * self.config.action_space_cfg.n_waypoints
+        return -(-(prompt_length + max_reasoning_tokens + flow_tokens) // 16) * 16 - flow_tokens
+
     def velocity(self, x: torch.Tensor, t: torch.Tensor, context: ExpertContext) -> torch.Tensor:
         """One expert call: flow state x (S, W, 2) at time t (S, 1, 1) -> velocity (S, W, 2) float32.
 
@@ -350,8 +359,15 @@ class AlpamayoR1(nn.Module):
         shape compiles (seconds to a minute; set TORCHINDUCTOR_CACHE_DIR to keep the result across runs).
         Shapes stay fixed while the number of samples, the reasoning budget and the image sizes do.
         """
-        self._flow = torch.compile(self.flow, fullgraph=True, dynamic=False, mode=mode)
+        if self._compiled_flow is None or self._compiled_flow[0] != mode:
+            self._compiled_flow = (mode, torch.compile(self.flow, fullgraph=True, dynamic=False, mode=mode))
+        self._flow = self._compiled_flow[1]
         self.flow_compiled = True
+
+    def eager_flow(self) -> None:
+        """Run `flow` eagerly again (a compiled one is kept for a later `compile_flow` with the same mode)."""
+        self._flow = self.flow
+        self.flow_compiled = False
 
     # ----------------------------------------------------------------------------------------------
     # Inference
@@ -421,8 +437,8 @@ class AlpamayoR1(nn.Module):
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
-        # Compiled, the prefix gets its largest possible size, so every call has the same shapes.
-        capacity = inputs.input_ids.shape[1] + max_reasoning_tokens if self.flow_compiled else None
+        capacity = (self.fixed_capacity(inputs.input_ids.shape[1], max_reasoning_tokens, repeat)
+                    if self.flow_compiled else None)
         context = self.expert_context(rollout, repeat, capacity, keep_buffers=self.flow_compiled)
         tokens = [row for row in rollout.tokens for _ in range(repeat)]
         complete = [done for done in rollout.complete for _ in range(repeat)]

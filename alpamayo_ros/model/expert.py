@@ -29,12 +29,18 @@ class ExpertContext:
 
     keys: list[torch.Tensor]  # per layer (R, kv_heads, C + T, head_dim): prefix in [0, C), flow tokens after
     values: list[torch.Tensor]
-    mask: torch.Tensor  # (R, 1, T, C + T) additive: 0 = attend, finfo.min = hidden
+    attention_mask: torch.Tensor  # (R, 1, groups * T, C + T) additive (0 = attend, finfo.min = hidden): the
+    # mask once for each query head that shares a KV head, as the queries are laid out in `expert_forward`
     cos: torch.Tensor  # (R, T, head_dim) rotary embedding of the flow tokens' positions
     sin: torch.Tensor
     position_ids: torch.Tensor  # (3, R, T) M-RoPE positions (equal on the three axes)
     repeat: int  # samples per row
     capacity: int  # C: prefix columns, >= the cache length; columns past a row's prefix are hidden
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(R, 1, T, C + T): which columns each flow token sees."""
+        return self.attention_mask[:, :, :self.position_ids.shape[-1]]
 
 
 def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.Tensor, rope_delta: torch.Tensor,
@@ -77,13 +83,14 @@ def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.
     if causal:
         flow_hidden = flow_hidden | (step[None, :] > step[:, None])
     hidden = torch.cat([prefix_hidden, flow_hidden.expand(rows, tokens, tokens)], dim=-1)
-    mask = torch.zeros(rows, 1, tokens, capacity + tokens, dtype=expert.dtype, device=device)
-    mask.masked_fill_(hidden[:, None], torch.finfo(mask.dtype).min)
+    groups = expert.config.num_attention_heads // expert.config.num_key_value_heads
+    mask = torch.zeros(rows, 1, groups * tokens, capacity + tokens, dtype=expert.dtype, device=device)
+    mask.masked_fill_(hidden.repeat(1, groups, 1)[:, None], torch.finfo(mask.dtype).min)
 
     # A sample's W tokens continue its prefix: positions offset + rope_delta + k on all three axes.
     positions = (rope_delta.to(device) + offsets[:, None] + step).unsqueeze(0).expand(3, rows, tokens)
     cos, sin = expert.rotary_emb(keys[0], positions)  # (x only sets dtype and device)
-    return ExpertContext(keys=keys, values=values, mask=mask, cos=cos, sin=sin, position_ids=positions,
+    return ExpertContext(keys=keys, values=values, attention_mask=mask, cos=cos, sin=sin, position_ids=positions,
                          repeat=repeat, capacity=capacity)
 
 
@@ -104,8 +111,13 @@ def expert_forward(expert: Qwen3VLTextModel, embeds: torch.Tensor, context: Expe
         q, k = apply_rotary_pos_emb(q, k, context.cos, context.sin)
         keys[:, :, start:] = k
         values[:, :, start:] = v
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.mask, scale=attention.scaling,
-                                             enable_gqa=True)
-        hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(*x.shape[:-1], -1))
+        # Grouped-query attention without copying keys/values: the query heads that share a KV head are
+        # stacked along the sequence, so every kernel (CPU flash, CUDA memory-efficient) takes the mask.
+        rows, kv_heads, tokens = q.shape[0], keys.shape[1], q.shape[2]
+        q = q.reshape(rows, kv_heads, -1, attention.head_dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.attention_mask,
+                                             scale=attention.scaling)
+        out = out.view(rows, -1, tokens, attention.head_dim).transpose(1, 2).reshape(*x.shape[:-1], -1)
+        hidden = hidden + attention.o_proj(out)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     return expert.norm(hidden)

@@ -266,26 +266,32 @@ def tiny_tokenizer(base_vocab_size: int = 256) -> Qwen2TokenizerFast:
     return tokenizer
 
 
+def _qwen3_vl_config(base_vocab_size: int, text: dict, vision: dict) -> Qwen3VLConfig:
+    """A Qwen3-VL config with the release's fixed settings; special ids as `tiny_tokenizer(base_vocab_size)` has them."""
+    special = {t: base_vocab_size + i for i, t in enumerate(_QWEN_ADDED_TOKENS)}
+    return Qwen3VLConfig(
+        text_config=dict(text, rope_theta=5e6, rms_norm_eps=1e-6, bos_token_id=special["<|endoftext|>"],
+                         eos_token_id=special["<|im_end|>"]),
+        vision_config=dict(vision, patch_size=16, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=special["<|image_pad|>"], video_token_id=special["<|video_pad|>"],
+        vision_start_token_id=special["<|vision_start|>"], vision_end_token_id=special["<|vision_end|>"],
+        tie_word_embeddings=False)
+
+
 def tiny_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     """The release's token layout (4000 trajectory tokens, 48 history tokens) around a ~2 M-parameter network."""
     config = AlpamayoR1Config(
         vlm_name_or_path=BASE_VLM_DIR, min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS, model_dtype="float32",
         action_in_proj_cfg=ActionInProjConfig(hidden_size=32),
         expert_cfg=ExpertConfig(hidden_size=64, intermediate_size=96, num_attention_heads=4, head_dim=32))
-    special = {t: 256 + i for i, t in enumerate(_QWEN_ADDED_TOKENS)}
-    vlm_config = Qwen3VLConfig(
-        text_config=dict(vocab_size=384, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
-                         rope_theta=5e6, rms_norm_eps=1e-6, bos_token_id=special["<|endoftext|>"],
-                         eos_token_id=special["<|im_end|>"],
-                         # mrope_section sums to head_dim / 2 (the release: [24, 20, 20] for 128)
-                         rope_scaling={"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True}),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16,
-                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=128,
-                           num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
-        image_token_id=special["<|image_pad|>"], video_token_id=special["<|video_pad|>"],
-        vision_start_token_id=special["<|vision_start|>"], vision_end_token_id=special["<|vision_end|>"],
-        tie_word_embeddings=False)
+    vlm_config = _qwen3_vl_config(
+        256,
+        text=dict(vocab_size=384, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
+                  # mrope_section sums to head_dim / 2 (the release: [24, 20, 20] for 128)
+                  rope_scaling={"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True}),
+        vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                    num_position_embeddings=64, deepstack_visual_indexes=[0, 1]))
     return config, vlm_config
 
 
@@ -299,19 +305,13 @@ def release_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
         vlm_name_or_path=BASE_VLM_DIR, min_pixels=RELEASE_MIN_PIXELS, max_pixels=RELEASE_MAX_PIXELS,
         model_dtype="bfloat16", action_in_proj_cfg=ActionInProjConfig(hidden_size=512),
         expert_cfg=ExpertConfig(hidden_size=2048, intermediate_size=8256, num_attention_heads=16, head_dim=128))
-    special = {t: QWEN_BASE_VOCAB + i for i, t in enumerate(_QWEN_ADDED_TOKENS)}
-    vlm_config = Qwen3VLConfig(
-        text_config=dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
-                         rope_theta=5e6, rms_norm_eps=1e-6, bos_token_id=special["<|endoftext|>"],
-                         eos_token_id=special["<|im_end|>"],
-                         rope_scaling={"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True}),
-        vision_config=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
-                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096,
-                           num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
-        image_token_id=special["<|image_pad|>"], video_token_id=special["<|video_pad|>"],
-        vision_start_token_id=special["<|vision_start|>"], vision_end_token_id=special["<|vision_end|>"],
-        tie_word_embeddings=False)
+    vlm_config = _qwen3_vl_config(
+        QWEN_BASE_VOCAB,
+        text=dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                  num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+                  rope_scaling={"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True}),
+        vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                    num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]))
     return config, vlm_config
 
 

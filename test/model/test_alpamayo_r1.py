@@ -214,8 +214,9 @@ def test_compiled_flow_equals_eager(drive, tmp_path, monkeypatch):
         for tokens in (2, 3):
             rollout = rollout_of(compiled, drive, tokens=tokens)
             assert rollout.length == prompt + tokens
-            context = compiled.expert_context(rollout, repeat=2, capacity=prompt + args["max_reasoning_tokens"],
-                                              keep_buffers=True)
+            capacity = compiled.fixed_capacity(prompt, args["max_reasoning_tokens"], repeat=2)
+            context = compiled.expert_context(rollout, repeat=2, capacity=capacity, keep_buffers=True)
+            assert (capacity + 128) % 16 == 0 and context.keys[0].shape[2] == capacity + 128
             assert [buffer.data_ptr() for buffer in context.keys] == addresses
             fused = compiled._flow(noise(2), context, ONE_STEP)
             assert torch.allclose(fused, compiled.flow(noise(2), context, ONE_STEP), atol=SAME_RESULT_TOL)
