@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import resource
 import statistics
@@ -186,7 +185,6 @@ def main() -> int:
     configs = args.configs or (["tiny", "medium"] + (["full"] if args.device.startswith("cuda") else []))
     if "full" in configs and not args.device.startswith("cuda"):
         parser.error("the full-size config needs a GPU (--device cuda)")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(__file__).parent / "results" / "inductor"))
     reports = []
     for name in configs:
         frames = tuple(int(v) for v in args.frames.split("x")) if args.frames else None
