@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import enum
 import queue
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ LATENCY_WINDOW = 200  # latencies kept for percentiles
 RECENT_FAULT_S = 5.0  # an invalid message keeps its topic flagged in /diagnostics this long
 CLOCK_JUMP_FORWARD_S = 5.0  # a tick this much later than the previous one means the clock jumped
 ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps mean the source restarted
+STOP_POLL_S = 0.1  # the executor checks this often whether a signal asked it to stop
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Sensor-data QoS (best effort, volatile) with queues deep enough for bursts while the executor is busy
 # decoding images: 1 s of 50-100 Hz odometry, 0.8 s of 10 Hz frames per camera.
@@ -583,7 +586,14 @@ def main(args: list[str] | None = None) -> int:
             rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
             return 1
         executor.add_node(node)
-        executor.spin()
+        # SIGINT/SIGTERM only set a flag. Left to Python's default handler, a KeyboardInterrupt that lands
+        # while rclpy's C++ code is taking a message surfaces as a RuntimeError ("Unable to convert call
+        # argument") and the node would exit 1 with a traceback instead of shutting down cleanly.
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
