@@ -556,7 +556,9 @@ class AlpamayoNode(Node):
             message += f"; {self.runner.dropped - self._reported_drops} tick(s) dropped: the model is slower than rate_hz"
             self._reported_drops = self.runner.dropped
         model = {"model_path": self.cfg.model_path or "(tiny random demo model)", "device": self.cfg.device,
-                 "dtype": self.cfg.dtype, "last_error": self._last_error or "-"}
+                 "dtype": self.cfg.dtype, "reasoning_mode": self.cfg.reasoning_mode,
+                 "image_preprocessing": self.cfg.image_preprocessing, "compile_flow": self.cfg.compile_flow,
+                 "last_error": self._last_error or "-"}
         name = self.get_fully_qualified_name()
         status = [
             conversions.diagnostic_status(f"{name}: inputs", DiagnosticStatus.WARN if faults else DiagnosticStatus.OK,

@@ -18,9 +18,9 @@ OUTPUT_WAIT_TIMEOUT_S = 120.0  # node start (imports, tiny model) plus buffering
 FIRST_POSE_TOL_M = 0.5  # first pose ~ v0 * 0.1 s = 0.8 m ahead; accel bounds and float slack
 
 
-def run_drive(transport: str, output_frame: str) -> Received:
+def run_drive(transport: str, output_frame: str, **params) -> Received:
     received = run_scenario({"num_samples": 3, "selection": "medoid", "image_transport": transport,
-                             "output_frame": output_frame}, ["--transport", transport],
+                             "output_frame": output_frame, **params}, ["--transport", transport],
                             until=lambda r: r.complete() and len(r.paths) >= 3, timeout_s=OUTPUT_WAIT_TIMEOUT_S)
     assert received.complete(), f"node log:\n{received.node_log[-4000:]}\npublisher log:\n{received.publisher_log[-2000:]}"
     assert received.node_returncode == 0, f"node exited {received.node_returncode}:\n{received.node_log[-4000:]}"
@@ -50,7 +50,9 @@ def raw_drive() -> Received:
 
 @pytest.fixture(scope="module")
 def compressed_drive() -> Received:
-    return run_drive("compressed", "base_link")
+    # With the performance options on: the flow compiles in the node's worker thread on the first tick.
+    return run_drive("compressed", "base_link", compile_flow="default", image_preprocessing="device",
+                     reasoning_mode="shared")
 
 
 def test_trajectory_in_odom_starts_at_the_vehicle_and_heads_its_way(raw_drive):
@@ -109,6 +111,13 @@ def test_every_tick_is_reported_with_its_outcome(raw_drive):
     not_ready = [s for s in raw_drive.ticks if s.outcome == TickStatus.NOT_READY]
     assert all(s.reason for s in not_ready)  # early ticks: history not yet 1.5 s long, named
     assert sorted(outcomes) == list(range(min(outcomes), max(outcomes) + 1))  # no tick goes unreported
+
+
+def test_performance_options_are_reported_in_diagnostics(compressed_drive):
+    model = next(s for d in reversed(compressed_drive.diagnostics) for s in d.status if s.name.endswith(": model"))
+    values = {kv.key: kv.value for kv in model.values}
+    assert (values["compile_flow"], values["image_preprocessing"], values["reasoning_mode"]) == (
+        "default", "device", "shared")
 
 
 def test_compressed_cameras_and_base_link_output(compressed_drive):
