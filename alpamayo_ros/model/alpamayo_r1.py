@@ -23,7 +23,7 @@ from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
-from .flow_matching import euler_sample
+from .flow_matching import euler_integrate, time_grid
 from .pixels import DevicePixels
 from .prompt import PromptEncoder, reasoning_text
 from .vision_cache import EncodedImage, VisionCache
@@ -147,8 +147,8 @@ class AlpamayoR1(nn.Module):
         self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
         self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
-        self._flow = self.flow
-        self._compiled_flow = None  # (mode, compiled `flow`)
+        self._integrate = self.integrate
+        self._compiled_flow = None  # (mode, compiled `integrate`)
         self.flow_compiled = False
         self._expert_buffers = None  # (shape, [keys, values]) reused by the compiled flow across calls
         self._pixels = prompt_encoder.pixels
@@ -350,23 +350,27 @@ class AlpamayoR1(nn.Module):
 
     def flow(self, noise: torch.Tensor, context: ExpertContext, steps: int) -> torch.Tensor:
         """The flow-matching loop: Euler-integrate the expert's velocity from noise (S, W, 2) to actions."""
-        return euler_sample(lambda x, t: self.velocity(x, t, context), noise, steps)
+        return self._integrate(noise, context, time_grid(steps, noise.device))
+
+    def integrate(self, noise: torch.Tensor, context: ExpertContext, times: torch.Tensor) -> torch.Tensor:
+        """`flow` over a given time grid (e.g. one step from any state): the part `compile_flow` compiles."""
+        return euler_integrate(lambda x, t: self.velocity(x, t, context), noise, times)
 
     def compile_flow(self, mode: str | None = None) -> None:
-        """Run `flow` as one compiled region: the Euler steps unrolled, the expert's layers fused.
+        """Run the Euler loop as one compiled region: the steps unrolled, the expert's layers fused.
 
         `mode` is torch.compile's ("reduce-overhead" replays CUDA graphs on a GPU). The first call per
         shape compiles (seconds to a minute; set TORCHINDUCTOR_CACHE_DIR to keep the result across runs).
         Shapes stay fixed while the number of samples, the reasoning budget and the image sizes do.
         """
         if self._compiled_flow is None or self._compiled_flow[0] != mode:
-            self._compiled_flow = (mode, torch.compile(self.flow, fullgraph=True, dynamic=False, mode=mode))
-        self._flow = self._compiled_flow[1]
+            self._compiled_flow = (mode, torch.compile(self.integrate, fullgraph=True, dynamic=False, mode=mode))
+        self._integrate = self._compiled_flow[1]
         self.flow_compiled = True
 
     def eager_flow(self) -> None:
         """Run `flow` eagerly again (a compiled one is kept for a later `compile_flow` with the same mode)."""
-        self._flow = self.flow
+        self._integrate = self.integrate
         self.flow_compiled = False
 
     # ----------------------------------------------------------------------------------------------
@@ -447,7 +451,7 @@ class AlpamayoR1(nn.Module):
 
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
         # A copy made here: a caller's tensor (not an inference tensor) would recompile the compiled flow.
-        action = self._flow(noise.to(self.device, torch.float32, copy=True), context, steps)
+        action = self.flow(noise.to(self.device, torch.float32, copy=True), context, steps)
         expert_ms = clock.lap()
         xyz, rot = self.action_space.action_to_traj(
             action, hist_xyz.to(self.device).expand(num_samples, -1, -1),

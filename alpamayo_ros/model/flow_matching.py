@@ -13,24 +13,33 @@ import torch
 StepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def euler_sample(step_fn: StepFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """Integrate dx/dt = step_fn(x, t) from t = 0 (noise) to t = 1 (data) with Euler steps.
+def time_grid(num_steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(num_steps + 1,) float32 times from 0 to 1: a float32 linspace, as upstream (its steps are not
+    exactly 1 / num_steps)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps={num_steps} must be >= 1")
+    return torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float32, device=device)
+
+
+def euler_integrate(step_fn: StepFn, noise: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    """Integrate dx/dt = step_fn(x, t) over `times` (from `time_grid`) with Euler steps.
 
     Args:
         step_fn: velocity field; called with x of noise's shape and t of shape (B, 1, 1), float32.
-        noise: (B, ...) float32 starting point x(0).
-        num_steps: number of Euler steps (10 in the release).
+        noise: (B, ...) float32 starting point x(times[0]).
+        times: (num_steps + 1,) float32.
 
     Returns:
-        x(1), same shape and dtype as `noise`.
+        x(times[-1]), same shape and dtype as `noise`.
     """
-    if num_steps < 1:
-        raise ValueError(f"num_steps={num_steps} must be >= 1")
-    # A float32 linspace, as upstream: its steps are not exactly 1/num_steps.
-    grid = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float32, device=noise.device)
     x = noise
     batch = noise.shape[0]
-    for i in range(num_steps):
-        t = grid[i].expand(batch, 1, 1)
-        x = x + (grid[i + 1] - grid[i]) * step_fn(x, t)
+    for i in range(times.shape[0] - 1):
+        t = times[i].expand(batch, 1, 1)
+        x = x + (times[i + 1] - times[i]) * step_fn(x, t)
     return x
+
+
+def euler_sample(step_fn: StepFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Integrate from t = 0 (noise) to t = 1 (data) in `num_steps` Euler steps (10 in the release)."""
+    return euler_integrate(step_fn, noise, time_grid(num_steps, noise.device))
