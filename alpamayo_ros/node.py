@@ -592,10 +592,13 @@ def main(args: list[str] | None = None) -> int:
         # while rclpy's C++ code is taking a message surfaces as a RuntimeError ("Unable to convert call
         # argument") and the node would exit 1 with a traceback instead of shutting down cleanly.
         stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=STOP_POLL_S)
+        previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=STOP_POLL_S)
+        finally:  # a second signal during the clean-up below (a tick still running) acts as usual again
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

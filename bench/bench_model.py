@@ -92,7 +92,7 @@ CONFIGS = {
 def summarise(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"p50": statistics.median(values), "p90": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
-            "mean": statistics.fmean(values)}
+            "max": ordered[-1], "mean": statistics.fmean(values)}
 
 
 def camera_frames(height: int, width: int, count: int) -> list[np.ndarray]:
@@ -193,7 +193,8 @@ def main() -> int:
         reports.append(report)
     meta = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "python": platform.python_version(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "reports": reports}, indent=2))

@@ -132,8 +132,9 @@ def test_model_exception_is_an_error_and_the_node_keeps_ticking():
 
 
 def test_model_slower_than_the_tick_period_drops_and_counts():
-    # New frames arrive every 100 ms: the model must take longer than that to be busy when one does.
-    slow = {"rate_hz": 50.0, "num_samples": 6, "max_reasoning_tokens": 256}
+    # New frames arrive every 100 ms: the model must take longer than that to be busy when one does
+    # (6 samples x 256 tokens and 100 Euler steps: several hundred ms on the tiny model).
+    slow = {"rate_hz": 50.0, "num_samples": 6, "max_reasoning_tokens": 256, "diffusion_steps": 100}
     received = run_scenario(slow, [], timeout_s=SCENARIO_TIMEOUT_S,
                             until=lambda r: len(r.paths) >= 3 and named(r, "dropped: the model is slower than rate_hz"))
     check(received, "dropped: the model is slower than rate_hz", resume_after_s=None)

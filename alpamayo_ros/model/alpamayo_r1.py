@@ -35,6 +35,7 @@ NUM_CAMERAS = 4  # cross-left, front-wide, cross-right, front-tele (release came
 FRAMES_PER_CAMERA = 4  # t0 - 0.3, -0.2, -0.1, 0 s
 ACTION_DIM = 2  # (acceleration, curvature)
 REASONING_MODES = ("per_sample", "shared")
+MAX_BUFFER_SHAPES = 4  # expert buffer sets the compiled flow keeps (one per sample count and budget in use)
 PREPROCESSING = ("host", "device")
 
 
@@ -104,8 +105,6 @@ def build_expert_config(vlm_text_config, config: AlpamayoR1Config):
     if expert_config.num_attention_heads % expert_config.num_key_value_heads:
         raise ValueError(f"expert_cfg.num_attention_heads={expert_config.num_attention_heads} is not a "
                          f"multiple of num_key_value_heads={expert_config.num_key_value_heads}")
-    # The expert needs an additive 4D mask, which flash-attention cannot take (reference §3.5).
-    expert_config._attn_implementation = "sdpa"
     return expert_config
 
 
@@ -150,7 +149,7 @@ class AlpamayoR1(nn.Module):
         self._integrate = self.integrate
         self._compiled_flow = None  # (mode, compiled `integrate`)
         self.flow_compiled = False
-        self._expert_buffers = None  # (shape, [keys, values]) reused by the compiled flow across calls
+        self._expert_buffers: dict[tuple, list] = {}  # shape -> [keys, values], reused by the compiled flow
         self._pixels = prompt_encoder.pixels
         self.image_preprocessing = "host"
 
@@ -318,15 +317,17 @@ class AlpamayoR1(nn.Module):
         if keep_buffers:
             layer = rollout.cache.layers[0].keys
             shape = (rollout.offsets.shape[0], layer.shape[1], (capacity or rollout.length) + repeat * waypoints,
-                     layer.shape[3], layer.dtype, layer.device)
-            if self._expert_buffers is None or self._expert_buffers[0] != shape:
-                self._expert_buffers = None  # free the old ones first
-                made = [[layer.new_zeros(shape[:4]) for _ in rollout.cache.layers] for _ in range(2)]
+                     layer.shape[3])
+            key = (shape, layer.dtype, layer.device)
+            if key not in self._expert_buffers:
+                if len(self._expert_buffers) >= MAX_BUFFER_SHAPES:
+                    del self._expert_buffers[next(iter(self._expert_buffers))]  # the oldest shape
+                made = [[layer.new_zeros(shape) for _ in rollout.cache.layers] for _ in range(2)]
                 if layer.device.type == "cuda":
                     for buffer in made[0] + made[1]:
                         torch._dynamo.mark_static_address(buffer)
-                self._expert_buffers = (shape, made)
-            buffers = tuple(self._expert_buffers[1])
+                self._expert_buffers[key] = made
+            buffers = tuple(self._expert_buffers[key])
         return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta, waypoints, repeat,
                              capacity, causal=not self.config.expert_non_causal_attention, buffers=buffers)
 
@@ -343,7 +344,7 @@ class AlpamayoR1(nn.Module):
         Sample s = r * repeat + j is the j-th W-token block of context row r.
         """
         samples, waypoints, _ = x.shape
-        rows = context.mask.shape[0]
+        rows = context.keys[0].shape[0]
         embeds = self.action_in_proj(x, t).to(self.expert.dtype).reshape(rows, context.repeat * waypoints, -1)
         hidden = expert_forward(self.expert, embeds, context).reshape(samples, waypoints, -1)
         return self.action_out_proj(hidden).float()
@@ -361,7 +362,8 @@ class AlpamayoR1(nn.Module):
 
         `mode` is torch.compile's ("reduce-overhead" replays CUDA graphs on a GPU). The first call per
         shape compiles (seconds to a minute; set TORCHINDUCTOR_CACHE_DIR to keep the result across runs).
-        Shapes stay fixed while the number of samples, the reasoning budget and the image sizes do.
+        Shapes stay fixed while the number of samples, the reasoning budget, the diffusion steps and the
+        image sizes do; past torch's recompile limit (8 shapes) the loop runs eagerly.
         """
         if self._compiled_flow is None or self._compiled_flow[0] != mode:
             self._compiled_flow = (mode, torch.compile(self.integrate, fullgraph=True, dynamic=False, mode=mode))
@@ -440,6 +442,8 @@ class AlpamayoR1(nn.Module):
             logits, rope_delta = logits.expand(reasoning_rows, -1), rope_delta.expand(reasoning_rows, 1)
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
+        decode_ms = clock.lap()
+
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
         capacity = (self.fixed_capacity(inputs.input_ids.shape[1], max_reasoning_tokens, repeat)
                     if self.flow_compiled else None)
@@ -447,8 +451,6 @@ class AlpamayoR1(nn.Module):
         tokens = [row for row in rollout.tokens for _ in range(repeat)]
         complete = [done for done in rollout.complete for _ in range(repeat)]
         del cache, rollout  # the expert reads its own copy; the decode cache can go
-        decode_ms = clock.lap()
-
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
         # A copy made here: a caller's tensor (not an inference tensor) would recompile the compiled flow.
         action = self.flow(noise.to(self.device, torch.float32, copy=True), context, steps)

@@ -74,7 +74,8 @@ def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.
             target[index][:, :, :length] = source
             target[index][:, :, length:capacity] = 0  # hidden columns, kept finite (masked NaN would spread)
 
-    device = offsets.device
+    device = keys[0].device
+    offsets = offsets.to(device)
     step = torch.arange(tokens, device=device) % waypoints  # waypoint index of each flow token
     sample = torch.arange(tokens, device=device) // waypoints  # sample index within the row
     prefix_column = torch.arange(capacity, device=device)
@@ -112,12 +113,13 @@ def expert_forward(expert: Qwen3VLTextModel, embeds: torch.Tensor, context: Expe
         keys[:, :, start:] = k
         values[:, :, start:] = v
         # Grouped-query attention without copying keys/values: the query heads that share a KV head are
-        # stacked along the sequence, so every kernel (CPU flash, CUDA memory-efficient) takes the mask.
+        # stacked along the sequence, which leaves plain masked attention (no `enable_gqa` kernel needed).
         rows, kv_heads, tokens = q.shape[0], keys.shape[1], q.shape[2]
         q = q.reshape(rows, kv_heads, -1, attention.head_dim)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.attention_mask,
                                              scale=attention.scaling)
-        out = out.view(rows, -1, tokens, attention.head_dim).transpose(1, 2).reshape(*x.shape[:-1], -1)
+        # (R, kv, groups * T, D) -> (R, T, kv * groups * D); strided, as some kernels return it transposed.
+        out = out.unflatten(2, (-1, tokens)).permute(0, 3, 1, 2, 4).reshape(*x.shape[:-1], -1)
         hidden = hidden + attention.o_proj(out)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     return expert.norm(hidden)

@@ -39,7 +39,3 @@ def euler_integrate(step_fn: StepFn, noise: torch.Tensor, times: torch.Tensor) -
         x = x + (times[i + 1] - times[i]) * step_fn(x, t)
     return x
 
-
-def euler_sample(step_fn: StepFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """Integrate from t = 0 (noise) to t = 1 (data) in `num_steps` Euler steps (10 in the release)."""
-    return euler_integrate(step_fn, noise, time_grid(num_steps, noise.device))

@@ -2,7 +2,8 @@
 
 The host path (`PromptEncoder.pixels`, the transformers processor) resizes with PIL on the CPU and sends
 float32 patches to the device: at 1080p that is 16 PIL resizes per tick and 4x the bytes of the raw
-image. Here the uint8 frame is uploaded as it is (from pinned memory on a GPU, without blocking) and
+image. Here the uint8 frame is uploaded as it is (copied into pinned memory on a GPU, so that the
+upload itself does not block the host) and
 resized (bicubic, antialiased, rounded to uint8 levels as PIL does), rescaled, normalised and cut into
 the processor's patch layout on the device. Resizing differs from PIL's by at most a few uint8 levels
 on some pixels (measured in the tests); with no resize the patches equal the processor's.
@@ -40,9 +41,11 @@ class DevicePixels:
 
     def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = self.size(*image.shape[:2])
-        frame = torch.from_numpy(np.ascontiguousarray(image))
-        if self.pin:
-            frame = frame.pin_memory()
+        if self.pin:  # one copy into page-locked memory, then an upload that does not stall the host
+            frame = torch.empty(image.shape, dtype=torch.uint8, pin_memory=True)
+            frame.numpy()[...] = image
+        else:  # decoded JPEG/PNG frames are read-only arrays, which torch does not wrap
+            frame = torch.from_numpy(image if image.flags.writeable else image.copy())
         x = frame.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
         # PIL resamples width then height, rounding to uint8 after each pass; so does this.
         for size in ((x.shape[-2], width), (height, width)):

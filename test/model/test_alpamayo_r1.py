@@ -196,6 +196,22 @@ def test_samples_folded_into_one_row_equal_one_row_each(tiny_model, drive):
 
 
 @torch.inference_mode()
+def test_expert_takes_attention_output_in_any_memory_layout(tiny_model, drive, monkeypatch):
+    # CUDA's memory-efficient kernel returns its output as a transposed view; the CPU kernel a contiguous one.
+    rollout = rollout_of(tiny_model, drive)
+    x, t = noise(2), torch.full((2, 1, 1), 0.3)
+    expected = tiny_model.velocity(x, t, tiny_model.expert_context(rollout, repeat=2))
+    attention = torch.nn.functional.scaled_dot_product_attention
+
+    def transposed_output(*args, **kwargs):
+        out = attention(*args, **kwargs)
+        return out.transpose(1, 2).contiguous().transpose(1, 2)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", transposed_output)
+    assert torch.equal(tiny_model.velocity(x, t, tiny_model.expert_context(rollout, repeat=2)), expected)
+
+
+@torch.inference_mode()
 def test_expert_mask_keeps_samples_apart_and_hides_pads(tiny_model, drive):
     rollout = rollout_of(tiny_model, drive, rows=2)
     rollout = dataclasses.replace(rollout, offsets=rollout.offsets - torch.tensor([0, 2]))  # row 1 ended 2 earlier
@@ -215,21 +231,23 @@ def test_compiled_flow_equals_eager(drive, tmp_path, monkeypatch):
     from alpamayo_ros.model.loading import tiny
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    from torch._dynamo.utils import counters
+
     eager, compiled = tiny(seed=0), tiny(seed=0)
     compiled.compile_flow()
     args = dict(num_samples=2, greedy=True, noise=noise(2), max_reasoning_tokens=4, reasoning="shared",
                 diffusion_steps=ONE_STEP)
+    graphs_before = counters["stats"]["unique_graphs"]
     a, b = sample(eager, drive, **args), sample(compiled, drive, **args)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == graphs_before + 1  # the compiled model ran its loop as one graph
     assert a.reasoning == b.reasoning
     assert torch.allclose(a.action, b.action, atol=SAME_RESULT_TOL)
     assert torch.allclose(a.xyz, b.xyz, atol=SAME_RESULT_TOL * 64)
     # Reasoning of another length, padded to the same capacity: same shapes and the same buffers (fixed
     # addresses, as CUDA graphs need), no recompilation.
-    from torch._dynamo.utils import counters
-
-    graphs = counters["stats"]["unique_graphs"]
-    assert graphs >= 1
-    addresses = [buffer.data_ptr() for buffer in compiled._expert_buffers[1][0]]
+    (keys, _), = compiled._expert_buffers.values()
+    addresses = [buffer.data_ptr() for buffer in keys]
     with torch.inference_mode():
         prompt = rollout_of(compiled, drive, tokens=0).length
         for tokens in (2, 3):
@@ -245,6 +263,11 @@ def test_compiled_flow_equals_eager(drive, tmp_path, monkeypatch):
             fresh = compiled.integrate(noise(2), compiled.expert_context(rollout, repeat=2), time_grid(ONE_STEP))
             assert torch.allclose(fused, fresh, atol=SAME_RESULT_TOL)  # reused, padded buffers read the same
     assert counters["stats"]["unique_graphs"] == graphs
+    # Another sample count (its own shape) keeps its own buffers; the first set stays where it was.
+    sample(compiled, drive, **dict(args, num_samples=3, noise=noise(3)))
+    assert len(compiled._expert_buffers) == 2
+    sample(compiled, drive, **args)
+    assert [buffer.data_ptr() for buffer in next(iter(compiled._expert_buffers.values()))[0]] == addresses
 
 
 def test_same_seed_and_inputs_give_identical_output(tiny_model, drive):
@@ -359,6 +382,6 @@ def test_flash_attention_only_on_cuda_in_half_precision(monkeypatch):
     monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: True)
     assert vlm_attention_implementation(torch.device("cuda"), torch.bfloat16) == "flash_attention_2"
     assert vlm_attention_implementation(torch.device("cuda"), torch.float32) == "sdpa"
-    assert vlm_attention_implementation(torch.device("cpu"), torch.bfloat16) == "sdpa"
+    assert vlm_attention_implementation(torch.device("cpu"), torch.bfloat16) == "sdpa"  # also when installed
     monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda: False)
     assert vlm_attention_implementation(torch.device("cuda"), torch.bfloat16) == "sdpa"

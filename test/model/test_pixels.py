@@ -38,13 +38,15 @@ def test_device_pixels_resize_like_pil(release_processor, height, width):
 
 def test_model_samples_alike_with_either_preprocessing(drive):
     from alpamayo_ros.model.loading import tiny
+    from alpamayo_ros.tools.synthetic import road_images
 
     model = tiny(seed=0)
+    images = road_images(height=128, width=192)  # resized to the tiny model's 64 x 96 by either path
     args = dict(greedy=True, max_reasoning_tokens=4, noise=torch.zeros(1, 64, 2), diffusion_steps=1)
-    host = model.sample(drive.images, drive.ego_history_xyz, drive.ego_history_rot, **args)
+    host = model.sample(images, drive.ego_history_xyz, drive.ego_history_rot, **args)
     model.set_image_preprocessing("device")
-    device = model.sample(drive.images, drive.ego_history_xyz, drive.ego_history_rot, **args)
+    device = model.sample(images, drive.ego_history_xyz, drive.ego_history_rot, **args)
     assert host.reasoning == device.reasoning
-    assert torch.allclose(host.xyz, device.xyz, atol=1e-4)
+    assert torch.allclose(host.xyz, device.xyz, atol=1e-3)
     with pytest.raises(ValueError, match="'gpu', expected one of"):
         model.set_image_preprocessing("gpu")
