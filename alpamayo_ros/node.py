@@ -128,13 +128,6 @@ class NodeConfig:
                                 top_p=self.top_p, seed=self.seed, reasoning=self.reasoning_mode)
 
 
-def _enum(cls: type[enum.Enum], name: str, value: str):
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"parameter {name}={value!r}: expected one of {[m.value for m in cls]}") from None
-
-
 # name -> (default, description, extra descriptor fields). Types follow the defaults.
 _PARAMETERS: dict[str, tuple[object, str, dict]] = {
     "model_path": ("", "Local AlpamayoR1 checkpoint directory; empty runs the TINY RANDOM demo model", {}),
@@ -184,7 +177,7 @@ class AlpamayoNode(Node):
         self.model = model if model is not None else self._load_model()
         self.model.set_image_preprocessing(self.cfg.image_preprocessing)
         if self.cfg.compile_flow != "off":
-            self.model.compile_flow(mode=None if self.cfg.compile_flow == "default" else self.cfg.compile_flow)
+            self.model.compile_flow(self.cfg.compile_flow)
         self.cameras = [CameraBuffer(name) for name in CAMERA_NAMES]
         self.poses = PoseHistory()
         self._odom_frame, self._base_frame = "odom", "base_link"
@@ -243,25 +236,21 @@ class AlpamayoNode(Node):
         if len(topics) != len(CAMERA_NAMES):
             raise ValueError(f"parameter camera_topics has {len(topics)} topics {list(topics)}, expected "
                              f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
-        if value["reasoning_mode"] not in ("per_sample", "shared"):
-            raise ValueError(f"parameter reasoning_mode={value['reasoning_mode']!r}: expected per_sample or shared")
-        for name, allowed in (("image_preprocessing", ("host", "device")),
-                              ("compile_flow", ("off", "default", "reduce-overhead"))):
-            if value[name] not in allowed:
-                raise ValueError(f"parameter {name}={value[name]!r}: expected one of {list(allowed)}")
-        if value["dtype"] not in ("bfloat16", "float16", "float32"):
-            raise ValueError(f"parameter dtype={value['dtype']!r}: expected bfloat16, float16 or float32")
+        for name, (_, _, extra) in _PARAMETERS.items():  # choices: the descriptor's "a|b|c" constraint
+            allowed = extra.get("additional_constraints", "").split("|")
+            if len(allowed) > 1 and value[name] not in allowed:
+                raise ValueError(f"parameter {name}={value[name]!r}: expected one of {allowed}")
         return NodeConfig(
             model_path=value["model_path"], base_model_dir=value["base_model_dir"], device=value["device"],
             dtype=value["dtype"], camera_topics=topics,
-            image_transport=_enum(ImageTransport, "image_transport", value["image_transport"]),
+            image_transport=ImageTransport(value["image_transport"]),
             odometry_topic=value["odometry_topic"], rate_hz=float(value["rate_hz"]), num_samples=value["num_samples"],
             diffusion_steps=value["diffusion_steps"], max_reasoning_tokens=value["max_reasoning_tokens"],
             temperature=float(value["temperature"]), top_p=float(value["top_p"]), seed=value["seed"],
             sync_tolerance_s=float(value["sync_tolerance"]), max_input_age_s=float(value["max_input_age"]),
             max_odometry_gap_s=float(value["max_odometry_gap"]),
-            output_frame=_enum(OutputFrame, "output_frame", value["output_frame"]),
-            selection=_enum(Selection, "selection", value["selection"]),
+            output_frame=OutputFrame(value["output_frame"]),
+            selection=Selection(value["selection"]),
             max_speed_mismatch_mps=float(value["max_speed_mismatch"]),
             max_first_pose_error_m=float(value["max_first_pose_error"]), max_reverse_m=float(value["max_reverse"]),
             reasoning_mode=value["reasoning_mode"], image_preprocessing=value["image_preprocessing"],

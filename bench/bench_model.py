@@ -109,7 +109,7 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
     drive = synthetic_drive(height=height, width=width)
     history = (drive.ego_history_xyz, drive.ego_history_rot)
     model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
-    compile_mode = "reduce-overhead" if device.startswith("cuda") else None
+    compile_mode = "reduce-overhead" if device.startswith("cuda") else "default"
     measured = {label: [] for label in options}
     # Options take turns tick by tick on the same model, so slow drifts of the machine affect all alike.
     for k in range(WARMUP + ticks):

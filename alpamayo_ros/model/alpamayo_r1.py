@@ -35,7 +35,6 @@ NUM_CAMERAS = 4  # cross-left, front-wide, cross-right, front-tele (release came
 FRAMES_PER_CAMERA = 4  # t0 - 0.3, -0.2, -0.1, 0 s
 ACTION_DIM = 2  # (acceleration, curvature)
 REASONING_MODES = ("per_sample", "shared")
-MAX_BUFFER_SHAPES = 4  # expert buffer sets the compiled flow keeps (one per sample count and budget in use)
 PREPROCESSING = ("host", "device")
 
 
@@ -146,10 +145,9 @@ class AlpamayoR1(nn.Module):
         self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
         self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
-        self._integrate = self.integrate
+        self._integrate = self.integrate  # or its compiled version, see `compile_flow`
         self._compiled_flow = None  # (mode, compiled `integrate`)
-        self.flow_compiled = False
-        self._expert_buffers: dict[tuple, list] = {}  # shape -> [keys, values], reused by the compiled flow
+        self._expert_buffers: dict = {}  # the compiled flow's buffer pool (see `build_context`)
         self._pixels = prompt_encoder.pixels
         self.image_preprocessing = "host"
 
@@ -312,24 +310,10 @@ class AlpamayoR1(nn.Module):
         call of the same shape instead of allocating (the compiled flow's: fixed addresses let CUDA
         graphs replay); the previous call's context is then overwritten.
         """
-        waypoints = self.config.action_space_cfg.n_waypoints
-        buffers = None
-        if keep_buffers:
-            layer = rollout.cache.layers[0].keys
-            shape = (rollout.offsets.shape[0], layer.shape[1], (capacity or rollout.length) + repeat * waypoints,
-                     layer.shape[3])
-            key = (shape, layer.dtype, layer.device)
-            if key not in self._expert_buffers:
-                if len(self._expert_buffers) >= MAX_BUFFER_SHAPES:
-                    del self._expert_buffers[next(iter(self._expert_buffers))]  # the oldest shape
-                made = [[layer.new_zeros(shape) for _ in rollout.cache.layers] for _ in range(2)]
-                if layer.device.type == "cuda":
-                    for buffer in made[0] + made[1]:
-                        torch._dynamo.mark_static_address(buffer)
-                self._expert_buffers[key] = made
-            buffers = tuple(self._expert_buffers[key])
-        return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta, waypoints, repeat,
-                             capacity, causal=not self.config.expert_non_causal_attention, buffers=buffers)
+        return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta,
+                             self.config.action_space_cfg.n_waypoints, repeat, capacity,
+                             causal=not self.config.expert_non_causal_attention,
+                             pool=self._expert_buffers if keep_buffers else None)
 
     def fixed_capacity(self, prompt_length: int, max_reasoning_tokens: int, repeat: int) -> int:
         """Prefix columns for the compiled flow: the largest prefix the reasoning budget allows, so every
@@ -357,7 +341,11 @@ class AlpamayoR1(nn.Module):
         """`flow` over a given time grid (e.g. one step from any state): the part `compile_flow` compiles."""
         return euler_integrate(lambda x, t: self.velocity(x, t, context), noise, times)
 
-    def compile_flow(self, mode: str | None = None) -> None:
+    @property
+    def flow_compiled(self) -> bool:
+        return self._integrate != self.integrate
+
+    def compile_flow(self, mode: str = "default") -> None:
         """Run the Euler loop as one compiled region: the steps unrolled, the expert's layers fused.
 
         `mode` is torch.compile's ("reduce-overhead" replays CUDA graphs on a GPU). The first call per
@@ -368,12 +356,10 @@ class AlpamayoR1(nn.Module):
         if self._compiled_flow is None or self._compiled_flow[0] != mode:
             self._compiled_flow = (mode, torch.compile(self.integrate, fullgraph=True, dynamic=False, mode=mode))
         self._integrate = self._compiled_flow[1]
-        self.flow_compiled = True
 
     def eager_flow(self) -> None:
         """Run `flow` eagerly again (a compiled one is kept for a later `compile_flow` with the same mode)."""
         self._integrate = self.integrate
-        self.flow_compiled = False
 
     # ----------------------------------------------------------------------------------------------
     # Inference

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel, apply_rotary_pos_emb
 
+MAX_POOLED_SHAPES = 4  # buffer sets a pool keeps (one per sample count and reasoning budget in use)
+
 
 @dataclass(frozen=True, slots=True)
 class ExpertContext:
@@ -45,34 +47,29 @@ class ExpertContext:
 
 def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.Tensor, rope_delta: torch.Tensor,
                   waypoints: int, repeat: int = 1, capacity: int | None = None, causal: bool = False,
-                  buffers: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> ExpertContext:
+                  pool: dict | None = None) -> ExpertContext:
     """Copy the cache's R rows into buffers of C + repeat * W columns and build the mask and positions.
 
     `offsets` (R,): row r's prefix is cache columns [0, offsets[r]); columns from there to the cache end
     (pad tokens fed while other rows kept reasoning) are hidden. `rope_delta` (R, 1): M-RoPE position minus
     cache index. `capacity` (default: the cache length) fixes C, so that calls whose reasoning lengths
     differ have the same shapes (one compiled graph). `causal`: flow tokens see only earlier ones of
-    their sample (the release's expert is non-causal). `buffers`: per-layer (keys, values) of shape
-    (R, kv_heads, C + T, head_dim) to fill instead of allocating (kept across calls for CUDA graphs).
+    their sample (the release's expert is non-causal). `pool`: buffers by shape, kept across calls, so
+    that a call fills the buffers of an earlier one of its shape (fixed addresses for CUDA graphs).
     """
     length = cache.get_seq_length()
     capacity = length if capacity is None else capacity
     if capacity < length:
         raise ValueError(f"expert prefix capacity {capacity} is below the cache length {length}")
     rows, tokens = offsets.shape[0], repeat * waypoints
-    keys, values = buffers if buffers is not None else ([], [])
-    for index, layer in enumerate(cache.layers):
-        for source, target in ((layer.keys, keys), (layer.values, values)):
-            batch, heads, _, dim = source.shape
-            if batch != rows:
-                raise ValueError(f"cache has {batch} rows, offsets {rows}")
-            if buffers is None:
-                target.append(source.new_empty(batch, heads, capacity + tokens, dim))
-            elif tuple(target[index].shape) != (batch, heads, capacity + tokens, dim):
-                raise ValueError(f"expert buffer {tuple(target[index].shape)} does not fit "
-                                 f"{(batch, heads, capacity + tokens, dim)}")
-            target[index][:, :, :length] = source
-            target[index][:, :, length:capacity] = 0  # hidden columns, kept finite (masked NaN would spread)
+    first = cache.layers[0].keys
+    if first.shape[0] != rows:
+        raise ValueError(f"cache has {first.shape[0]} rows, offsets {rows}")
+    keys, values = _buffers(pool, (rows, first.shape[1], capacity + tokens, first.shape[3]), first, len(cache.layers))
+    for layer, key_buffer, value_buffer in zip(cache.layers, keys, values):
+        for source, buffer in ((layer.keys, key_buffer), (layer.values, value_buffer)):
+            buffer[:, :, :length] = source
+            buffer[:, :, length:capacity] = 0  # hidden columns, kept finite (masked NaN would spread)
 
     device = keys[0].device
     offsets = offsets.to(device)
@@ -93,6 +90,23 @@ def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.
     cos, sin = expert.rotary_emb(keys[0], positions)  # (x only sets dtype and device)
     return ExpertContext(keys=keys, values=values, attention_mask=mask, cos=cos, sin=sin, position_ids=positions,
                          repeat=repeat, capacity=capacity)
+
+
+def _buffers(pool: dict | None, shape: tuple[int, ...], like: torch.Tensor,
+             layers: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-layer key and value buffers of `shape`: new, or from `pool` (at most MAX_POOLED_SHAPES kept)."""
+    if pool is None:
+        return [like.new_empty(shape) for _ in range(layers)], [like.new_empty(shape) for _ in range(layers)]
+    key = (shape, like.dtype, like.device)
+    if key not in pool:
+        if len(pool) >= MAX_POOLED_SHAPES:
+            del pool[next(iter(pool))]  # the oldest shape
+        made = [like.new_empty(shape) for _ in range(layers)], [like.new_empty(shape) for _ in range(layers)]
+        if like.device.type == "cuda":
+            for buffer in made[0] + made[1]:
+                torch._dynamo.mark_static_address(buffer)
+        pool[key] = made
+    return pool[key]
 
 
 def expert_forward(expert: Qwen3VLTextModel, embeds: torch.Tensor, context: ExpertContext) -> torch.Tensor:

@@ -38,4 +38,3 @@ def euler_integrate(step_fn: StepFn, noise: torch.Tensor, times: torch.Tensor) -
         t = times[i].expand(batch, 1, 1)
         x = x + (times[i + 1] - times[i]) * step_fn(x, t)
     return x
-

@@ -8,6 +8,7 @@ from alpamayo_ros.model.pixels import DevicePixels
 from alpamayo_ros.model.prompt import RELEASE_MAX_PIXELS, RELEASE_MIN_PIXELS
 from alpamayo_ros.tools.synthetic import road_images
 
+
 @pytest.fixture(scope="module")
 def release_processor():
     return Qwen2VLImageProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, min_pixels=RELEASE_MIN_PIXELS,
@@ -38,7 +39,6 @@ def test_device_pixels_resize_like_pil(release_processor, height, width):
 
 def test_model_samples_alike_with_either_preprocessing(drive):
     from alpamayo_ros.model.loading import tiny
-    from alpamayo_ros.tools.synthetic import road_images
 
     model = tiny(seed=0)
     images = road_images(height=128, width=192)  # resized to the tiny model's 64 x 96 by either path
