@@ -1,6 +1,6 @@
 """ROS messages <-> pipeline types, and nothing else (no torch, no model).
 
-Shared representation: images are (H, W, 3) uint8 RGB; stamps are integer nanoseconds; poses are
+Shared representation: camera frames stay undecoded (`pipeline.frames`); stamps are integer nanoseconds; poses are
 numpy float64 in the message's frame. Trajectories are 64 poses 0.1 s apart, the first at t0 + 0.1 s,
 in the ego frame at t0 (x forward, y left, z up); `to_output_frame` maps them to the odometry frame by
 the pose at t0: p_odom = p0 + R0 p_ego, R_odom = R0 R_ego. A malformed message raises `InvalidMessage`
@@ -9,29 +9,30 @@ naming the topic, the field, what it held and what was expected.
 
 from __future__ import annotations
 
-import io
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from nav_msgs.msg import Odometry, Path
-from PIL import Image as PILImage
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import ColorRGBA, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from alpamayo_ros.pipeline.camera_buffer import CameraFrame
+from alpamayo_msgs.msg import DrivingOutput, StageTimings, TickStatus
+from alpamayo_ros.pipeline import frames
+from alpamayo_ros.pipeline.frames import CameraFrame
 from alpamayo_ros.pipeline.pose_history import PoseSample
+
+if TYPE_CHECKING:  # the ticker imports the model (torch); conversions only reads its outcomes
+    from alpamayo_ros.pipeline.ticker import Outcome
 
 NS_PER_S = 1_000_000_000
 QUATERNION_NORM_TOL = 0.1  # |q| may be this far from 1 before the odometry message is rejected
-MAX_COMPRESSED_PIXELS = 40_000_000  # 8K is 33 Mpx; a larger header is a malformed or hostile image
-
-# encoding -> (channels, channel order to RGB)
-_RAW_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
-                  "bgra8": (4, [2, 1, 0]), "mono8": (1, [0, 0, 0])}
 
 
 class InvalidMessage(ValueError):
@@ -40,6 +41,15 @@ class InvalidMessage(ValueError):
     def __init__(self, topic: str, field: str, got: object, expected: str) -> None:
         super().__init__(f"{topic}: {field} is {got}, expected {expected}")
         self.topic, self.field = topic, field
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class, or None if its package is not installed here."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
 
 
 def stamp_to_ns(stamp: Time) -> int:
@@ -58,43 +68,20 @@ def ns_to_duration(ns: int) -> Duration:
     return Duration(sec=sec, nanosec=nanosec)
 
 
-def image_from_msg(msg: Image, topic: str) -> CameraFrame:
-    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> RGB frame; rgb8 without padding is zero-copy."""
-    if msg.encoding not in _RAW_ENCODINGS:
-        raise InvalidMessage(topic, "encoding", repr(msg.encoding), f"one of {sorted(_RAW_ENCODINGS)}")
-    channels, order = _RAW_ENCODINGS[msg.encoding]
-    height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise InvalidMessage(topic, "height x width", f"{height} x {width}", "a non-empty image")
-    if step < width * channels:
-        raise InvalidMessage(topic, "step", step, f">= width * {channels} = {width * channels}")
-    if len(msg.data) != step * height:
-        raise InvalidMessage(topic, "data length", len(msg.data), f"step * height = {step * height}")
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)
-    pixels = rows[:, :width * channels].reshape(height, width, channels)
-    if msg.encoding == "rgb8":
-        rgb = pixels
-    else:
-        rgb = np.ascontiguousarray(pixels[..., order])
-    return CameraFrame(stamp_ns=stamp_to_ns(msg.header.stamp), image=rgb)
+def camera_frame(msg: Image | CompressedImage, topic: str) -> CameraFrame:
+    """sensor_msgs/Image or CompressedImage -> an undecoded frame, after the cheap header checks.
 
-
-def compressed_image_from_msg(msg: CompressedImage, topic: str) -> CameraFrame:
-    """sensor_msgs/CompressedImage (JPEG or PNG) -> RGB frame."""
-    fmt = msg.format.lower()
-    if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
-        raise InvalidMessage(topic, "format", repr(msg.format), "a JPEG or PNG compressed image")
+    O(1) in the pixels: the message's buffer is kept, not copied; `pipeline.frames.decode` converts it
+    when a tick selects the frame.
+    """
     try:
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as decoded:
-            width, height = decoded.size
-            if width * height > MAX_COMPRESSED_PIXELS:
-                raise InvalidMessage(topic, "image size", f"{width}x{height}", f"at most {MAX_COMPRESSED_PIXELS} pixels")
-            rgb = np.asarray(decoded.convert("RGB"))
-    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
-        if isinstance(exc, InvalidMessage):
-            raise
-        raise InvalidMessage(topic, "data", f"undecodable ({exc})", f"{msg.format} bytes") from exc
-    return CameraFrame(stamp_ns=stamp_to_ns(msg.header.stamp), image=rgb)
+        if isinstance(msg, Image):
+            image = frames.raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+        else:
+            image = frames.compressed_image(msg.format, msg.data)
+    except frames.InvalidImage as exc:
+        raise InvalidMessage(topic, exc.field, exc.got, exc.expected) from exc
+    return CameraFrame(stamp_to_ns(msg.header.stamp), image)
 
 
 def pose_from_odometry(msg: Odometry, topic: str) -> PoseSample:
@@ -163,3 +150,46 @@ def diagnostic_status(name: str, level: bytes, message: str, values: dict[str, o
     """One diagnostic_msgs/DiagnosticStatus (level: DiagnosticStatus.OK/WARN/ERROR) with values as strings."""
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMessages:
+    """What one published tick sends, every message stamped with the input's t0."""
+
+    trajectory: Path
+    reasoning: String
+    output: DrivingOutput
+    candidates: MarkerArray
+
+
+def output_messages(outcome: Outcome, frame_id: str, in_odometry_frame: bool, camera_topics: list[str],
+                    selection: str, latency_ms: float) -> OutputMessages:
+    """The messages of a PUBLISHED outcome; trajectories in the odometry frame (by the t0 pose) or the ego frame."""
+    pred, model_input, selected = outcome.prediction, outcome.model_input, outcome.selected
+    p0, r0 = (model_input.t0_position, model_input.t0_rotation) if in_odometry_frame else (None, None)
+    xyz, rot = pred.xyz.numpy(), pred.rot.numpy()
+    order = list(outcome.valid)
+    paths = {i: path_msg(*to_output_frame(xyz[i], rot[i], p0, r0), model_input.t0_ns, frame_id) for i in order}
+    t = pred.timings
+    output = DrivingOutput(
+        header=Header(stamp=ns_to_stamp(model_input.t0_ns), frame_id=frame_id),
+        trajectories=[paths[i] for i in order], reasoning=[pred.reasoning[i] for i in order],
+        reasoning_complete=[pred.complete[i] for i in order], selected=order.index(selected),
+        selection=selection, tick=outcome.tick,
+        timings=StageTimings(vision_ms=t.vision_ms, prefill_ms=t.prefill_ms, decode_ms=t.decode_ms,
+                             expert_ms=t.expert_ms, trajectory_ms=t.trajectory_ms, total_ms=t.total_ms,
+                             latency_ms=latency_ms, decode_tokens=t.decode_tokens),
+        camera_stamps=[ns_to_stamp(s) for s in model_input.frame_stamps_ns.reshape(-1)],
+        camera_topics=list(camera_topics),
+        history_start=ns_to_stamp(model_input.history_span_ns[0]),
+        history_end=ns_to_stamp(model_input.history_span_ns[1]))
+    markers = candidate_markers([paths[i] for i in order], order.index(selected), pred.reasoning[selected], frame_id,
+                                model_input.t0_ns)
+    return OutputMessages(trajectory=paths[selected], reasoning=String(data=pred.reasoning[selected]), output=output,
+                          candidates=markers)
+
+
+def tick_status(tick: int, status: int, now_ns: int, reason: str = "", t0_ns: int = 0) -> TickStatus:
+    """alpamayo_msgs/TickStatus of one tick (status: a `pipeline.ticker.Status`)."""
+    return TickStatus(header=Header(stamp=ns_to_stamp(now_ns)), tick=tick, outcome=int(status), reason=reason,
+                      t0=ns_to_stamp(t0_ns))

@@ -15,6 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from alpamayo_ros import conversions  # noqa: E402
 from alpamayo_ros.conversions import InvalidMessage  # noqa: E402
+from alpamayo_ros.pipeline.frames import InvalidImage, decode  # noqa: E402
 
 TOPIC = "/cameras/front_wide/image"
 RGB = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
@@ -28,6 +29,12 @@ def raw(encoding, pixels, step_pad=0):
                  data=padded.tobytes())
 
 
+def decoded(msg):
+    """What a tick would feed the model: the arrival conversion, then the decode."""
+    frame = conversions.camera_frame(msg, TOPIC)
+    return frame.stamp_ns, decode(frame.image)
+
+
 def _header(ns):
     from std_msgs.msg import Header
 
@@ -39,27 +46,27 @@ def _header(ns):
     ("bgra8", np.concatenate([RGB[..., ::-1], np.full((2, 3, 1), 7, np.uint8)], -1)),
 ])
 def test_raw_encodings_become_rgb(encoding, pixels):
-    frame = conversions.image_from_msg(raw(encoding, np.ascontiguousarray(pixels), step_pad=2), TOPIC)
-    assert frame.stamp_ns == 1_500_000_000
-    assert frame.image.dtype == np.uint8 and np.array_equal(frame.image, RGB)
+    stamp_ns, image = decoded(raw(encoding, np.ascontiguousarray(pixels), step_pad=2))
+    assert stamp_ns == 1_500_000_000
+    assert image.dtype == np.uint8 and np.array_equal(image, RGB) and not image.flags.writeable
 
 
 def test_mono8_becomes_grey_rgb():
-    frame = conversions.image_from_msg(raw("mono8", RGB[..., :1].copy()), TOPIC)
-    assert np.array_equal(frame.image, np.repeat(RGB[..., :1], 3, axis=-1))
+    _, image = decoded(raw("mono8", RGB[..., :1].copy()))
+    assert np.array_equal(image, np.repeat(RGB[..., :1], 3, axis=-1))
 
 
 def test_bad_images_are_named():
     with pytest.raises(InvalidMessage, match="front_wide/image: encoding is '16UC1', expected one of"):
-        conversions.image_from_msg(raw("16UC1", RGB), TOPIC)
+        conversions.camera_frame(raw("16UC1", RGB), TOPIC)
     short = raw("rgb8", RGB)
     short.data = short.data[:-3]
     with pytest.raises(InvalidMessage, match="data length is 15, expected step \\* height = 18"):
-        conversions.image_from_msg(short, TOPIC)
+        conversions.camera_frame(short, TOPIC)
     with pytest.raises(InvalidMessage, match="format is 'tiff'"):
-        conversions.compressed_image_from_msg(CompressedImage(format="tiff", data=b"x"), TOPIC)
+        conversions.camera_frame(CompressedImage(format="tiff", data=b"x"), TOPIC)
     with pytest.raises(InvalidMessage, match="data is undecodable"):
-        conversions.compressed_image_from_msg(CompressedImage(format="jpeg", data=b"not a jpeg"), TOPIC)
+        conversions.camera_frame(CompressedImage(format="jpeg", data=b"not a jpeg"), TOPIC)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
@@ -68,9 +75,22 @@ def test_compressed_images_decode_to_rgb(fmt):
     picture[:, :, 0] = 200
     buffer = io.BytesIO()
     PILImage.fromarray(picture).save(buffer, format=fmt)
-    frame = conversions.compressed_image_from_msg(CompressedImage(format=fmt.lower(), data=buffer.getvalue()), TOPIC)
-    assert frame.image.shape == (16, 16, 3)
-    assert np.abs(frame.image.astype(int) - picture).max() <= (0 if fmt == "PNG" else 4)
+    frame = conversions.camera_frame(CompressedImage(format=fmt.lower(), data=buffer.getvalue()), TOPIC)
+    assert frame.size == (16, 16)  # read from the header on arrival, before any decoding
+    image = decode(frame.image)
+    assert image.shape == (16, 16, 3)
+    assert np.abs(image.astype(int) - picture).max() <= (0 if fmt == "PNG" else 4)
+
+
+def test_jpeg_with_a_valid_header_and_a_broken_body_fails_when_decoded():
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    PILImage.fromarray(noise).save(buffer, format="JPEG")
+    broken = buffer.getvalue()[:len(buffer.getvalue()) // 2]  # header intact, entropy-coded data cut off
+    frame = conversions.camera_frame(CompressedImage(format="jpeg", data=broken), TOPIC)  # cheap check passes
+    assert frame.size == (32, 48)
+    with pytest.raises(InvalidImage, match="data is undecodable"):
+        decode(frame.image)
 
 
 def odometry(x=1.0, quat=(0.0, 0.0, 0.0, 1.0)):

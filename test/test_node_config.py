@@ -1,26 +1,45 @@
-"""Node parameters: the YAML holds every declared parameter with the same defaults; bad values stop start-up."""
+"""Node parameters: declared once from NodeConfig; the YAML holds every one with the same defaults; bad values
+stop start-up naming the parameter, the value and what was expected."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
+from alpamayo_ros import parameters
+from alpamayo_ros.parameters import OutputFrame
+from alpamayo_ros.pipeline.outputs import Selection
+
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
 from rclpy.parameter import Parameter  # noqa: E402
 
-from alpamayo_ros.node import _PARAMETERS, AlpamayoNode, OutputFrame  # noqa: E402
-from alpamayo_ros.pipeline.outputs import Selection  # noqa: E402
+from alpamayo_ros.node import AlpamayoNode, usage  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "alpamayo.yaml"
 
 
 def test_yaml_declares_every_parameter_with_the_node_defaults():
     values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
-    assert set(values) == set(_PARAMETERS)
-    for name, (default, _, _) in _PARAMETERS.items():
-        assert values[name] == default, name
+    specs = parameters.parameter_specs()
+    assert set(values) == {spec.name for spec in specs}
+    for spec in specs:
+        assert values[spec.name] == spec.default, spec.name
+    assert parameters.from_values(values) == parameters.NodeConfig()
+
+
+def test_params_file_and_overrides_read_as_ros_reads_them(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    rate_hz: 4\n    num_samples: 2\nalpamayo:\n  ros__parameters:\n"
+                    "    selection: medoid\nother_node:\n  ros__parameters:\n    num_samples: 9\n")
+    values = parameters.read_params_file(path)
+    values.update([parameters.parse_override("image_transport:=compressed")])
+    cfg = parameters.from_values(values)
+    assert (cfg.rate_hz, cfg.num_samples, cfg.selection) == (4.0, 2, Selection.MEDOID)
+    assert cfg.subscribed_camera_topics[1] == "/cameras/front_wide/image/compressed"  # image_transport's rule
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['rate'\]"):
+        parameters.from_values({"rate": 2.0})
 
 
 @pytest.fixture
@@ -72,3 +91,27 @@ def test_model_options_reach_the_model(context):
 def test_bad_parameters_stop_startup_with_name_and_value(context, tiny_model, name, value, message):
     with pytest.raises(ValueError, match=message):
         make_node(context, tiny_model, **{name: value})
+
+
+@pytest.mark.parametrize("name,value", [("rate_hz", 0.0), ("num_samples", 17)])
+def test_out_of_range_parameters_stop_startup(context, tiny_model, name, value):
+    from rclpy.exceptions import ParameterException  # main() reports it as "cannot start: ..."
+
+    with pytest.raises(ParameterException, match=f"{name} out of range"):
+        make_node(context, tiny_model, **{name: value})
+    with pytest.raises(ValueError, match=f"{name}={value!r}: expected a value in"):  # the same rule off ROS (replay)
+        parameters.from_values({name: value})
+
+
+def test_integer_for_a_float_parameter_is_accepted(context, tiny_model):
+    node = make_node(context, tiny_model, rate_hz=2)  # `-p rate_hz:=2` arrives as an integer
+    try:
+        assert node.cfg.rate_hz == 2.0 and isinstance(node.cfg.rate_hz, float)
+    finally:
+        node.shutdown()
+        node.destroy_node()
+
+
+def test_help_lists_every_parameter_without_starting_ros():
+    text = usage()
+    assert all(f"  {spec.name} (default" in text for spec in parameters.parameter_specs())

@@ -1,4 +1,4 @@
-"""Per-camera ring of recent frames, looked up by timestamp.
+"""Per-camera ring of recent (undecoded) frames, looked up by timestamp.
 
 Frames are kept sorted by their header stamp (integer nanoseconds), whatever order they arrive in,
 and only for `horizon_ns` behind the newest one: enough for the model's 0.3 s of frames plus the
@@ -7,19 +7,8 @@ input age and synchronisation slack, never unbounded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-
+from .frames import CameraFrame
 from .stamped_buffer import StampedBuffer
-
-
-@dataclass(frozen=True, slots=True)
-class CameraFrame:
-    """One decoded camera image."""
-
-    stamp_ns: int  # header stamp, nanoseconds
-    image: np.ndarray  # (H, W, 3) uint8 RGB
 
 
 class CameraBuffer:
@@ -46,6 +35,10 @@ class CameraBuffer:
     def push(self, frame: CameraFrame) -> None:
         """Insert a frame by stamp (a repeated stamp replaces the frame); drop what fell out of the horizon."""
         self._frames.push(frame.stamp_ns, frame)
+
+    def remove(self, stamp_ns: int) -> None:
+        """Forget the frame with this stamp (it failed to decode), if it is still buffered."""
+        self._frames.remove(stamp_ns)
 
     def nearest(self, stamp_ns: int) -> CameraFrame | None:
         """The frame whose stamp is closest to `stamp_ns` (the earlier one on a tie), or None if empty."""

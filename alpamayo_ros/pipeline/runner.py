@@ -1,23 +1,26 @@
 """The model on one worker thread: submit returns at once, a busy worker drops the tick.
 
-Results (or the exception's traceback) come back through a callback on the worker thread, carrying
-the tick id, the input's t0 and the stage timings; the caller hands them to its own thread.
+A job (a tick's `Ticker.run`) runs on the worker; its result comes back through a callback on the
+worker thread, and the caller hands it to its own thread. `model_inference` is the model call a tick makes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
 
 from alpamayo_ros.model.alpamayo_r1 import AlpamayoR1, Prediction
 
 from .sync import ModelInput
 
 logger = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,26 +36,14 @@ class SamplingSettings:
     reasoning: str = "per_sample"  # or "shared": one reasoning for all samples
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """The outcome of one submitted tick: a prediction or an error traceback."""
+def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]:
+    """The model call of tick `tick` on its decoded images."""
 
-    tick: int
-    model_input: ModelInput
-    prediction: Prediction | None
-    error: str | None  # formatted traceback when the model raised
-    started_ns: int  # monotonic clock
-    finished_ns: int
-
-
-def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[int, ModelInput], Prediction]:
-    """The per-tick call the runner makes."""
-
-    def infer(tick: int, model_input: ModelInput) -> Prediction:
+    def infer(tick: int, model_input: ModelInput, images: Sequence[np.ndarray]) -> Prediction:
         greedy = settings.temperature == 0
         # (camera, stamp) identifies a frame: frames shared with earlier ticks reuse their vision encoding.
         keys = [(camera, int(stamp)) for camera, stamps in enumerate(model_input.frame_stamps_ns) for stamp in stamps]
-        return model.sample(list(model_input.images), model_input.ego_history_xyz, model_input.ego_history_rot,
+        return model.sample(list(images), model_input.ego_history_xyz, model_input.ego_history_rot,
                             image_keys=keys, num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
                             max_reasoning_tokens=settings.max_reasoning_tokens,
                             temperature=settings.temperature if not greedy else 1.0, top_p=settings.top_p,
@@ -62,18 +53,17 @@ def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[
 
 
 class Runner:
-    """Runs `infer(tick, model_input)` on one worker thread, one tick at a time."""
+    """Runs one job at a time on its worker thread; a job submitted while one runs is refused (dropped)."""
 
-    def __init__(self, infer: Callable[[int, ModelInput], Prediction], on_result: Callable[[RunResult], None]) -> None:
-        self._infer = infer
+    def __init__(self, on_result: Callable[[Result], None]) -> None:
         self._on_result = on_result
         self._wake = threading.Condition()
-        self._pending: tuple[int, ModelInput] | None = None
+        self._pending: Callable[[], Result] | None = None
         self._busy = False
         self._stopping = False
         self.submitted = 0
         self.dropped = 0
-        self.failed = 0
+        self.failed = 0  # jobs that raised (a bug: ticks turn failures into outcomes)
         self._thread = threading.Thread(target=self._work, name="alpamayo-runner")
         self._thread.start()
 
@@ -82,8 +72,8 @@ class Runner:
         with self._wake:
             return self._busy
 
-    def submit(self, tick: int, model_input: ModelInput) -> bool:
-        """Queue the tick if the worker is idle; otherwise drop it (counted) and return False."""
+    def submit(self, job: Callable[[], Result]) -> bool:
+        """Start `job` if the worker is idle; otherwise drop it (counted) and return False."""
         with self._wake:
             if self._stopping:
                 raise RuntimeError("runner is stopped")
@@ -91,13 +81,13 @@ class Runner:
                 self.dropped += 1
                 return False
             self._busy = True
-            self._pending = (tick, model_input)
+            self._pending = job
             self.submitted += 1
             self._wake.notify()
             return True
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Finish the running tick, then end and join the worker."""
+        """Finish the running job, then end and join the worker."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -110,20 +100,17 @@ class Runner:
                     self._wake.wait()
                 if self._pending is None:
                     return
-                tick, model_input = self._pending
-                self._pending = None
-            started = time.monotonic_ns()
-            prediction, error = None, None
+                job, self._pending = self._pending, None
             try:
-                prediction = self._infer(tick, model_input)
-            except Exception:  # a model failure is reported; the next tick runs
-                error = traceback.format_exc()
+                result = job()
+            except Exception:
+                logger.error("runner job failed:\n%s", traceback.format_exc())
                 with self._wake:
                     self.failed += 1
-            result = RunResult(tick=tick, model_input=model_input, prediction=prediction, error=error,
-                               started_ns=started, finished_ns=time.monotonic_ns())
+                    self._busy = False
+                continue
             with self._wake:
-                self._busy = False  # before handing the result over: the next tick may start at once
+                self._busy = False  # before handing the result over: the next job may start at once
             try:
                 self._on_result(result)
             except Exception:

@@ -42,6 +42,11 @@ class StampedBuffer(Generic[Item]):
         if drop > 0:
             del self.stamps[:drop], self.items[:drop]
 
+    def remove(self, stamp_ns: int) -> None:
+        i = bisect.bisect_left(self.stamps, stamp_ns)
+        if i < len(self.stamps) and self.stamps[i] == stamp_ns:
+            del self.stamps[i], self.items[i]
+
     def nearest_index(self, stamp_ns: int) -> int | None:
         """Index of the item closest to `stamp_ns` (the earlier one on a tie), None if empty."""
         if not self.stamps:

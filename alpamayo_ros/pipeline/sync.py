@@ -1,5 +1,7 @@
 """Choose one model input from the buffers by timestamp: t0, 16 frames and 16 history poses.
 
+Selection reads stamps only; the chosen frames are decoded later, by whoever runs the model.
+
 t0 is the newest stamp of the reference camera (front-wide) at which every camera has a frame within
 `sync_tolerance` of each of t0 - 0.3, -0.2, -0.1 and 0 s, and odometry covers t0 - 1.5 ... t0 without a
 gap longer than `max_odometry_gap`. The 16 history poses are interpolated at exact 0.1 s steps and
@@ -9,12 +11,14 @@ Anything missing gives a `NotReady` naming what, where and when. Nothing is gues
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .camera_buffer import CameraBuffer
+from .frames import CameraFrame
 from .pose_history import HistoryGap, PoseHistory
 
 NS_PER_S = 1_000_000_000
@@ -44,10 +48,10 @@ class SyncConfig:
 
 @dataclass(frozen=True, slots=True)
 class ModelInput:
-    """One complete, time-consistent model input."""
+    """One complete, time-consistent model input; its frames are decoded when the model runs."""
 
     t0_ns: int
-    images: tuple[np.ndarray, ...]  # 16 x (H, W, 3) uint8 RGB, camera-major, frames oldest first
+    frames: tuple[CameraFrame, ...]  # 16 undecoded frames, camera-major, oldest first within a camera
     frame_stamps_ns: np.ndarray  # (cameras, frames) int64, the stamps of `images`
     ego_history_xyz: np.ndarray  # (16, 3) float32, metres, ego frame at t0
     ego_history_rot: np.ndarray  # (16, 3, 3) float32, ego frame at t0
@@ -57,19 +61,29 @@ class ModelInput:
     odometry_speed_mps: float = float("nan")  # reported by the odometry at t0
 
     @property
-    def camera_images(self) -> np.ndarray | None:
-        """(4, 4, H, W, 3) when all images share one size, else None."""
-        shapes = {image.shape for image in self.images}
-        if len(shapes) != 1:
-            return None
+    def frame_cameras(self) -> tuple[int, ...]:
+        """The camera index of each of `frames`."""
         cameras, frames = self.frame_stamps_ns.shape
-        return np.stack(self.images).reshape(cameras, frames, *self.images[0].shape)
+        return tuple(c for c in range(cameras) for _ in range(frames))
+
+
+class Missing(str, enum.Enum):
+    """What kept a tick from forming an input: the key under which summaries count not-ready ticks."""
+
+    NO_FRAMES = "camera without frames"
+    STALE = "stale input"
+    FRAME_OUT_OF_SYNC = "camera frame out of sync"
+    ODOMETRY = "odometry does not cover the history"
+    NO_NEW_FRAME = "no frame newer than the last input"
+    INPUT_REJECTED = "input rejected"
+    CLOCK_JUMP = "clock jumped back"
 
 
 @dataclass(frozen=True, slots=True)
 class NotReady:
-    """Why no input could be formed at this tick."""
+    """Why no input could be formed at this tick: a category and the full reason in words."""
 
+    kind: Missing
     reason: str
 
 
@@ -78,47 +92,47 @@ def select_inputs(cameras: Sequence[CameraBuffer], poses: PoseHistory, now_ns: i
     """The newest complete input at or before `now_ns`, or why there is none."""
     for camera in cameras:
         if len(camera) == 0:
-            return NotReady(f"camera {camera.name}: no frames received")
+            return NotReady(Missing.NO_FRAMES, f"camera {camera.name}: no frames received")
     reference = cameras[cfg.reference_camera]
-    first_problem: str | None = None
+    first_problem: NotReady | None = None
     for t0 in reversed(reference.stamps_ns()):
         if t0 > now_ns + cfg.sync_tolerance_ns:
             continue  # stamped in the future of this clock: not usable yet
         age = now_ns - t0
         if age > cfg.max_input_age_ns:
             if first_problem is None:
-                first_problem = (f"stale input: newest {reference.name} frame is {age / 1e6:.0f} ms old "
-                                 f"(max_input_age {cfg.max_input_age_ns / 1e6:.0f} ms)")
+                first_problem = NotReady(Missing.STALE, f"stale input: newest {reference.name} frame is "
+                                         f"{age / 1e6:.0f} ms old (max_input_age {cfg.max_input_age_ns / 1e6:.0f} ms)")
             break
         result = _input_at(t0, cameras, poses, cfg)
         if isinstance(result, ModelInput):
             return result
-        first_problem = first_problem or result.reason
-    return NotReady(first_problem or f"camera {reference.name}: no frame at or before now")
+        first_problem = first_problem or result
+    return first_problem or NotReady(Missing.STALE, f"camera {reference.name}: no frame at or before now")
 
 
 def _input_at(t0: int, cameras: Sequence[CameraBuffer], poses: PoseHistory, cfg: SyncConfig) -> ModelInput | NotReady:
-    images, stamps = [], []
+    frames, stamps = [], []
     for camera in cameras:
         for offset in cfg.frame_offsets_ns:
             target = t0 + offset
             frame = camera.nearest(target)
             miss = abs(frame.stamp_ns - target)
             if miss >= cfg.sync_tolerance_ns:  # strict: a frame half-way between two slots serves neither
-                return NotReady(f"camera {camera.name}: no frame within {cfg.sync_tolerance_ns / 1e6:.0f} ms of "
+                return NotReady(Missing.FRAME_OUT_OF_SYNC, f"camera {camera.name}: no frame within {cfg.sync_tolerance_ns / 1e6:.0f} ms of "
                                 f"t0{offset / NS_PER_S:+.1f} s (nearest {miss / 1e6:.0f} ms away)")
-            images.append(frame.image)
+            frames.append(frame)
             stamps.append(frame.stamp_ns)
     times = t0 - cfg.history_step_ns * np.arange(cfg.history_poses - 1, -1, -1, dtype=np.int64)
     try:
         positions, rotations = poses.interpolate(times, cfg.max_odometry_gap_ns)
     except HistoryGap as gap:
-        return NotReady(f"odometry: {gap}")
+        return NotReady(Missing.ODOMETRY, f"odometry: {gap}")
     p0, r0 = positions[-1], rotations[-1]
     inverse = r0.inv()
     xyz = inverse.apply(positions - p0)
     rot = (inverse * rotations).as_matrix()
-    return ModelInput(t0_ns=int(t0), images=tuple(images),
+    return ModelInput(t0_ns=int(t0), frames=tuple(frames),
                       frame_stamps_ns=np.asarray(stamps, dtype=np.int64).reshape(len(cameras), len(cfg.frame_offsets_ns)),
                       ego_history_xyz=xyz.astype(np.float32), ego_history_rot=rot.astype(np.float32),
                       t0_position=p0.copy(), t0_rotation=r0.as_matrix(), history_span_ns=(int(times[0]), int(times[-1])),

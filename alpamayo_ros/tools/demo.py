@@ -1,26 +1,22 @@
 """The README's demo: replay a sample bag through the node and score it; or (--model-only) one inference.
 
-By default: write a synthetic sample bag, start the node (tiny random model unless --model-path names
-a checkpoint) as its own process on loopback-only DDS and sim time, replay the bag in lockstep,
-evaluate the recorded outputs against the bag's future odometry, print the table and where the plot
-is. --model-only skips ROS and prints one direct inference in full.
+By default: write a synthetic sample bag, run it through the node's own pipeline in lockstep in this
+process (tiny random model unless --model-path names a checkpoint; no DDS, the same result under
+any load), evaluate the outputs against the bag's future odometry, print the tick summary, the table
+and where the plot is. --model-only prints one direct inference in full.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import random
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from alpamayo_ros.model.loading import from_pretrained, tiny
-from alpamayo_ros.tools.processes import stop
 from alpamayo_ros.tools.synthetic import synthetic_drive
 
 SUMMARY_TIMES_S = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.4)
@@ -28,6 +24,7 @@ SUMMARY_TIMES_S = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.4)
 
 REPO = Path(__file__).resolve().parents[2]
 TICK_HZ = 2.0
+REPLAY_THREADS = 2  # fixed, so the demo's numbers are the same on every machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,53 +44,49 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def replay_demo(args: argparse.Namespace) -> int:
-    """Sample bag -> node (a separate process, sim time) -> lockstep replay -> evaluation table and plot."""
-    # Loopback-only DDS on a domain of its own, set before rclpy loads (here and in the node).
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_profile.xml"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    """Sample bag -> the node's pipeline in lockstep (in-process, no DDS) -> evaluation table and plot."""
+    import torch
+
+    from alpamayo_ros import parameters
+    from alpamayo_ros.tools.bag_io import BagError
     from alpamayo_ros.tools.evaluate import evaluate, print_table
-    from alpamayo_ros.tools.make_sample_bag import camera_topics_of, write_bag
-    from alpamayo_ros.tools.replay import replay
+    from alpamayo_ros.tools.make_sample_bag import write_bag
+    from alpamayo_ros.tools.replay import print_summary, replay_lockstep
 
     out_dir = Path(args.out_dir).resolve()
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     bag = write_bag(out_dir / "sample_bag", duration_s=args.duration)
-    print(f"1/4 wrote the sample bag {bag} ({args.duration:.0f} s: straight, left curve, stop, drive off; "
+    print(f"1/3 wrote the sample bag {bag} ({args.duration:.0f} s: straight, left curve, stop, drive off; "
           "4 JPEG cameras at 10 Hz, odometry at 50 Hz)", flush=True)
-    topics = list(camera_topics_of(raw=False))
-    node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "use_sim_time:=true",
-                "-p", "image_transport:=compressed", "-p", f"camera_topics:=[{','.join(topics)}]",
-                "-p", f"device:={args.device}", "-p", f"dtype:={'float32' if args.device == 'cpu' else 'bfloat16'}",
-                "-p", f"num_samples:={args.num_samples}", "-p", f"max_reasoning_tokens:={args.max_reasoning_tokens}",
-                "-p", f"rate_hz:={TICK_HZ}", "-p", f"seed:={args.seed}", "-p", "selection:=medoid"]
-    if args.model_path:
-        node_cmd += ["-p", f"model_path:={args.model_path}"]
-        if args.base_model_dir:
-            node_cmd += ["-p", f"base_model_dir:={args.base_model_dir}"]
-    print(f"2/4 starting the node ({'TINY RANDOM model' if not args.model_path else args.model_path}; "
-          f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, loopback only)", flush=True)
-    node_log = open(out_dir / "node.log", "w")
-    node = subprocess.Popen(node_cmd, env=env, cwd=REPO, stdout=node_log, stderr=subprocess.STDOUT)
+    cfg = parameters.from_values({
+        "image_transport": "compressed", "device": args.device,
+        "dtype": "float32" if args.device == "cpu" else "bfloat16", "num_samples": args.num_samples,
+        "max_reasoning_tokens": args.max_reasoning_tokens, "rate_hz": TICK_HZ, "seed": args.seed,
+        "selection": "medoid", "model_path": args.model_path, "base_model_dir": args.base_model_dir or ""})
+    torch.set_num_threads(REPLAY_THREADS)
+    print(f"2/3 replaying it through the node's pipeline in lockstep at {TICK_HZ:g} Hz "
+          f"({'TINY RANDOM model' if not args.model_path else args.model_path}; every tick runs to completion)",
+          flush=True)
+    counts, _ = replay_lockstep(bag, out_dir / "replay", cfg)
+    print_summary(counts, out_dir / "replay")
+    if counts.published == 0:
+        return 1
+    print("3/3 evaluating against the bag's own future odometry\n", flush=True)
     try:
-        print("3/4 replaying the bag in lockstep (each tick waits for the model)...", flush=True)
-        counts = replay(bag, out_dir / "replay", mode="lockstep", tick_hz=TICK_HZ, camera_topics=topics)
-    finally:
-        stop(node)
-        node_log.close()
-    print(f"    {len(counts.ticks)} ticks, {counts.published} outputs recorded to {out_dir / 'replay'}")
-    print("4/4 evaluating against the bag's own future odometry\n", flush=True)
-    summary = evaluate([out_dir / "replay"], json_path=out_dir / "evaluation.json", plot_path=out_dir / "evaluation.png")
+        summary = evaluate([out_dir / "replay"], json_path=out_dir / "evaluation.json",
+                           plot_path=out_dir / "evaluation.png")
+    except BagError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     print_table(summary)
-    print(f"\nplot: {out_dir / 'evaluation.png'}\nsummary: {out_dir / 'evaluation.json'}\nnode log: {out_dir / 'node.log'}")
+    print(f"\nplot: {out_dir / 'evaluation.png'}\nsummary: {out_dir / 'evaluation.json'}")
     if not args.model_path:
         print("\nThe tiny model has RANDOM weights: its trajectories start at the measured speed and heading but are "
               "not meant to be good, and its reasoning text is noise. For the released checkpoint: make demo "
               "DEMO_ARGS='--model-path /models/Alpamayo-R1-10B --base-model-dir /models/Qwen3-VL-8B-Instruct "
               "--device cuda'")
-    return 0 if counts.published else 1
+    return 0
 
 
 def model_demo(args: argparse.Namespace) -> int:

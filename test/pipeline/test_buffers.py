@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from alpamayo_ros.pipeline.camera_buffer import CameraBuffer, CameraFrame
+from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
+from alpamayo_ros.pipeline.frames import rgb_frame
 from alpamayo_ros.pipeline.pose_history import HistoryGap, PoseHistory, PoseSample
 
 MS = 1_000_000
 
 
 def frame(stamp_ms):
-    return CameraFrame(stamp_ns=stamp_ms * MS, image=np.zeros((2, 2, 3), np.uint8))
+    return rgb_frame(stamp_ms * MS, np.zeros((2, 2, 3), np.uint8))
 
 
 def test_camera_buffer_sorts_bounds_and_finds_nearest():

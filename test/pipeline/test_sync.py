@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from alpamayo_ros.pipeline.camera_buffer import CameraBuffer, CameraFrame
+from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
+from alpamayo_ros.pipeline.frames import decode, rgb_frame
 from alpamayo_ros.pipeline.pose_history import PoseHistory, PoseSample
-from alpamayo_ros.pipeline.sync import CAMERA_NAMES as NAMES, ModelInput, NotReady, SyncConfig, select_inputs
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES as NAMES, Missing, ModelInput, NotReady, SyncConfig, select_inputs
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -37,7 +38,7 @@ def cameras_at(start_s: float, end_s: float, rate_hz: float = 10.0):
         buffer = CameraBuffer(name)
         for k in range(round((end_s - start_s) * rate_hz) + 1):
             stamp = round((start_s + k / rate_hz) * S) + i * MS  # 1 ms skew per camera
-            buffer.push(CameraFrame(stamp_ns=stamp, image=np.full((4, 6, 3), i, np.uint8)))
+            buffer.push(rgb_frame(stamp, np.full((4, 6, 3), i, np.uint8)))
         buffers.append(buffer)
     return buffers
 
@@ -48,7 +49,7 @@ def test_complete_input_uses_newest_synchronised_time():
     assert result.t0_ns == 3 * S + 1 * MS  # front-wide's newest frame
     assert result.frame_stamps_ns.shape == (4, 4)
     assert np.all(np.abs(result.frame_stamps_ns - (result.t0_ns + np.array([-300, -200, -100, 0]) * MS)) <= 3 * MS)
-    assert [int(img[0, 0, 0]) for img in result.images[::4]] == [0, 1, 2, 3]  # camera-major order
+    assert [int(decode(f.image)[0, 0, 0]) for f in result.frames[::4]] == [0, 1, 2, 3]  # camera-major order
 
 
 def test_history_ends_at_origin_with_identity_rotation():
@@ -112,7 +113,7 @@ def test_select_inputs_reports_missing_camera():
     cams = cameras_at(0.0, 3.0)
     cams[3] = CameraBuffer("front_tele")
     result = select_inputs(cams, poses_at(np.arange(0, 3.12, 0.02)), now_ns=3_050 * MS)
-    assert result == NotReady("camera front_tele: no frames received")
+    assert result == NotReady(Missing.NO_FRAMES, "camera front_tele: no frames received")
 
 
 def test_select_inputs_reports_odometry_gap_and_short_history():

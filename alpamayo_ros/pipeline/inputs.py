@@ -1,0 +1,166 @@
+"""Everything the inputs have delivered: camera and odometry buffers, per-topic monitors, arrival checks.
+
+The node's callbacks and the in-process replay feed the same object, one message at a time and in
+O(1) (no decoding). A message that cannot be used is refused with a sentence naming the source, what
+was wrong and what happens to it; the caller logs it. Resets (the clock jumped back, the odometry
+source restarted) clear the buffers and bump `epoch`, so results from older inputs can be withheld.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .camera_buffer import CameraBuffer
+from .frames import CameraFrame
+from .monitor import RECENT_FAULT_S, TopicMonitor
+from .pose_history import PoseHistory, PoseSample
+from .sync import CAMERA_NAMES, SyncConfig
+
+ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps mean the source restarted
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message that was not buffered, and why (a full sentence for the log and /diagnostics)."""
+
+    topic: str
+    text: str
+
+
+class Inputs:
+    """Camera frames (camera order of `CAMERA_NAMES`) and odometry, with one monitor per topic."""
+
+    def __init__(self, camera_topics: Sequence[str], odometry_topic: str, sync: SyncConfig) -> None:
+        if len(camera_topics) != len(CAMERA_NAMES):
+            raise ValueError(f"{len(camera_topics)} camera topics {list(camera_topics)}, expected "
+                             f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
+        self.sync = sync
+        self.camera_topics, self.odometry_topic = tuple(camera_topics), odometry_topic
+        self.cameras = [CameraBuffer(name) for name in CAMERA_NAMES]
+        self.poses = PoseHistory()
+        self.monitors = {topic: TopicMonitor(topic, f"camera {name}") for topic, name in zip(camera_topics, CAMERA_NAMES)}
+        self.monitors[odometry_topic] = TopicMonitor(odometry_topic, "odometry")
+        self.odom_frame, self.base_frame = "odom", "base_link"
+        self.epoch = 0  # counts resets
+        self._sizes: dict[int, tuple[int, int]] = {}  # camera -> (H, W) of its first frame
+        self._camera_lag: dict[int, tuple[float, str]] = {}  # camera -> (monotonic s, what was seen)
+        self._odometry_backwards = 0
+
+    # -- arrivals ----------------------------------------------------------------------------------
+
+    def refuse(self, topic: str, text: str, now_mono_s: float | None = None) -> Refused:
+        """Count and remember a message that cannot be used."""
+        self.monitors[topic].rejected(text, time.monotonic() if now_mono_s is None else now_mono_s)
+        return Refused(topic, text)
+
+    def add_frame(self, camera: int, frame: CameraFrame, now_ns: int, now_mono_s: float) -> Refused | None:
+        """Buffer one (undecoded, header-checked) frame of camera `camera`; None when accepted."""
+        topic, name = self.camera_topics[camera], CAMERA_NAMES[camera]
+        ahead = self._ahead_text(frame.stamp_ns, now_ns, topic, f"camera {name}", "frame")
+        if ahead:
+            return self.refuse(topic, ahead, now_mono_s)
+        expected = self._sizes.setdefault(camera, frame.size)
+        if frame.size != expected:
+            return self.refuse(topic, f"camera {name}: {topic}: image is {frame.size[1]}x{frame.size[0]}, expected "
+                                      f"{expected[1]}x{expected[0]} (its first frame's size); frame dropped", now_mono_s)
+        self.monitors[topic].accepted(frame.stamp_ns, now_ns)
+        self.cameras[camera].push(frame)
+        if camera == self.sync.reference_camera:
+            self._check_camera_lag(frame.stamp_ns, now_mono_s)
+        return None
+
+    def add_pose(self, sample: PoseSample, now_ns: int, now_mono_s: float, frame_id: str = "",
+                 child_frame_id: str = "") -> Refused | None:
+        """Buffer one odometry pose; None when accepted. 25 backwards stamps in a row: the source restarted."""
+        topic = self.odometry_topic
+        ahead = self._ahead_text(sample.stamp_ns, now_ns, topic, "odometry", "message")
+        if ahead:
+            return self.refuse(topic, ahead, now_mono_s)
+        newest = self.poses.newest_stamp_ns
+        refused = None
+        if newest is not None and sample.stamp_ns < newest - self.sync.max_odometry_gap_ns:
+            self._odometry_backwards += 1
+            back_s = (newest - sample.stamp_ns) / 1e9
+            if self._odometry_backwards < ODOMETRY_RESTART_COUNT:
+                return self.refuse(topic, f"odometry: {topic}: stamp went back {back_s:.2f} s; message dropped",
+                                   now_mono_s)
+            refused = self.refuse(topic, f"odometry: {topic}: stamp went back {back_s:.2f} s "
+                                         f"{ODOMETRY_RESTART_COUNT} times in a row: the source restarted; history "
+                                         "cleared", now_mono_s)
+            self.poses.clear()
+            self.monitors[topic].reset()
+            self.epoch += 1
+        self._odometry_backwards = 0
+        self.odom_frame = frame_id or self.odom_frame
+        self.base_frame = child_frame_id or self.base_frame
+        self.monitors[topic].accepted(sample.stamp_ns, now_ns)
+        self.poses.push(sample)
+        return refused
+
+    def forget_frame(self, camera: int, stamp_ns: int, text: str, now_mono_s: float) -> Refused:
+        """A buffered frame failed to decode: drop it so later ticks choose others, and say so."""
+        self.cameras[camera].remove(stamp_ns)
+        return self.refuse(self.camera_topics[camera], text, now_mono_s)
+
+    def reset(self) -> None:
+        """Clear every buffer (the clock jumped back): what is buffered lies in the new clock's future."""
+        for camera in self.cameras:
+            camera.clear()
+        self.poses.clear()
+        for monitor in self.monitors.values():
+            monitor.reset()
+        self._camera_lag.clear()
+        self.epoch += 1
+
+    # -- checks ------------------------------------------------------------------------------------
+
+    def _ahead_text(self, stamp_ns: int, now_ns: int, topic: str, source: str, what: str) -> str:
+        ahead_ns = stamp_ns - now_ns
+        if ahead_ns <= self.sync.max_input_age_ns:
+            return ""
+        return f"{source}: {topic}: stamp is {ahead_ns / 1e9:.2f} s ahead of the node clock; {what} dropped"
+
+    def _check_camera_lag(self, reference_stamp_ns: int, now_mono_s: float) -> None:
+        """As a reference frame arrives, note cameras that fall behind more than their own frame period allows.
+
+        A camera's newest frame may trail the reference frame by up to one of its frame periods (its phase;
+        67 ms at 15 Hz) plus `sync_tolerance`; beyond that, or when it arrives later after its stamp than the
+        reference camera by more than `sync_tolerance`, ticks will miss its frames.
+        """
+        reference = self.sync.reference_camera
+        tolerance = self.sync.sync_tolerance_ns
+        reference_delay = self.monitors[self.camera_topics[reference]].delay_ns
+        for camera, buffer in enumerate(self.cameras):
+            newest = buffer.newest_stamp_ns
+            if camera == reference or newest is None:
+                continue
+            monitor = self.monitors[self.camera_topics[camera]]
+            period = monitor.period_ns or 0
+            lag_ns = reference_stamp_ns - newest
+            delay = monitor.delay_ns
+            text = ""
+            if lag_ns > period + tolerance:
+                text = (f"camera {buffer.name}: newest frame {lag_ns / 1e6:.0f} ms behind {CAMERA_NAMES[reference]} "
+                        f"(its frame period {period / 1e6:.0f} ms + sync_tolerance {tolerance / 1e6:.0f} ms)")
+            elif delay is not None and reference_delay is not None and delay - reference_delay > tolerance:
+                text = (f"camera {buffer.name}: frames arrive {delay / 1e6:.0f} ms after their stamp, "
+                        f"{(delay - reference_delay) / 1e6:.0f} ms later than {CAMERA_NAMES[reference]} "
+                        f"(sync_tolerance {tolerance / 1e6:.0f} ms): ticks will miss its newest frames")
+            if text:
+                self._camera_lag[camera] = (now_mono_s, text)
+
+    def faults(self, now_mono_s: float, now_ns: int) -> list[str]:
+        """Every input problem to report now, in words."""
+        faults = []
+        for monitor in self.monitors.values():
+            faults += monitor.faults(now_mono_s, now_ns, self.sync.max_input_age_ns)
+        faults += [text for seen, text in self._camera_lag.values() if now_mono_s - seen <= RECENT_FAULT_S]
+        return faults
+
+    def values(self, now_mono_s: float, now_ns: int) -> dict[str, object]:
+        values: dict[str, object] = {}
+        for monitor in self.monitors.values():
+            values.update(monitor.values(now_mono_s, now_ns))
+        return values

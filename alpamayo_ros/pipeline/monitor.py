@@ -1,0 +1,101 @@
+"""What one input topic is doing, for /diagnostics: rate, age, frame period, losses, invalid messages.
+
+A monitor sees every arrival (its monotonic time, the message's stamp, the node clock then) and every
+rejection. It measures the source's own frame period from its stamps (median spacing), so a 15 Hz
+camera's 67 ms steps are normal, and counts frames lost to queue overwrites from stamp gaps longer
+than 1.5 periods. It never decides anything about ticks; it only describes.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+
+RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window
+PERIOD_WINDOW = 21  # stamps whose median spacing is the measured frame period
+GAP_FACTOR = 1.5  # a stamp step longer than this many periods means frames were lost
+RECENT_FAULT_S = 5.0  # an invalid message keeps its topic flagged in /diagnostics this long
+
+
+class TopicMonitor:
+    """Arrivals and rejections on one topic; `label` names the source in messages ("camera front_wide")."""
+
+    def __init__(self, topic: str, label: str) -> None:
+        self.topic, self.label = topic, label
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=1000)  # monotonic s
+        self._stamps: collections.deque[int] = collections.deque(maxlen=PERIOD_WINDOW)
+        self._delays_ns: collections.deque[int] = collections.deque(maxlen=PERIOD_WINDOW)  # clock - stamp
+        self.last_stamp_ns: int | None = None
+        self.invalid = 0
+        self.lost_events = 0  # reported by the middleware (QoS message-lost events)
+        self.lost_gaps = 0  # inferred from stamp gaps against the measured period
+        self._last_invalid: tuple[float, str] | None = None
+        self.type_problem = ""  # e.g. a publisher of another message type on this topic
+
+    def arrived(self, now_mono_s: float) -> None:
+        """A message came in (valid or not)."""
+        self._arrivals.append(now_mono_s)
+
+    def accepted(self, stamp_ns: int, now_ns: int) -> None:
+        """A valid message with this stamp was buffered; `now_ns` is the node clock at arrival."""
+        period = self.period_ns
+        if period and self.last_stamp_ns is not None and stamp_ns - self.last_stamp_ns > GAP_FACTOR * period:
+            self.lost_gaps += round((stamp_ns - self.last_stamp_ns) / period) - 1
+        if self.last_stamp_ns is None or stamp_ns > self.last_stamp_ns:
+            self._stamps.append(stamp_ns)
+            self.last_stamp_ns = stamp_ns
+        self._delays_ns.append(now_ns - stamp_ns)
+
+    def rejected(self, text: str, now_mono_s: float) -> None:
+        self.invalid += 1
+        self._last_invalid = (now_mono_s, text)
+
+    def reset(self) -> None:
+        """Forget the stamps (the clock jumped); counts stay."""
+        self._stamps.clear()
+        self._delays_ns.clear()
+        self.last_stamp_ns = None
+
+    @property
+    def period_ns(self) -> int | None:
+        """Median spacing of recent stamps; None until three stamps are seen."""
+        if len(self._stamps) < 3:
+            return None
+        stamps = list(self._stamps)
+        return int(statistics.median(b - a for a, b in zip(stamps, stamps[1:])))
+
+    @property
+    def delay_ns(self) -> int | None:
+        """Median of (node clock at arrival - stamp): how late this source's messages arrive."""
+        return int(statistics.median(self._delays_ns)) if self._delays_ns else None
+
+    def rate_hz(self, now_mono_s: float) -> float:
+        recent = [a for a in self._arrivals if now_mono_s - a <= RATE_WINDOW_S]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def faults(self, now_mono_s: float, now_ns: int, max_age_ns: int) -> list[str]:
+        """What is wrong with this input right now, in words."""
+        faults = []
+        if self.type_problem:
+            faults.append(f"{self.label}: {self.topic}: {self.type_problem}")
+        if self.last_stamp_ns is None:
+            faults.append(f"{self.label}: no valid message on {self.topic}")
+        elif now_ns - self.last_stamp_ns > max_age_ns:
+            faults.append(f"{self.label}: last valid message on {self.topic} is "
+                          f"{(now_ns - self.last_stamp_ns) / 1e9:.1f} s old")
+        if self._last_invalid and now_mono_s - self._last_invalid[0] <= RECENT_FAULT_S:
+            faults.append(self._last_invalid[1])
+        return faults
+
+    def values(self, now_mono_s: float, now_ns: int) -> dict[str, object]:
+        """The numbers /diagnostics shows for this topic."""
+        period, delay = self.period_ns, self.delay_ns
+        t = self.topic
+        return {f"{t} rate_hz": f"{self.rate_hz(now_mono_s):.1f}",
+                f"{t} period_ms": "-" if period is None else f"{period / 1e6:.1f}",
+                f"{t} age_ms": "never" if self.last_stamp_ns is None else f"{(now_ns - self.last_stamp_ns) / 1e6:.0f}",
+                f"{t} delay_ms": "-" if delay is None else f"{delay / 1e6:.0f}",
+                f"{t} invalid": self.invalid,
+                f"{t} lost": self.lost_events + self.lost_gaps}
