@@ -81,6 +81,10 @@ class NodeConfig:
                                       "pixels; device: raw frames uploaded and resized/normalised on the model's "
                                       "device (faster; within 2 uint8 levels of PIL on a few pixels)",
                                       choices=("host", "device"))
+    torch_threads: int = _param(1, "torch intra-op CPU threads for the model. More than 1 speeds an idle CPU, but "
+                                   "beside other busy processes each parallel op waits for a descheduled thread: "
+                                   "the tiny model at 1080p took 1.4 s per tick with 1 thread and 6-11 s with 2 beside "
+                                   "two CPU hogs", low=1, high=256)
     compile_flow: str = _param("off", "torch.compile the expert's Euler loop (reduce-overhead replays CUDA graphs on "
                                "a GPU); the first tick compiles, which takes seconds",
                                choices=("off", "default", "reduce-overhead"))
@@ -220,7 +224,11 @@ def load_model(cfg: NodeConfig, model=None):
 
     Applies the preprocessing and compile options; returns (model, what was loaded in words).
     """
+    import torch
+
     from alpamayo_ros.model.loading import from_pretrained, tiny
+
+    torch.set_num_threads(cfg.torch_threads)  # process-wide: the node's (and replay's) only torch user
 
     if model is not None:
         what = "an injected model"

@@ -64,8 +64,11 @@ class Received:
 
 
 def run_scenario(node_params: dict[str, object], publisher_args: list[str], until: Callable[[Received], bool],
-                 timeout_s: float) -> Received:
-    """Start publisher and node, listen until `until(received)` or the timeout, then stop both cleanly."""
+                 timeout_s: float, cpu_hogs: int = 0) -> Received:
+    """Start publisher and node, listen until `until(received)` or the timeout, then stop both cleanly.
+
+    `cpu_hogs` busy-loop processes run beside them the whole time (a loaded vehicle computer).
+    """
     env = ros_env()
     params = {"device": "cpu", "dtype": "float32", "rate_hz": 2.0, "max_reasoning_tokens": 6, **node_params}
     node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args"]
@@ -87,6 +90,7 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     executor.add_node(listener)
     spinner = threading.Thread(target=executor.spin)
     spinner.start()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpu_hogs)]
     node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     publisher = None
     try:
@@ -109,6 +113,9 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
         received.node_log = stop(node)
         received.publisher_log = stop(publisher) if publisher is not None else ""
         received.node_returncode = node.returncode
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     return received
 
 

@@ -59,13 +59,18 @@ def check(received: Received, *words: str, resume_after_s: float | None, level: 
 # (id, node params, publisher args, words /diagnostics must say, resume after s or None)
 CAMERA_FAULTS = [
     ("one camera stops mid-run", {}, fault_args("stop"), ("camera cross_right",), FAULT_END_S),
-    ("one camera 80 ms late", {}, fault_args("late"), ("camera cross_right", "behind front_wide"), FAULT_END_S),
+    ("one camera 80 ms late", {}, fault_args("late"), ("camera cross_right", "later than front_wide"), FAULT_END_S),
     ("wrong encoding", {}, fault_args("encoding"), ("camera cross_right", "encoding is '16UC1'"), FAULT_END_S),
     ("wrong resolution", {}, fault_args("resolution"), ("camera cross_right", "image is 48x32, expected 96x64"),
      FAULT_END_S),
     ("truncated image data", {}, fault_args("truncated"), ("camera cross_right", "data length is"), FAULT_END_S),
     ("corrupt JPEG", COMPRESSED, ["--transport", "compressed", *fault_args("corrupt_jpeg")],
      ("camera cross_right", "undecodable"), FAULT_END_S),
+    # Half a JPEG: its header passes the arrival check; the tick that selects the frame finds it broken.
+    ("truncated JPEG, found when decoded", COMPRESSED, ["--transport", "compressed", *fault_args("truncated")],
+     ("camera cross_right", "frame", "undecodable"), FAULT_END_S),
+    ("another message type on a camera topic", {}, ["--fault", "wrong_type"],
+     ("/cameras/cross_right/image: published as sensor_msgs/CompressedImage, expected sensor_msgs/Image",), None),
     ("NaN pose", {}, fault_args("nan_pose"), ("odometry", "position is [nan"), FAULT_END_S),
     ("odometry gap longer than the history", {}, fault_args("odom_gap", end=FAULT_START_S + 2.5), ("odometry",),
      FAULT_START_S + 2.5 + 1.5),

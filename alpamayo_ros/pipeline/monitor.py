@@ -13,6 +13,7 @@ import statistics
 
 RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window
 PERIOD_WINDOW = 21  # stamps whose median spacing is the measured frame period
+DELAY_WINDOW = 500  # arrival delays kept for the p50/p99 (5 s of 100 Hz odometry)
 GAP_FACTOR = 1.5  # a stamp step longer than this many periods means frames were lost
 RECENT_FAULT_S = 5.0  # an invalid message keeps its topic flagged in /diagnostics this long
 
@@ -24,7 +25,7 @@ class TopicMonitor:
         self.topic, self.label = topic, label
         self._arrivals: collections.deque[float] = collections.deque(maxlen=1000)  # monotonic s
         self._stamps: collections.deque[int] = collections.deque(maxlen=PERIOD_WINDOW)
-        self._delays_ns: collections.deque[int] = collections.deque(maxlen=PERIOD_WINDOW)  # clock - stamp
+        self._delays_ns: collections.deque[int] = collections.deque(maxlen=DELAY_WINDOW)  # clock - stamp
         self.last_stamp_ns: int | None = None
         self.invalid = 0
         self.lost_events = 0  # reported by the middleware (QoS message-lost events)
@@ -66,8 +67,17 @@ class TopicMonitor:
 
     @property
     def delay_ns(self) -> int | None:
-        """Median of (node clock at arrival - stamp): how late this source's messages arrive."""
-        return int(statistics.median(self._delays_ns)) if self._delays_ns else None
+        """Median of (node clock at arrival - stamp) over the last 21 messages: how late they arrive now."""
+        if not self._delays_ns:
+            return None
+        return int(statistics.median(list(self._delays_ns)[-PERIOD_WINDOW:]))
+
+    def delay_percentile_ns(self, q: float) -> int | None:
+        """Percentile `q` (0-100) of the arrival delay over the last DELAY_WINDOW messages."""
+        if not self._delays_ns:
+            return None
+        ordered = sorted(self._delays_ns)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
     def rate_hz(self, now_mono_s: float) -> float:
         recent = [a for a in self._arrivals if now_mono_s - a <= RATE_WINDOW_S]
@@ -97,5 +107,6 @@ class TopicMonitor:
                 f"{t} period_ms": "-" if period is None else f"{period / 1e6:.1f}",
                 f"{t} age_ms": "never" if self.last_stamp_ns is None else f"{(now_ns - self.last_stamp_ns) / 1e6:.0f}",
                 f"{t} delay_ms": "-" if delay is None else f"{delay / 1e6:.0f}",
+                f"{t} delay_ms_p99": "-" if delay is None else f"{self.delay_percentile_ns(99) / 1e6:.0f}",
                 f"{t} invalid": self.invalid,
                 f"{t} lost": self.lost_events + self.lost_gaps}

@@ -24,7 +24,6 @@ SUMMARY_TIMES_S = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.4)
 
 REPO = Path(__file__).resolve().parents[2]
 TICK_HZ = 2.0
-REPLAY_THREADS = 2  # fixed, so the demo's numbers are the same on every machine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +44,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def replay_demo(args: argparse.Namespace) -> int:
     """Sample bag -> the node's pipeline in lockstep (in-process, no DDS) -> evaluation table and plot."""
-    import torch
-
     from alpamayo_ros import parameters
     from alpamayo_ros.tools.bag_io import BagError
     from alpamayo_ros.tools.evaluate import evaluate, print_table
@@ -64,7 +61,6 @@ def replay_demo(args: argparse.Namespace) -> int:
         "dtype": "float32" if args.device == "cpu" else "bfloat16", "num_samples": args.num_samples,
         "max_reasoning_tokens": args.max_reasoning_tokens, "rate_hz": TICK_HZ, "seed": args.seed,
         "selection": "medoid", "model_path": args.model_path, "base_model_dir": args.base_model_dir or ""})
-    torch.set_num_threads(REPLAY_THREADS)
     print(f"2/3 replaying it through the node's pipeline in lockstep at {TICK_HZ:g} Hz "
           f"({'TINY RANDOM model' if not args.model_path else args.model_path}; every tick runs to completion)",
           flush=True)

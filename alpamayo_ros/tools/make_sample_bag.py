@@ -28,6 +28,7 @@ from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 NS_PER_S = 1_000_000_000
 START_NS = 1_700_000_000 * NS_PER_S  # bag start time (sim time), an arbitrary epoch
 CAMERA_HZ, ODOMETRY_HZ = 10, 50
+ODOMETRY = len(CAMERA_NAMES)  # event kind of an odometry message; cameras are 0-3
 CAMERA_YAW_DEG = (60.0, 0.0, -60.0, 0.0)  # mounting yaw, + left
 CAMERA_FOV_DEG = (120.0, 120.0, 120.0, 30.0)
 CAMERA_HEIGHT_M = 1.5
@@ -139,8 +140,16 @@ def camera_topics_of(raw: bool) -> tuple[str, ...]:
 
 def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: bool = False,
               height: int = 96, width: int = 160, camera_topics: tuple[str, ...] | None = None,
-              odometry_topic: str = "/odom") -> Path:
-    """Write the synthetic drive to `out` (a new rosbag2 directory); returns it."""
+              odometry_topic: str = "/odom", camera_hz: float = CAMERA_HZ, odometry_hz: float = ODOMETRY_HZ,
+              odom_frame: str = "odom", origin_xy: tuple[float, float] = (0.0, 0.0), jitter_ms: float = 0.0,
+              seed: int = 0) -> Path:
+    """Write the synthetic drive to `out` (a new rosbag2 directory); returns it.
+
+    The defaults are the sample bag; the options make a bag as another stack records one: other rates,
+    each camera's stamps jittered by up to +-`jitter_ms` (messages logged at their stamps), odometry in
+    another frame far from its origin.
+    """
+    rng = np.random.default_rng(seed)
     typestore = get_typestore(Stores.ROS2_HUMBLE)
     t = typestore.types
     camera_topics = camera_topics or camera_topics_of(raw)
@@ -161,14 +170,20 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
             for i, name in enumerate(CAMERA_NAMES)]
         writer.write(tf_static, START_NS, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=statics),
                                                                 "tf2_msgs/msg/TFMessage"))
-        events = [(k * NS_PER_S // ODOMETRY_HZ, "odom") for k in range(int(duration_s * ODOMETRY_HZ) + 1)]
-        events += [(k * NS_PER_S // CAMERA_HZ, "cam") for k in range(int(duration_s * CAMERA_HZ) + 1)]
-        for offset_ns, kind in sorted(events):
+        events: list[tuple[int, int]] = [(round(k * NS_PER_S / odometry_hz), ODOMETRY)
+                                          for k in range(int(duration_s * odometry_hz) + 1)]
+        jitter_ns = round(jitter_ms * 1e6)
+        for camera in range(len(cams)):
+            for k in range(int(duration_s * camera_hz) + 1):
+                jitter = int(rng.integers(-jitter_ns, jitter_ns + 1)) if jitter_ns else 0
+                events.append((max(round(k * NS_PER_S / camera_hz) + jitter, 0), camera))
+        for offset_ns, kind in sorted(events):  # cameras at one instant in model order, then odometry
             stamp = START_NS + offset_ns
             x, y, yaw, speed, yaw_rate = path.at(offset_ns / NS_PER_S)
-            if kind == "odom":
+            x, y = x + origin_xy[0], y + origin_xy[1]
+            if kind == ODOMETRY:
                 msg = t["nav_msgs/msg/Odometry"](
-                    header=_header(typestore, stamp, "odom"), child_frame_id="base_link",
+                    header=_header(typestore, stamp, odom_frame), child_frame_id="base_link",
                     pose=t["geometry_msgs/msg/PoseWithCovariance"](
                         pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=x, y=y, z=0.0),
                                                          orientation=_quaternion(typestore, yaw)),
@@ -179,24 +194,23 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
                         covariance=np.zeros(36)))
                 writer.write(odom, stamp, typestore.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
                 transform = t["geometry_msgs/msg/TransformStamped"](
-                    header=_header(typestore, stamp, "odom"), child_frame_id="base_link",
+                    header=_header(typestore, stamp, odom_frame), child_frame_id="base_link",
                     transform=t["geometry_msgs/msg/Transform"](
                         translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=0.0), rotation=_quaternion(typestore, yaw)))
                 writer.write(tf, stamp, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=[transform]),
                                                                 "tf2_msgs/msg/TFMessage"))
                 continue
-            for i, connection in enumerate(cams):
-                pixels = renderer.render(x, y, yaw, i)
-                header = _header(typestore, stamp, f"camera_{CAMERA_NAMES[i]}")
-                if raw:
-                    msg = t["sensor_msgs/msg/Image"](header=header, height=height, width=width, encoding="rgb8",
-                                                     is_bigendian=0, step=width * 3, data=pixels.reshape(-1))
-                else:
-                    buffer = io.BytesIO()
-                    PILImage.fromarray(pixels).save(buffer, format="JPEG", quality=85)
-                    msg = t["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
-                                                               data=np.frombuffer(buffer.getvalue(), np.uint8))
-                writer.write(connection, stamp, typestore.serialize_cdr(msg, image_type))
+            pixels = renderer.render(x - origin_xy[0], y - origin_xy[1], yaw, kind)
+            header = _header(typestore, stamp, f"camera_{CAMERA_NAMES[kind]}")
+            if raw:
+                msg = t["sensor_msgs/msg/Image"](header=header, height=height, width=width, encoding="rgb8",
+                                                 is_bigendian=0, step=width * 3, data=pixels.reshape(-1))
+            else:
+                buffer = io.BytesIO()
+                PILImage.fromarray(pixels).save(buffer, format="JPEG", quality=85)
+                msg = t["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
+                                                           data=np.frombuffer(buffer.getvalue(), np.uint8))
+            writer.write(cams[kind], stamp, typestore.serialize_cdr(msg, image_type))
     return out
 
 

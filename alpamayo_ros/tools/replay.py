@@ -3,8 +3,9 @@
 - lockstep (default): in this process, no node and no DDS. Messages are fed in log order to the same
   `Inputs` the node's callbacks fill, and the same `Ticker` runs a tick at every exact multiple of
   1 / tick_hz of bag time, the model running to completion before the next message. Same bag and
-  parameters give bitwise identical outputs on any machine load (`--threads` fixes torch's threads,
-  whose count can change float reductions). Wall-clock stage timings, which differ run to run by
+  parameters give bitwise identical outputs under any machine load (the `torch_threads` parameter fixes
+  torch's thread count, which can change float reductions; machines whose CPUs make torch choose other
+  kernels may differ in the last bits). Wall-clock stage timings, which differ run to run by
   nature, go to their own topic `<node>/timings`; `DrivingOutput.timings` carries only the
   deterministic fields (latency on bag time, decode tokens).
 - realtime: play the bag over DDS into a running node (`use_sim_time:=true`), at `--rate` x real time.
@@ -221,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--odometry-topic", default=None, help="default: the parameters' odometry_topic")
     parser.add_argument("--params-file", type=Path, default=None, help="node parameter YAML")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="parameter override")
-    parser.add_argument("--threads", type=int, default=2, help="lockstep: torch threads (fixed for reproducibility)")
     parser.add_argument("--node", default="/alpamayo", help="output topic prefix (realtime: the node's name)")
     parser.add_argument("--rate", type=float, default=1.0, help="realtime: playback speed factor")
     args = parser.parse_args(argv)
@@ -242,9 +242,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"(final outcomes: {dict(sorted((o, outcomes.count(o)) for o in set(outcomes)))}); "
                   f"last reason: {counts.last_reason or '-'}")
             return 0 if counts.published else 1
-        import torch
-
-        torch.set_num_threads(args.threads)
         counts, lockstep = replay_lockstep(args.bag, args.out, cfg, camera_topics=args.camera_topics, node=args.node)
     except (ValueError, BagError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Publish a synthetic drive: 4 cameras (raw or compressed) and odometry, optionally with an injected fault.
 
 The vehicle drives a constant-speed left arc in the `odom` frame; cameras publish at 10 Hz, odometry
-at 50 Hz. Used by the DDS tests and the fault matrix to feed the node without a bag. A fault applies
+at 50 Hz (--odometry-hz). Used by the DDS tests and the fault matrix to feed the node without a bag. A fault applies
 between --fault-start and --fault-end seconds after start (to one camera where it concerns cameras).
 With --sim-time the publisher also drives `/clock`, and every stamp follows that clock.
 
@@ -36,7 +36,7 @@ DEFAULT_TOPICS = ("/cameras/cross_left/image", "/cameras/front_wide/image", "/ca
 START_XY = (5.0, -3.0)  # odom position and heading at the publisher's first instant
 START_YAW_RAD = math.radians(30.0)
 FAULTS = ("none", "silent", "stop", "late", "encoding", "resolution", "truncated", "corrupt_jpeg", "nan_pose",
-          "odom_gap", "odom_backwards", "clock_back", "clock_forward", "extreme_aspect")
+          "odom_gap", "odom_backwards", "clock_back", "clock_forward", "extreme_aspect", "wrong_type")
 LATE_NS = 80_000_000  # the "late" camera's frames go out this much after their stamp
 CLOCK_JUMP_NS = 20_000_000_000
 SIM_START_NS = 1_000 * 1_000_000_000
@@ -60,7 +60,12 @@ class SyntheticPublisher(Node):
         super().__init__("synthetic_drive")
         self.args = args
         message_type = Image if args.transport == "raw" else CompressedImage
-        self.camera_pubs = [self.create_publisher(message_type, t, qos_profile_sensor_data) for t in args.camera_topics]
+        # image_transport's convention: raw on the base topic, compressed on <base>/compressed.
+        topics = [t if args.transport == "raw" else f"{t}/compressed" for t in args.camera_topics]
+        types = [message_type] * len(topics)
+        if args.fault == "wrong_type":  # the fault camera's topic carries the other image type (and is silent)
+            types[args.fault_camera] = CompressedImage if message_type is Image else Image
+        self.camera_pubs = [self.create_publisher(t, topic, qos_profile_sensor_data) for t, topic in zip(types, topics)]
         self.odom_pub = self.create_publisher(Odometry, args.odometry_topic, qos_profile_sensor_data)
         self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.wall_start_ns = self.get_clock().now().nanoseconds
@@ -70,7 +75,7 @@ class SyntheticPublisher(Node):
         self.camera_count = 0
         self.pending: list[tuple[int, int, object]] = []  # (due wall ns, camera, message): the late camera
         self.create_timer(0.1, self._publish_cameras)
-        self.create_timer(0.02, self._publish_odometry)
+        self.create_timer(1.0 / args.odometry_hz, self._publish_odometry)
         self.create_timer(0.01, self._publish_pending_and_clock)
 
     # -- time and faults ---------------------------------------------------------------------------
@@ -133,7 +138,7 @@ class SyntheticPublisher(Node):
         variant = self.camera_count % 4
         self.camera_count += 1
         for c, pub in enumerate(self.camera_pubs):
-            if (self.args.fault == "silent" and c == self.args.fault_camera) or self._fault("stop", c):
+            if (self.args.fault in ("silent", "wrong_type") and c == self.args.fault_camera) or self._fault("stop", c):
                 continue
             msg = self._camera_msg(c, variant, Header(stamp=ns_to_stamp(stamp_ns), frame_id=f"camera_{c}"))
             if self._fault("late", c):
@@ -163,6 +168,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--transport", choices=("raw", "compressed"), default="raw")
     parser.add_argument("--camera-topics", nargs=4, default=list(DEFAULT_TOPICS))
     parser.add_argument("--odometry-topic", default="/odom")
+    parser.add_argument("--odometry-hz", type=float, default=50.0)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--speed", type=float, default=8.0, help="m/s")

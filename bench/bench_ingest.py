@@ -1,0 +1,190 @@
+"""Ingestion under load: the executor's cost per message, odometry lag and the fraction of ticks published.
+
+Two parts, one run:
+1. In-process, no DDS: the node's camera callback on 1920x1080 messages (raw rgb8 and JPEG), timed per
+   call, next to what decoding on arrival would cost (the conversion plus `frames.decode`), as a ratio.
+2. Over DDS: the synthetic publisher sends 4 x 1080p JPEG cameras at 10 Hz and odometry at 100 Hz to the
+   node (tiny model, 2 Hz) for `--seconds`, alone and then beside `--hogs` CPU-bound processes. Reports
+   the node's own odometry arrival delay (its /diagnostics: node clock at the callback - stamp, p50/p99
+   over the last 500 messages) and the fraction of ticks after the warm-up that were published.
+
+    python bench/bench_ingest.py --seconds 30
+Prints a table and writes JSON to bench/results/bench_ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
+PROFILE = str(REPO / "config" / "fastdds_profile.xml")
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", PROFILE)
+os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", PROFILE)
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from alpamayo_msgs.msg import TickStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from alpamayo_ros import conversions  # noqa: E402
+from alpamayo_ros.pipeline.frames import decode  # noqa: E402
+from alpamayo_ros.tools.processes import stop  # noqa: E402
+
+HEIGHT, WIDTH = 1080, 1920
+WARMUP_S = 8.0  # node start, model load and the first 1.5 s of history: ticks before this are not counted
+CALLS = 40
+
+
+def _messages() -> dict[str, object]:
+    rng = np.random.default_rng(0)
+    pixels = (rng.integers(0, 40, (HEIGHT, WIDTH, 3)) + np.linspace(0, 200, WIDTH)[None, :, None]).astype(np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    header = Header(stamp=conversions.ns_to_stamp(1_000_000_000))
+    return {"raw rgb8": Image(header=header, height=HEIGHT, width=WIDTH, encoding="rgb8", step=WIDTH * 3,
+                              data=pixels.tobytes()),
+            "JPEG": CompressedImage(header=header, format="jpeg", data=buffer.getvalue())}
+
+
+def callback_costs() -> dict[str, dict[str, float]]:
+    """Per-message executor cost of the node's camera callback vs decoding on arrival (microseconds)."""
+    from alpamayo_ros.model.loading import tiny
+    from alpamayo_ros.node import AlpamayoNode
+    from rclpy.parameter import Parameter
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    out = {}
+    try:
+        for name, msg in _messages().items():
+            transport = "raw" if isinstance(msg, Image) else "compressed"
+            node = AlpamayoNode(model=tiny(seed=0), context=context,
+                                parameter_overrides=[Parameter("image_transport", value=transport)])
+            topic = node.cfg.subscribed_camera_topics[1]
+            try:
+                callback, arrival_decode = [], []
+                for k in range(CALLS):
+                    msg.header.stamp = conversions.ns_to_stamp(node.get_clock().now().nanoseconds)
+                    start = time.perf_counter_ns()
+                    node._on_image(msg, 1, topic)
+                    callback.append((time.perf_counter_ns() - start) / 1e3)
+                    start = time.perf_counter_ns()
+                    decode(conversions.camera_frame(msg, topic).image)
+                    arrival_decode.append((time.perf_counter_ns() - start) / 1e3)
+            finally:
+                node.shutdown()
+                node.destroy_node()
+            p50, d50 = statistics.median(callback), statistics.median(arrival_decode)
+            out[name] = {"callback_us_p50": p50, "callback_us_max": max(callback), "decode_on_arrival_us_p50": d50,
+                         "ratio": d50 / p50}
+    finally:
+        rclpy.try_shutdown(context=context)
+    return out
+
+
+def over_dds(seconds: float, hogs: int) -> dict[str, object]:
+    """Publisher -> node over DDS for `seconds`, with `hogs` busy loops beside; the node's own numbers."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    ticks: dict[int, int] = {}
+    diagnostics: list[DiagnosticArray] = []
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    listener = rclpy.create_node("bench_ingest_listener", context=context)
+    listener.create_subscription(TickStatus, "/alpamayo/tick", lambda m: ticks.__setitem__(m.tick, m.outcome), 100)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    spinner = threading.Thread(target=executor.spin)
+    spinner.start()
+    hog_procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
+    node = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu",
+                             "-p", "dtype:=float32", "-p", "image_transport:=compressed", "-p", "rate_hz:=2.0",
+                             "-p", "max_reasoning_tokens:=8"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--transport",
+                                  "compressed", "--height", str(HEIGHT), "--width", str(WIDTH), "--odometry-hz", "100",
+                                  "--duration", str(seconds + 5)],
+                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = time.monotonic()
+    first_tick: int | None = None
+    try:
+        while time.monotonic() - started < seconds:
+            time.sleep(0.5)
+            if first_tick is None and time.monotonic() - started > WARMUP_S and ticks:
+                first_tick = max(ticks) + 1
+    finally:
+        stop(publisher)
+        log = stop(node)
+        for hog in hog_procs:
+            hog.kill()
+            hog.wait()
+        executor.shutdown()
+        spinner.join()
+        listener.destroy_node()
+        rclpy.try_shutdown(context=context)
+    counted = {t: o for t, o in ticks.items() if first_tick is not None and t >= first_tick}
+    inputs = {}
+    for array in diagnostics:
+        for status in array.status:
+            if status.name.endswith(": inputs"):
+                inputs = {kv.key: kv.value for kv in status.values}
+    published = sum(o == TickStatus.PUBLISHED for o in counted.values())
+    return {"hogs": hogs, "seconds": seconds, "ticks": len(counted), "published": published,
+            "published_fraction": published / len(counted) if counted else 0.0,
+            "outcomes": {str(o): list(counted.values()).count(o) for o in sorted(set(counted.values()))},
+            "odometry_delay_ms_p50": inputs.get("/odom delay_ms"), "odometry_delay_ms_p99": inputs.get("/odom delay_ms_p99"),
+            "odometry_rate_hz": inputs.get("/odom rate_hz"), "odometry_lost": inputs.get("/odom lost"),
+            "camera_lost": inputs.get("/cameras/front_wide/image/compressed lost"),
+            "node_log_tail": log[-1500:] if not counted else ""}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="per DDS run")
+    parser.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside the loaded run")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "bench_ingest.json"))
+    args = parser.parse_args()
+    costs = callback_costs()
+    print(f"{'message (1920x1080)':<22} {'callback p50 [us]':>18} {'max [us]':>10} {'decode on arrival [us]':>23} {'ratio':>7}")
+    for name, c in costs.items():
+        print(f"{name:<22} {c['callback_us_p50']:>18.0f} {c['callback_us_max']:>10.0f} "
+              f"{c['decode_on_arrival_us_p50']:>23.0f} {c['ratio']:>6.0f}x")
+    runs = [over_dds(args.seconds, 0), over_dds(args.seconds, args.hogs)]
+    print(f"\n4 x 1080p JPEG at 10 Hz + odometry at 100 Hz, tiny model at 2 Hz, {args.seconds:.0f} s "
+          f"(ticks after {WARMUP_S:.0f} s)")
+    print(f"{'cpu hogs':>8} {'ticks':>6} {'published':>10} {'odom delay p50 [ms]':>20} {'p99 [ms]':>9} "
+          f"{'odom Hz':>8} {'lost odom/cam':>14}")
+    for run in runs:
+        print(f"{run['hogs']:>8} {run['ticks']:>6} {run['published_fraction']:>9.0%} {run['odometry_delay_ms_p50']!s:>20} "
+              f"{run['odometry_delay_ms_p99']!s:>9} {run['odometry_rate_hz']!s:>8} "
+              f"{run['odometry_lost']!s:>6}/{run['camera_lost']!s:<7}")
+        if run["node_log_tail"]:
+            print(run["node_log_tail"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                               "python": platform.python_version(), "callbacks": costs, "dds": runs}, indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
