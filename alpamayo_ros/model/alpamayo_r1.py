@@ -10,7 +10,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from .config import AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
 from .flow_matching import euler_integrate, time_grid
 from .pixels import DevicePixels
-from .prompt import PromptEncoder, reasoning_text
+from .prompt import PromptEncoder, read_reasoning
 from .vision_cache import EncodedImage, VisionCache
 from .trajectory_tokens import history_token_ids
 
@@ -47,7 +47,7 @@ class Timings:
     decode_ms: float
     expert_ms: float
     trajectory_ms: float
-    decode_tokens: int  # decode steps run (the longest sample's reasoning)
+    decode_tokens: int  # tokens sampled per reasoning row (at least the longest sample's reasoning)
 
     @property
     def total_ms(self) -> float:
@@ -61,9 +61,12 @@ class Prediction:
     xyz: torch.Tensor  # (S, W, 3) float32, metres; pose k at t0 + (k + 1) * dt
     rot: torch.Tensor  # (S, W, 3, 3) float32, yaw-only rotations
     action: torch.Tensor  # (S, W, 2) float32, normalised (accel, curvature) the trajectory integrates
-    reasoning: list[str]  # Chain-of-Causation text per sample
+    reasoning: list[str]  # Chain-of-Causation per sample, as upstream's extra["cot"]: "" without <|cot_end|>
     complete: list[bool]  # the sample reached <|traj_future_start|> before the token limit
     timings: Timings
+    # The text each sample wrote, also when it has no <|cot_end|> (then truncated: publish it flagged).
+    partial_reasoning: list[str] = field(default_factory=list)
+    reasoning_closed: list[bool] = field(default_factory=list)  # <|cot_end|> written: `reasoning` is whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +81,23 @@ class EncodedInputs:
 
 @dataclass(frozen=True, slots=True)
 class _Rollout:
-    """What reasoning leaves for the expert: the cache and, per sample, where its prefix ends."""
+    """What reasoning leaves for the expert: the cache and, per sample, where its prefix ends.
+
+    A sample that wrote <|traj_future_start|> reads the cache up to and including that token and its
+    flow tokens continue right after it (`visible` = `offsets`). Any other sample (token limit,
+    <|im_end|>) is placed as upstream places it: its flow tokens after its whole generated sequence,
+    whose last token the reference never feeds (`offsets` = `visible` + 1: positions skip one slot).
+    """
 
     cache: DynamicCache  # batch S, length L: prompt + generated tokens
     length: int  # L
-    offsets: torch.Tensor  # (S,) int64: cache columns [offset, L) are not this sample's prefix
+    offsets: torch.Tensor  # (S,) int64: the flow tokens' first position, minus rope_delta
     rope_delta: torch.Tensor  # (S, 1) int64: M-RoPE position minus cache index for text tokens
     tokens: list[list[int]]  # generated ids per sample, stop token included
-    complete: list[bool]
+    complete: list[bool]  # the sample wrote <|traj_future_start|>
+    visible: torch.Tensor | None = None  # (S,) int64: cache columns [0, visible) are the sample's
+    # prefix, the rest hidden; None: `offsets`
+    steps: int = 0  # tokens sampled per row (pads and tokens after a row's stop included)
 
 
 def build_expert_config(vlm_text_config, config: AlpamayoR1Config):
@@ -171,6 +183,10 @@ class AlpamayoR1(nn.Module):
         self._pixels = (self.prompt_encoder.pixels if where == "host"
                         else DevicePixels(self.prompt_encoder.image_processor, self.device))
         self.image_preprocessing = where
+
+    def clear_vision_cache(self) -> None:
+        """Forget every kept image encoding (e.g. after a clock jump: keys by stamp may come back)."""
+        self.vision_cache.clear()
 
     def select_attention(self) -> str:
         """The VLM's attention kernels for the current device and dtype (see `vlm_attention_implementation`)."""
@@ -266,38 +282,66 @@ class AlpamayoR1(nn.Module):
         return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
     def decode(self, logits: torch.Tensor, cache: DynamicCache, rope_delta: torch.Tensor, max_new_tokens: int,
-               greedy: bool, temperature: float, top_p: float, generator: torch.Generator) -> _Rollout:
-        """Generate reasoning for every row until it emits <|traj_future_start|> (or <|im_end|>, or the limit).
+               greedy: bool, temperature: float, top_p: float, generator: torch.Generator,
+               early_stop: bool = False) -> _Rollout:
+        """Generate reasoning for every row, ending as upstream's `generate` with `StopAfterEOS` ends.
 
-        Every generated token is run through the decoder, so the stop token's keys/values are in the cache.
-        A row's prefix for the expert ends after its own last real token; the pad tokens finished rows are
-        fed while others continue are masked out. (Upstream, a row without <|traj_future_start|> takes the
-        whole padded sequence as prefix, pads included; such rows are reported as not `complete`.)
+        A row that emits <|im_end|> is finished: it is fed <|endoftext|> pads from then on. Generation
+        stops (a) once every row has emitted <|traj_future_start|> and that token is in the cache, (b)
+        when every row is finished, or (c) at `max_new_tokens`; in (b) and (c) the token sampled last
+        is never fed, as upstream, where the cache lags the sequences by one token. So with several
+        rows, one that emits <|im_end|> keeps the batch going to (a)-(c) and its prefix for the expert
+        is its whole padded sequence (see `_Rollout`).
+
+        `early_stop` (not the reference): stop as soon as every row has emitted <|traj_future_start|>
+        or <|im_end|>, and give a row that ended in <|im_end|> the prefix it would have had alone
+        (its own tokens, no pads). Cheaper when one sample says <|im_end|>; different results then.
         """
         ids = self.token_ids
         rows = logits.shape[0]
         prompt_len = cache.get_seq_length()
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        lengths = torch.zeros(rows, dtype=torch.long, device=self.device)
+        found = torch.zeros(rows, dtype=torch.bool, device=self.device)  # emitted <|traj_future_start|>
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)  # emitted <|im_end|>
         generated: list[torch.Tensor] = []
         text_model = self.vlm.model.language_model
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             tokens = self._next_tokens(logits, greedy, temperature, top_p, generator)
-            tokens = torch.where(done, torch.full_like(tokens, ids.pad), tokens)
+            tokens = torch.where(finished, torch.full_like(tokens, ids.pad), tokens)
             generated.append(tokens)
-            lengths += (~done).long()
-            done |= (tokens == ids.traj_future_start) | (tokens == ids.eos)
+            newly_found = (tokens == ids.traj_future_start) & ~found
+            found |= newly_found
+            finished |= tokens == ids.eos
+            # One device-to-host read per token for all the stop rules.
+            all_finished, all_found, all_ended, any_new = torch.stack(
+                [finished.all(), found.all(), (found | finished).all(), newly_found.any()]).tolist()
+            if step == max_new_tokens - 1 or all_finished:
+                break  # (b), (c): upstream stops before feeding this token
+            ended = all_found or (early_stop and all_ended)
+            if ended and not any_new:
+                break  # every prefix ends before this token
             position = (cache.get_seq_length() + rope_delta).view(1, rows, 1).expand(3, rows, 1)
             out = text_model(input_ids=tokens[:, None], position_ids=position, past_key_values=cache, use_cache=True)
-            if bool(done.all()):
+            if ended:  # (a): upstream samples one more token and stops without feeding it
                 break
             logits = self.vlm.lm_head(out.last_hidden_state[:, -1])
+        length = cache.get_seq_length()
         table = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in range(rows)]
-        token_lists = [row[:n] for row, n in zip(table, lengths.tolist())]
-        complete = [bool(row) and row[-1] == ids.traj_future_start for row in token_lists]
-        return _Rollout(cache=cache, length=cache.get_seq_length(), offsets=prompt_len + lengths,
-                        rope_delta=rope_delta.expand(rows, 1),
-                        tokens=token_lists, complete=complete)
+        token_lists, offsets, visible = [], [], []
+        for row in table:
+            if ids.traj_future_start in row:
+                end = row.index(ids.traj_future_start) + 1
+                offsets.append(prompt_len + end)
+                visible.append(min(prompt_len + end, length))  # emitted at the limit: not fed
+            else:
+                end = row.index(ids.eos) + 1 if ids.eos in row else len(row)
+                # Upstream: positions after the whole (padded) sequence, whose last token is not in the cache.
+                offsets.append(prompt_len + (end if early_stop else len(row)))
+                visible.append(min(offsets[-1] - 1, length))
+            token_lists.append(row[:end])
+        return _Rollout(cache=cache, length=length, offsets=torch.tensor(offsets, device=self.device),
+                        rope_delta=rope_delta.expand(rows, 1), tokens=token_lists,
+                        complete=[ids.traj_future_start in row for row in token_lists],
+                        visible=torch.tensor(visible, device=self.device), steps=len(generated))
 
     def expert_context(self, rollout: _Rollout, repeat: int = 1, capacity: int | None = None,
                        keep_buffers: bool = False) -> ExpertContext:
@@ -313,7 +357,7 @@ class AlpamayoR1(nn.Module):
         return build_context(self.expert, rollout.cache, rollout.offsets, rollout.rope_delta,
                              self.config.action_space_cfg.n_waypoints, repeat, capacity,
                              causal=not self.config.expert_non_causal_attention,
-                             pool=self._expert_buffers if keep_buffers else None)
+                             pool=self._expert_buffers if keep_buffers else None, visible=rollout.visible)
 
     def fixed_capacity(self, prompt_length: int, max_reasoning_tokens: int, repeat: int) -> int:
         """Prefix columns for the compiled flow: the largest prefix the reasoning budget allows, so every
@@ -370,7 +414,7 @@ class AlpamayoR1(nn.Module):
                diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
                share_prefill: bool = True, image_keys: Sequence[object] | None = None,
-               reasoning: str = "per_sample") -> Prediction:
+               reasoning: str = "per_sample", early_stop: bool = False) -> Prediction:
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
@@ -391,6 +435,13 @@ class AlpamayoR1(nn.Module):
             reasoning: "per_sample" (the reference: every sample writes its own Chain-of-Causation) or
                 "shared" (one reasoning, its cache broadcast to the S expert samples, which differ only
                 by their noise: the decode cost of one sample).
+            early_stop: not the reference. With several samples, stop decoding once each has written
+                <|traj_future_start|> or <|im_end|>, and give one that ended in <|im_end|> the prefix
+                it would have had alone. The reference keeps decoding until every sample has written
+                <|traj_future_start|> or the limit, and the expert of an <|im_end|> sample reads its
+                pads (see `decode`); this changes that sample's velocity (by 6.5e-3 at |v| ~ 1.8 per step
+                on the tiny random model).
+                Same results when no sample writes <|im_end|>, or with one sample.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -427,7 +478,8 @@ class AlpamayoR1(nn.Module):
             cache.batch_repeat_interleave(reasoning_rows)
             logits, rope_delta = logits.expand(reasoning_rows, -1), rope_delta.expand(reasoning_rows, 1)
         prefill_ms = clock.lap()
-        rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator)
+        rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator,
+                              early_stop=early_stop)
         decode_ms = clock.lap()
 
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
@@ -435,6 +487,7 @@ class AlpamayoR1(nn.Module):
                     if self.flow_compiled else None)
         context = self.expert_context(rollout, repeat, capacity, keep_buffers=self.flow_compiled)
         tokens = [row for row in rollout.tokens for _ in range(repeat)]
+        decode_steps = rollout.steps
         complete = [done for done in rollout.complete for _ in range(repeat)]
         del cache, rollout  # the expert reads its own copy; the decode cache can go
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
@@ -445,11 +498,12 @@ class AlpamayoR1(nn.Module):
             action, hist_xyz.to(self.device).expand(num_samples, -1, -1),
             hist_rot.to(self.device).expand(num_samples, -1, -1, -1))
         trajectory_ms = clock.lap()
-        reasoning = [reasoning_text(self.prompt_encoder.tokenizer, row, self.token_ids) for row in tokens]
+        reasoning = [read_reasoning(self.prompt_encoder.tokenizer, row, self.token_ids) for row in tokens]
         timings = Timings(vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms, expert_ms=expert_ms,
-                          trajectory_ms=trajectory_ms, decode_tokens=max((len(r) for r in tokens), default=0))
-        return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=reasoning,
-                          complete=complete, timings=timings)
+                          trajectory_ms=trajectory_ms, decode_tokens=decode_steps)
+        return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=[r.text for r in reasoning],
+                          complete=complete, timings=timings, partial_reasoning=[r.partial for r in reasoning],
+                          reasoning_closed=[r.closed for r in reasoning])
 
 
 def vlm_attention_implementation(device: torch.device, dtype: torch.dtype) -> str:

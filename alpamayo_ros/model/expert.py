@@ -47,15 +47,18 @@ class ExpertContext:
 
 def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.Tensor, rope_delta: torch.Tensor,
                   waypoints: int, repeat: int = 1, capacity: int | None = None, causal: bool = False,
-                  pool: dict | None = None) -> ExpertContext:
+                  pool: dict | None = None, visible: torch.Tensor | None = None) -> ExpertContext:
     """Copy the cache's R rows into buffers of C + repeat * W columns and build the mask and positions.
 
-    `offsets` (R,): row r's prefix is cache columns [0, offsets[r]); columns from there to the cache end
-    (pad tokens fed while other rows kept reasoning) are hidden. `rope_delta` (R, 1): M-RoPE position minus
-    cache index. `capacity` (default: the cache length) fixes C, so that calls whose reasoning lengths
-    differ have the same shapes (one compiled graph). `causal`: flow tokens see only earlier ones of
-    their sample (the release's expert is non-causal). `pool`: buffers by shape, kept across calls, so
-    that a call fills the buffers of an earlier one of its shape (fixed addresses for CUDA graphs).
+    `offsets` (R,): row r's flow tokens take positions offsets[r] + rope_delta[r] + k. `visible` (R,),
+    default `offsets` capped at the cache length: row r's prefix is cache columns [0, visible[r]);
+    later columns (tokens generated after its <|traj_future_start|> while other rows went on) are
+    hidden. Upstream, a row without <|traj_future_start|> has offset = cache length + 1 and sees the
+    whole cache. `rope_delta` (R, 1): M-RoPE position minus cache index. `capacity` (default: the
+    cache length) fixes C, so that calls whose reasoning lengths differ have the same shapes (one
+    compiled graph). `causal`: flow tokens see only earlier ones of their sample (the release's
+    expert is non-causal). `pool`: buffers by shape, kept across calls, so that a call fills the
+    buffers of an earlier one of its shape (fixed addresses for CUDA graphs).
     """
     length = cache.get_seq_length()
     capacity = length if capacity is None else capacity
@@ -73,10 +76,14 @@ def build_context(expert: Qwen3VLTextModel, cache: DynamicCache, offsets: torch.
 
     device = keys[0].device
     offsets = offsets.to(device)
+    if visible is None:
+        visible = offsets.clamp(max=length)
+    elif bool((visible > length).any()):
+        raise ValueError(f"visible prefix {visible.tolist()} exceeds the cache length {length}")
     step = torch.arange(tokens, device=device) % waypoints  # waypoint index of each flow token
     sample = torch.arange(tokens, device=device) // waypoints  # sample index within the row
     prefix_column = torch.arange(capacity, device=device)
-    prefix_hidden = (prefix_column >= offsets[:, None]).view(rows, 1, capacity).expand(rows, tokens, capacity)
+    prefix_hidden = (prefix_column >= visible[:, None]).view(rows, 1, capacity).expand(rows, tokens, capacity)
     flow_hidden = sample[:, None] != sample[None, :]
     if causal:
         flow_hidden = flow_hidden | (step[None, :] > step[:, None])

@@ -159,8 +159,31 @@ def fuse_history(input_ids: torch.Tensor, history_ids: torch.Tensor, placeholder
     return fused
 
 
-def reasoning_text(tokenizer: PreTrainedTokenizerBase, generated: list[int], token_ids: TokenIds) -> str:
-    """Chain-of-Causation text: the generated tokens before `<|cot_end|>` (or before any stop token)."""
-    stops = {token_ids.cot_end, token_ids.traj_future_start, token_ids.eos, token_ids.pad}
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """One sample's Chain-of-Causation, read from its generated tokens."""
+
+    text: str  # upstream's `extra["cot"]`: "" unless <|cot_end|> was written
+    partial: str  # what was written: `text` when `closed`, else the unfinished text up to the stop or limit
+    closed: bool  # <|cot_end|> was written before <|traj_future_start|> / <|im_end|>
+
+
+def read_reasoning(tokenizer: PreTrainedTokenizerBase, generated: list[int], token_ids: TokenIds) -> Reasoning:
+    """Upstream `extract_between_special_tokens(..., "cot")` on one sample.
+
+    Upstream decodes the whole sequence with special tokens kept and takes the text before the first
+    <|cot_end|>, after the last <|cot_start|> (the prompt ends with one), stripped; "" without
+    <|cot_end|>. Everything after <|traj_future_start|> or <|im_end|> is a pad there.
+    """
+    stops = (token_ids.traj_future_start, token_ids.eos)
     end = next((i for i, t in enumerate(generated) if t in stops), len(generated))
-    return tokenizer.decode(generated[:end], skip_special_tokens=True).strip()
+    decoded = tokenizer.decode(generated[:end], skip_special_tokens=False)
+    before_end, closed, _ = decoded.partition(special_token("cot_end"))
+    start = before_end.rfind(special_token("cot_start"))
+    written = (before_end[start + len(special_token("cot_start")):] if start >= 0 else before_end).strip()
+    return Reasoning(text=written if closed else "", partial=written, closed=bool(closed))
+
+
+def reasoning_text(tokenizer: PreTrainedTokenizerBase, generated: list[int], token_ids: TokenIds) -> str:
+    """Chain-of-Causation text as upstream returns it: "" unless `<|cot_end|>` was written."""
+    return read_reasoning(tokenizer, generated, token_ids).text
