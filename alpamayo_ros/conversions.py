@@ -174,6 +174,8 @@ def output_messages(outcome: Outcome, frame_id: str, in_odometry_frame: bool, ca
     output = DrivingOutput(
         header=Header(stamp=ns_to_stamp(model_input.t0_ns), frame_id=frame_id),
         trajectories=[paths[i] for i in order], reasoning=[pred.reasoning[i] for i in order],
+        partial_reasoning=[pred.partial_reasoning[i] for i in order],
+        reasoning_closed=[pred.reasoning_closed[i] for i in order],
         reasoning_complete=[pred.complete[i] for i in order], selected=order.index(selected),
         selection=selection, tick=outcome.tick,
         timings=StageTimings(vision_ms=t.vision_ms, prefill_ms=t.prefill_ms, decode_ms=t.decode_ms,
@@ -183,10 +185,17 @@ def output_messages(outcome: Outcome, frame_id: str, in_odometry_frame: bool, ca
         camera_topics=list(camera_topics),
         history_start=ns_to_stamp(model_input.history_span_ns[0]),
         history_end=ns_to_stamp(model_input.history_span_ns[1]))
-    markers = candidate_markers([paths[i] for i in order], order.index(selected), pred.reasoning[selected], frame_id,
-                                model_input.t0_ns)
-    return OutputMessages(trajectory=paths[selected], reasoning=String(data=pred.reasoning[selected]), output=output,
-                          candidates=markers)
+    text = shown_reasoning(pred.reasoning[selected], pred.partial_reasoning[selected], pred.reasoning_closed[selected])
+    markers = candidate_markers([paths[i] for i in order], order.index(selected), text, frame_id, model_input.t0_ns)
+    return OutputMessages(trajectory=paths[selected], reasoning=String(data=text), output=output, candidates=markers)
+
+
+TRUNCATED = "[truncated] "
+
+
+def shown_reasoning(reasoning: str, partial: str, closed: bool) -> str:
+    """What ~/reasoning and RViz show: the reasoning, or the unfinished text flagged as truncated."""
+    return reasoning if closed else TRUNCATED + partial
 
 
 def tick_status(tick: int, status: int, now_ns: int, reason: str = "", t0_ns: int = 0) -> TickStatus:

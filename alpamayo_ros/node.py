@@ -96,7 +96,7 @@ class AlpamayoNode(Node):
         self.model, _ = parameters.load_model(self.cfg, model)
         self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync)
         self.ticker = Ticker(self.inputs, self.cfg.tick_settings, model_inference(self.model, self.cfg.sampling),
-                             self.model.action_space, on_reset=self.model.vision_cache.clear)
+                             self.model.action_space, on_reset=self.model.clear_vision_cache)
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._last_not_ready = ""
         self._last_error = ""

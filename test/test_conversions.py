@@ -143,3 +143,31 @@ def test_candidate_markers_highlight_the_selected_sample():
     assert strips[1].scale.x > strips[0].scale.x
     assert markers.markers[0].action == markers.markers[0].DELETEALL
     assert markers.markers[-1].text == "Yield to the cyclist."
+
+
+def test_unfinished_reasoning_is_published_flagged_and_kept_apart_from_the_reference_text():
+    import torch
+
+    from alpamayo_ros.model.alpamayo_r1 import Prediction, Timings
+    from alpamayo_ros.pipeline.sync import ModelInput
+    from alpamayo_ros.pipeline.ticker import Outcome, Status
+
+    xyz = torch.zeros(2, 64, 3)
+    xyz[:, :, 0] = torch.arange(1, 65) * 0.8
+    pred = Prediction(xyz=xyz, rot=torch.eye(3).expand(2, 64, 3, 3), action=torch.zeros(2, 64, 2),
+                      reasoning=["", "Slow for the bus."], complete=[False, True],
+                      timings=Timings(1.0, 1.0, 1.0, 1.0, 1.0, decode_tokens=6),
+                      partial_reasoning=["Nudge left to pass", "Slow for the bus."], reasoning_closed=[False, True])
+    model_input = ModelInput(t0_ns=5 * 10**9, frames=(), frame_stamps_ns=np.full((4, 4), 5 * 10**9),
+                             ego_history_xyz=np.zeros((16, 3), np.float32),
+                             ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
+                             t0_position=np.zeros(3), t0_rotation=np.eye(3), history_span_ns=(35 * 10**8, 5 * 10**9))
+    outcome = Outcome(tick=7, status=Status.PUBLISHED, model_input=model_input, prediction=pred, valid=(0, 1), selected=0)
+    messages = conversions.output_messages(outcome, "odom", True, ["/a", "/b", "/c", "/d"], "first", 12.0)
+    assert messages.reasoning.data == "[truncated] Nudge left to pass"
+    assert list(messages.output.reasoning) == ["", "Slow for the bus."]  # the reference's text
+    assert list(messages.output.partial_reasoning) == ["Nudge left to pass", "Slow for the bus."]
+    assert list(messages.output.reasoning_closed) == [False, True]
+    text = [m for m in messages.candidates.markers if m.type == m.TEXT_VIEW_FACING][0].text
+    assert text == "[truncated] Nudge left to pass"
+    assert messages.trajectory.header.stamp == conversions.ns_to_stamp(5 * 10**9)

@@ -55,7 +55,7 @@ class Lockstep:
         self.camera_topics = list(camera_topics or cfg.subscribed_camera_topics)
         self.inputs = Inputs(self.camera_topics, cfg.odometry_topic, cfg.sync)
         self.ticker = Ticker(self.inputs, cfg.tick_settings, model_inference(model, cfg.sampling), model.action_space,
-                             on_reset=model.vision_cache.clear)
+                             on_reset=model.clear_vision_cache)
         self.outputs = {name: writer.add_connection(f"{node}/{name}", msgtype, typestore=typestore)
                         for name, msgtype in OUTPUT_TYPES.items()}
         self._classes: dict[str, type] = {}

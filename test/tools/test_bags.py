@@ -73,7 +73,8 @@ def write_outputs(bag_dir, odometry_bag, lateral_offset_m):
                                               frame_id="odom")
             trajectory = t["nav_msgs/msg/Path"](header=header, poses=poses)
             msg = t["alpamayo_msgs/msg/DrivingOutput"](
-                header=header, trajectories=[trajectory, trajectory], reasoning=["a", "b"], reasoning_complete=np.array([True, True]),
+                header=header, trajectories=[trajectory, trajectory], reasoning=["a", "b"], partial_reasoning=["a", "b"],
+                reasoning_closed=np.array([True, True]), reasoning_complete=np.array([True, True]),
                 selected=0, selection="first",
                 timings=t["alpamayo_msgs/msg/StageTimings"](vision_ms=1.0, prefill_ms=1.0, decode_ms=1.0, expert_ms=1.0,
                                                             trajectory_ms=1.0, total_ms=5.0, latency_ms=40.0,
