@@ -81,12 +81,16 @@ def declare_config(node: Node) -> NodeConfig:
                                    for spec in parameters.parameter_specs()})
 
 
-class AlpamayoNode(Node):
-    """The driving node; `model` may be injected (tests), otherwise it is loaded from the parameters."""
+class DrivingNode:
+    """The driving node's behaviour, shared by the plain node and the lifecycle (managed) node.
 
-    def __init__(self, model=None, **kwargs) -> None:
-        super().__init__("alpamayo", **kwargs)
-        self.cfg = declare_config(self)
+    Set-up comes in steps so a lifecycle node can take them on its transitions:
+    `_configure` (model, buffers, runner, publishers), `_start_inputs` (subscriptions, tick timer),
+    `_stop_inputs`, `_teardown`. A plain node runs the first two in its constructor.
+    """
+
+    def _configure(self, model=None, create_output_publisher=None) -> None:
+        """Load the model and build everything but the inputs. `create_output_publisher`: the outputs' factory."""
         if model is None and not self.cfg.model_path:
             self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
                                       "trajectories and reasoning are noise, never drive with them")
@@ -102,29 +106,65 @@ class AlpamayoNode(Node):
         self._last_error = ""
         self._last_outcome = "starting"
         self._reported_drops = 0
-
         self._image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
-        for index, topic in enumerate(self.cfg.subscribed_camera_topics):
-            self._subscribe(self._image_type, topic, lambda msg, i=index, t=topic: self._on_image(msg, i, t), CAMERA_QOS)
-        self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry, ODOMETRY_QOS)
-        self._trajectory_pub = self.create_publisher(Path, "~/trajectory", OUTPUT_QOS)
-        self._reasoning_pub = self.create_publisher(String, "~/reasoning", OUTPUT_QOS)
-        self._output_pub = self.create_publisher(DrivingOutput, "~/output", OUTPUT_QOS)
-        self._candidates_pub = self.create_publisher(MarkerArray, "~/candidates", OUTPUT_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._tick_pub = self.create_publisher(TickStatus, "~/tick", TICK_QOS)
+        self._input_subscriptions: list = []
+        self._tick_timer = None
 
+        publish = create_output_publisher or self.create_publisher
+        self._trajectory_pub = publish(Path, "~/trajectory", OUTPUT_QOS)
+        self._reasoning_pub = publish(String, "~/reasoning", OUTPUT_QOS)
+        self._output_pub = publish(DrivingOutput, "~/output", OUTPUT_QOS)
+        self._candidates_pub = publish(MarkerArray, "~/candidates", OUTPUT_QOS)
+        self._tick_pub = publish(TickStatus, "~/tick", TICK_QOS)
+        # /diagnostics is a plain publisher: an inactive or failing node still reports.
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._outcome_ready = self.create_guard_condition(self._on_outcomes)
         self.runner = Runner(self._on_outcome_from_worker)
-        self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
         # Diagnostics run on the steady clock: they must keep coming when sim time stalls or jumps.
-        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _start_inputs(self) -> None:
+        """Subscribe to the cameras and odometry and start ticking."""
+        for index, topic in enumerate(self.cfg.subscribed_camera_topics):
+            self._input_subscriptions.append(self._subscribe(
+                self._image_type, topic, lambda msg, i=index, t=topic: self._on_image(msg, i, t), CAMERA_QOS))
+        self._input_subscriptions.append(self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry,
+                                                         ODOMETRY_QOS))
+        self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
         cameras = ", ".join(f"{name} {topic}" for name, topic in zip(CAMERA_NAMES, self.cfg.subscribed_camera_topics))
         self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[self._image_type]}) {cameras}; odometry "
                                f"(nav_msgs/msg/Odometry) {self.cfg.odometry_topic}")
         self.get_logger().info(f"ready: {self.cfg.rate_hz} Hz, {self.cfg.num_samples} sample(s), output frame "
                                f"{self.cfg.output_frame.value}, model on {self.model.device} ({self._dtype_name})")
+
+    def _stop_inputs(self) -> None:
+        """Unsubscribe and stop ticking; a tick already running finishes (its outcome is still handled)."""
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        self._input_subscriptions.clear()
+        if self._tick_timer is not None:
+            self.destroy_timer(self._tick_timer)
+            self._tick_timer = None
+
+    def _teardown(self) -> None:
+        """Stop the runner (finishing its tick) and release what `_configure` made."""
+        if getattr(self, "runner", None) is None:
+            return
+        self._stop_inputs()
+        self.runner.stop()
+        self.runner = None
+        for publisher in (self._trajectory_pub, self._reasoning_pub, self._output_pub, self._candidates_pub,
+                          self._tick_pub, self._diagnostics_pub):
+            self.destroy_publisher(publisher)
+        self.destroy_timer(self._diagnostics_timer)
+        self.destroy_guard_condition(self._outcome_ready)
+        self.model = None
+
+    def shutdown(self) -> None:
+        """Stop everything before the node is destroyed (idempotent)."""
+        self._teardown()
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -132,7 +172,7 @@ class AlpamayoNode(Node):
     def _dtype_name(self) -> str:
         return str(self.model.dtype).removeprefix("torch.")
 
-    def _subscribe(self, msg_type, topic: str, callback, qos: QoSProfile) -> None:
+    def _subscribe(self, msg_type, topic: str, callback, qos: QoSProfile):
         """A subscription whose lost-message events are counted for /diagnostics.
 
         Sensor-data QoS (best effort, volatile, no deadline) accepts every publisher, so no
@@ -142,11 +182,11 @@ class AlpamayoNode(Node):
             self.inputs.monitors[topic].lost_events += event.total_count_change
 
         try:
-            self.create_subscription(msg_type, topic, callback, qos,
-                                     event_callbacks=SubscriptionEventCallbacks(message_lost=lost))
+            return self.create_subscription(msg_type, topic, callback, qos,
+                                            event_callbacks=SubscriptionEventCallbacks(message_lost=lost))
         except Exception:  # an RMW without the message-lost event: subscribe without it
             self.get_logger().info(f"{topic}: lost-message events unavailable on this RMW", once=True)
-            self.create_subscription(msg_type, topic, callback, qos)
+            return self.create_subscription(msg_type, topic, callback, qos)
 
     # -- inputs: O(1) per message --------------------------------------------------------------------
 
@@ -307,9 +347,16 @@ class AlpamayoNode(Node):
         ]
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=status))
 
-    def shutdown(self) -> None:
-        """Stop the runner (finishing its tick) before the node is destroyed."""
-        self.runner.stop()
+
+
+class AlpamayoNode(DrivingNode, Node):
+    """The driving node; `model` may be injected (tests), otherwise it is loaded from the parameters."""
+
+    def __init__(self, model=None, **kwargs) -> None:
+        Node.__init__(self, "alpamayo", **kwargs)
+        self.cfg = declare_config(self)
+        self._configure(model)
+        self._start_inputs()
 
 
 USAGE = """usage: alpamayo_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]
@@ -327,8 +374,8 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point for `ros2 run` and `python -m alpamayo_ros.node`."""
+def main(args: list[str] | None = None, node_class: type[Node] | None = None) -> int:
+    """Entry point for `ros2 run` and `python -m alpamayo_ros.node` (`node_class`: the lifecycle node's main)."""
     args = list(args if args is not None else sys.argv)
     own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
     if "-h" in own or "--help" in own:
@@ -339,7 +386,7 @@ def main(args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     try:
         try:
-            node = AlpamayoNode()
+            node = (node_class or AlpamayoNode)()
         except (ValueError, FileNotFoundError, ParameterException) as exc:  # parameters or checkpoint
             rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
             return 1
