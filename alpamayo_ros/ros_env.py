@@ -53,6 +53,9 @@ def rclpy_major_version(env: MutableMapping[str, str] | None = None) -> int | No
     return DISTRO_RCLPY_MAJOR.get(env.get("ROS_DISTRO", "").lower())
 
 
+DISCOVERY_RANGES = ("SYSTEM_DEFAULT", "LOCALHOST", "SUBNET", "OFF")  # rmw's ROS_AUTOMATIC_DISCOVERY_RANGE values
+
+
 def loopback_dds_env(env: MutableMapping[str, str] | None = None, *, domain_id: int | None = None,
                      profile: Path | str | None = None) -> MutableMapping[str, str]:
     """Set loopback-only DDS variables in `env` (default: `os.environ`) for the installed distro; return `env`.
@@ -73,12 +76,7 @@ def loopback_dds_env(env: MutableMapping[str, str] | None = None, *, domain_id: 
     env = os.environ if env is None else env
     if domain_id is not None and not 0 <= domain_id <= MAX_DOMAIN_ID:
         raise ValueError(f"domain_id {domain_id}: expected 0-{MAX_DOMAIN_ID}")
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    major = rclpy_major_version(env)
-    if major is None or major < FIRST_RCLPY_WITH_DISCOVERY_RANGE:
-        env["ROS_LOCALHOST_ONLY"] = "1"
-    else:
-        env.pop("ROS_LOCALHOST_ONLY", None)
+    dds_env(env, discovery_range="LOCALHOST", profile=profile if profile is not None else _default_profile())
     if domain_id is None:
         current = env.get("ROS_DOMAIN_ID", "")
         if current.isdigit() and int(current) <= MAX_DOMAIN_ID:
@@ -86,7 +84,27 @@ def loopback_dds_env(env: MutableMapping[str, str] | None = None, *, domain_id: 
         else:
             domain_id = random.Random(os.getpid()).randint(1, MAX_DOMAIN_ID)
     env["ROS_DOMAIN_ID"] = str(domain_id)
-    profile_path = Path(profile) if profile is not None else _default_profile()
+    return env
+
+
+def dds_env(env: MutableMapping[str, str], *, discovery_range: str, profile: Path | str | None) -> MutableMapping[str, str]:
+    """Set a discovery range and a Fast DDS profile in `env` as the installed distro reads them; return `env`.
+
+    The launch file's building block (it keeps the user's `ROS_DOMAIN_ID`); `loopback_dds_env` is the
+    loopback-only case. `profile` None leaves the profile variables as they are. Humble has no discovery
+    range, only localhost-or-not: LOCALHOST sets `ROS_LOCALHOST_ONLY=1`, any other range removes it.
+    """
+    if discovery_range not in DISCOVERY_RANGES:
+        raise ValueError(f"discovery range {discovery_range!r}: expected one of {', '.join(DISCOVERY_RANGES)}")
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
+    major = rclpy_major_version(env)
+    if discovery_range == "LOCALHOST" and (major is None or major < FIRST_RCLPY_WITH_DISCOVERY_RANGE):
+        env["ROS_LOCALHOST_ONLY"] = "1"
+    else:
+        env.pop("ROS_LOCALHOST_ONLY", None)
+    if profile is None:
+        return env
+    profile_path = Path(profile)
     if not profile_path.is_file():  # Fast DDS would log an error and carry on with its defaults
         raise FileNotFoundError(f"Fast DDS profile {profile_path} not found")
     env[FASTDDS_PROFILE] = str(profile_path)

@@ -98,3 +98,14 @@ def test_installed_rclpy_starts_with_these_settings_and_says_nothing():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "probe ok"
     assert result.stderr.strip() == "", result.stderr
+
+
+def test_dds_env_keeps_the_domain_and_leaves_profiles_when_none(tmp_path):
+    env = {"AMENT_PREFIX_PATH": str(_prefix_with_rclpy(tmp_path, "3.3.16")), "ROS_LOCALHOST_ONLY": "1",
+           "FASTDDS_DEFAULT_PROFILES_FILE": "/vehicle.xml"}
+    ros_env.dds_env(env, discovery_range="SUBNET", profile=None)
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
+    assert "ROS_LOCALHOST_ONLY" not in env and "ROS_DOMAIN_ID" not in env
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == "/vehicle.xml"
+    with pytest.raises(ValueError, match="'LAN'"):
+        ros_env.dds_env(env, discovery_range="LAN", profile=None)
