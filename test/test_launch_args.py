@@ -98,3 +98,17 @@ def test_odometry_topic_comes_from_the_argument_then_the_params_file(tmp_path):
     other = tmp_path / "p.yaml"
     other.write_text("alpamayo:\n  ros__parameters:\n    device: cpu\n")
     assert launch_args.odometry_topic({}, other) == launch_args.DEFAULT_ODOMETRY_TOPIC
+
+
+def test_diagnostic_analyzer_groups_the_nodes_statuses_in_any_namespace():
+    document = yaml.safe_load((REPO / "config" / "diagnostic_analyzers.yaml").read_text())
+    analyzer = document["/**"]["ros__parameters"]["alpamayo"]
+    assert analyzer["type"] == "diagnostic_aggregator/GenericAnalyzer"
+
+    def matches(name: str) -> bool:
+        return any(pattern in name for pattern in analyzer["contains"])
+
+    for namespace in ("", "car1", "fleet/car1"):
+        node = launch_args.resolve_topic(namespace, launch_args.NODE_NAME)
+        assert all(matches(f"{node}: {item}") for item in ("inputs", "inference", "model"))
+    assert not matches("/camera_driver: inputs")
