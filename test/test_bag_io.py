@@ -63,3 +63,15 @@ def test_evaluate_names_its_own_topic_options(tmp_path, capsys):
     assert evaluate.main([str(bag)]) == 2
     err = capsys.readouterr().err
     assert "lacks topics ['/odom', '/alpamayo/output']" in err and "--odometry-topic" in err and "--remap" not in err
+
+
+def test_sample_bag_offers_each_topic_its_publishers_qos(tmp_path):
+    from alpamayo_ros.tools.bag_io import TF_QOS
+    from alpamayo_ros.tools.make_sample_bag import write_bag
+
+    bag = write_bag(tmp_path / "sample", duration_s=0.5, height=16, width=32)
+    with AnyReader([bag], default_typestore=alpamayo_typestore()) as reader:
+        offered = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert offered.pop("/tf_static") == TF_STATIC_QOS
+    assert offered.pop("/tf") == TF_QOS
+    assert offered and all(qos == SENSOR_QOS for qos in offered.values())  # cameras and odometry

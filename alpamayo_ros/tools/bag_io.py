@@ -29,6 +29,7 @@ def offered_qos(reliability: QosReliability, depth: int,
 # The node's outputs: reliable, depth 10 (design §4). Cameras and odometry: rclpy's qos_profile_sensor_data.
 OUTPUT_QOS = offered_qos(QosReliability.RELIABLE, depth=10)
 SENSOR_QOS = offered_qos(QosReliability.BEST_EFFORT, depth=5)
+TF_QOS = offered_qos(QosReliability.RELIABLE, depth=100)  # tf2_ros's TransformBroadcaster
 TF_STATIC_QOS = offered_qos(QosReliability.RELIABLE, depth=1, durability=QosDurability.TRANSIENT_LOCAL)
 
 
