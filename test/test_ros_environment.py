@@ -109,3 +109,21 @@ def test_dds_env_keeps_the_domain_and_leaves_profiles_when_none(tmp_path):
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == "/vehicle.xml"
     with pytest.raises(ValueError, match="'LAN'"):
         ros_env.dds_env(env, discovery_range="LAN", profile=None)
+
+
+def test_installed_fast_dds_reads_the_profile_it_is_given(tmp_path):
+    """A broken profile must be reported: proof that the variable set is the one this Fast DDS reads.
+
+    Fast DDS 2.14 (Jazzy) ignores FASTDDS_DEFAULT_PROFILES_FILE; with it alone, Jazzy ran on defaults and lost
+    1080p images.
+    """
+    pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rclpy==9.1.2, see README)")
+    broken = tmp_path / "broken_profile.xml"
+    broken.write_text("<dds><profiles><unterminated>")
+    env = dict(os.environ)
+    for variable in (ros_env.FASTDDS_PROFILE, ros_env.FASTRTPS_PROFILE):
+        env.pop(variable, None)
+    ros_env.loopback_dds_env(env, profile=broken)
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env,
+                            timeout=CHILD_TIMEOUT_S)
+    assert f"Error parsing '{broken}'" in result.stdout + result.stderr
