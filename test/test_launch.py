@@ -59,10 +59,9 @@ def drive_launch():
     return launch.LaunchDescription([include, launch_pytest.actions.ReadyToTest()])
 
 
-async def _spin_until(node, done, timeout_s: float, clock_publisher, clock_ns: list[int]) -> bool:
+async def _spin_until(executor, done, timeout_s: float, clock_publisher, clock_ns: list[int]) -> bool:
     import asyncio
 
-    import rclpy
     from rosgraph_msgs.msg import Clock
 
     from alpamayo_ros.conversions import ns_to_stamp
@@ -70,7 +69,7 @@ async def _spin_until(node, done, timeout_s: float, clock_publisher, clock_ns: l
     for _ in range(round(timeout_s / POLL_S)):
         clock_ns[0] += round(POLL_S * 1e9)  # the node is on sim time: its timers need /clock
         clock_publisher.publish(Clock(clock=ns_to_stamp(clock_ns[0])))
-        rclpy.spin_once(node, timeout_sec=0)
+        executor.spin_once(timeout_sec=0)
         if done():
             return True
         await asyncio.sleep(POLL_S)  # the launch runs on this event loop
@@ -82,29 +81,37 @@ async def test_node_reports_and_keeps_params_file_values(launch_context):
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rcl_interfaces.srv import GetParameters
+    from rclpy.executors import SingleThreadedExecutor
     from rosgraph_msgs.msg import Clock
 
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("launch_test_listener", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
     try:
         ours = []
         node.create_subscription(DiagnosticArray, "/diagnostics",
                                  lambda m: ours.extend(s for s in m.status if s.name.startswith(f"{NODE}: ")), 10)
         clock = node.create_publisher(Clock, "/clock", 10)
         clock_ns = [1_000_000_000]
-        assert await _spin_until(node, lambda: any(s.name == f"{NODE}: model" for s in ours), DIAGNOSTICS_TIMEOUT_S,
-                                 clock, clock_ns), f"no diagnostics from {NODE} within {DIAGNOSTICS_TIMEOUT_S} s"
+        assert await _spin_until(executor, lambda: any(s.name == f"{NODE}: model" for s in ours),
+                                 DIAGNOSTICS_TIMEOUT_S, clock, clock_ns), \
+            f"no diagnostics from {NODE} within {DIAGNOSTICS_TIMEOUT_S} s"
         assert all(s.hardware_id == NODE for s in ours)
 
         client = node.create_client(GetParameters, f"{NODE}/get_parameters")
+        assert await _spin_until(executor, client.service_is_ready, DIAGNOSTICS_TIMEOUT_S, clock, clock_ns), \
+            f"{NODE}/get_parameters never appeared"
         future = client.call_async(GetParameters.Request(names=["use_sim_time", "device", "camera_topics"]))
-        assert await _spin_until(node, future.done, DIAGNOSTICS_TIMEOUT_S, clock, clock_ns), "get_parameters timed out"
+        assert await _spin_until(executor, future.done, DIAGNOSTICS_TIMEOUT_S, clock, clock_ns), \
+            "get_parameters timed out"
         use_sim_time, device, camera_topics = future.result().values
         assert use_sim_time.bool_value is True  # params_file's; the launch argument was not given
         assert device.string_value == "cpu"
         assert list(camera_topics.string_array_value) == CAMERA_TOPICS  # given: overrides params_file
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 
