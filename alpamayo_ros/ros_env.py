@@ -3,8 +3,8 @@
 Set before rclpy initialises (in this process, or in a child's environment). What each distro reads:
 Humble's rcl only `ROS_LOCALHOST_ONLY`; Jazzy and Kilted `ROS_AUTOMATIC_DISCOVERY_RANGE` (Jazzy warns when
 `ROS_LOCALHOST_ONLY` is set as well, Kilted ignores it). Fast DDS 2.x (Humble, Jazzy) loads the profile named by
-`FASTRTPS_DEFAULT_PROFILES_FILE`, Fast DDS 3 (Kilted) the one named by `FASTDDS_DEFAULT_PROFILES_FILE` (and warns
-that the old name is deprecated when that is set too).
+`FASTRTPS_DEFAULT_PROFILES_FILE` only (measured on Jazzy: `FASTDDS_...` is ignored); Kilted's rmw reads
+`FASTDDS_DEFAULT_PROFILES_FILE`, and the old name too but with a deprecation warning.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ PROFILE_NAME = "fastdds_profile.xml"
 MAX_DOMAIN_ID = 101  # 0-101 keep Fast DDS's default ports below Linux's ephemeral range
 FASTDDS_PROFILE = "FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS 3 (Kilted and later)
 FASTRTPS_PROFILE = "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.x (Humble, Jazzy)
-# rclpy's major version per distro (share/rclpy/package.xml): Humble 3, Iron 4-6, Jazzy 7, Kilted 9, Rolling 10.
+# rclpy's major version per distro (share/rclpy/package.xml): Humble 3, Iron 4, Jazzy 7, Kilted 9, Rolling 10.
 FIRST_RCLPY_WITH_DISCOVERY_RANGE = 4  # Iron
 FIRST_RCLPY_WITH_FAST_DDS_3 = 9  # Kilted
-DISTRO_RCLPY_MAJOR = {"humble": 3, "iron": 5, "jazzy": 7, "kilted": 9, "rolling": 10}
+DISTRO_RCLPY_MAJOR = {"humble": 3, "iron": 4, "jazzy": 7, "kilted": 9, "rolling": 10}
 _VERSION = re.compile(r"<version>\s*(\d+)\.")
 
 
