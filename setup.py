@@ -15,6 +15,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*")),
     ],
     install_requires=["setuptools"],
+    # colcon test runs pytest only for a package that declares it (as ros2 pkg create's template does).
+    extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="alpamayo_ros maintainers",
     description="AlpamayoR1 driving model as a ROS 2 node",
@@ -25,6 +27,9 @@ setup(
             f"alpamayo_node = {PACKAGE}.node:main",
             f"demo = {PACKAGE}.tools.demo:main",
             f"synthetic_publisher = {PACKAGE}.tools.synthetic_publisher:main",
+            f"make_sample_bag = {PACKAGE}.tools.make_sample_bag:main",
+            f"replay = {PACKAGE}.tools.replay:main",
+            f"evaluate = {PACKAGE}.tools.evaluate:main",
         ],
     },
 )

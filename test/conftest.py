@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
-# Before anything can import rclpy: never multicast onto the machine's network (../shared/ros2_env.md).
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
+from alpamayo_ros.ros_env import loopback_dds_env
+
+# Before anything can import rclpy: never multicast onto the machine's network, whichever distro is
+# installed; a per-run ROS_DOMAIN_ID; the Fast DDS profile for both Fast DDS 2 and 3 (../shared/ros2_env.md).
+# Child processes inherit os.environ.
+loopback_dds_env()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402

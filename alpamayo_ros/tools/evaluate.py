@@ -57,7 +57,8 @@ def read_bag(paths: list[Path], odometry_topic: str, output_topic: str, tick_top
     typestore = alpamayo_typestore()
     reader = open_bag(paths, typestore)
     try:
-        require_topics(reader, [odometry_topic, output_topic], remaps=None)
+        require_topics(reader, [odometry_topic, output_topic],
+                       hint="name the bag's topics with --odometry-topic and --output-topic")
         history = PoseHistory(horizon_ns=1 << 62, max_samples=1 << 30)
         odom_frame = None
         outputs, ticks = [], {}

@@ -24,6 +24,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
+from alpamayo_ros.tools.bag_io import SENSOR_QOS, TF_QOS, TF_STATIC_QOS
 
 NS_PER_S = 1_000_000_000
 START_NS = 1_700_000_000 * NS_PER_S  # bag start time (sim time), an arbitrary epoch
@@ -158,10 +159,14 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
     image_type = "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage"
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(out, version=8, storage_plugin=plugin) as writer:
-        cams = [writer.add_connection(topic, image_type, typestore=typestore) for topic in camera_topics]
-        odom = writer.add_connection(odometry_topic, "nav_msgs/msg/Odometry", typestore=typestore)
-        tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore)
-        tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore)
+        # Offered QoS as the drivers' publishers would offer it, so `ros2 bag play` offers the same.
+        cams = [writer.add_connection(topic, image_type, typestore=typestore, offered_qos_profiles=SENSOR_QOS)
+                for topic in camera_topics]
+        odom = writer.add_connection(odometry_topic, "nav_msgs/msg/Odometry", typestore=typestore,
+                                     offered_qos_profiles=SENSOR_QOS)
+        tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore, offered_qos_profiles=TF_QOS)
+        tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore,
+                                          offered_qos_profiles=TF_STATIC_QOS)
         statics = [t["geometry_msgs/msg/TransformStamped"](
             header=_header(typestore, START_NS, "base_link"), child_frame_id=f"camera_{name}",
             transform=t["geometry_msgs/msg/Transform"](

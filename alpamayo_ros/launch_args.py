@@ -1,0 +1,126 @@
+"""drive.launch.py's logic without launch: argument checks, parameter overrides, the node's environment, RViz config.
+
+Launch arguments arrive as strings; an empty string means "keep params_file's value". Every check raises
+LaunchArgumentError naming the argument, what it got and what it expects, so `ros2 launch` stops with that
+line before any process starts. No rclpy or launch import: unit-tested where no ROS 2 install exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from alpamayo_ros.ros_env import DISCOVERY_RANGES, dds_env
+
+STRING_OVERRIDES = ("model_path", "base_model_dir", "device", "odometry_topic")  # launch argument = parameter name
+CAMERA_COUNT = 4  # the model's order: cross-left, front-wide, cross-right, front-tele
+IMAGE_TRANSPORTS = ("raw", "compressed")
+BOOLEANS = {"true": True, "false": False}
+NODE_NAME = "alpamayo"
+DEFAULT_ODOMETRY_TOPIC = "/odom"
+# Display name in config/alpamayo.rviz -> node output it shows ("" = the odometry input).
+RVIZ_TOPICS = {"AlpamayoR1 trajectory": "trajectory", "Candidates and reasoning": "candidates", "Odometry": ""}
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot be used; the message names it, the value and what is expected."""
+
+
+def existing_file(argument: str, value: str) -> Path:
+    """The file a path-valued launch argument names; raises unless it is a readable file."""
+    path = Path(value).expanduser()
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise LaunchArgumentError(f"{argument}:={value}: no readable file there")
+    return path
+
+
+def parse_camera_topics(value: str) -> list[str]:
+    """Four base topics, comma-separated (`/a,/b,/c,/d` or `[/a, /b, /c, /d]`), in the model's camera order."""
+    topics = [t.strip().strip("'\"") for t in value.strip().strip("[]").split(",")]
+    if len(topics) != CAMERA_COUNT or not all(topics):
+        raise LaunchArgumentError(f"camera_topics:={value}: expected {CAMERA_COUNT} comma-separated topics "
+                                  "(cross-left, front-wide, cross-right, front-tele)")
+    return topics
+
+
+def parameter_overrides(arguments: Mapping[str, str]) -> dict[str, object]:
+    """Node parameters from the launch arguments that were given; empty or absent ones keep params_file's."""
+    overrides: dict[str, object] = {name: arguments[name] for name in STRING_OVERRIDES if arguments.get(name)}
+    if arguments.get("camera_topics"):
+        overrides["camera_topics"] = parse_camera_topics(arguments["camera_topics"])
+    transport = arguments.get("image_transport", "")
+    if transport:
+        if transport not in IMAGE_TRANSPORTS:
+            raise LaunchArgumentError(f"image_transport:={transport}: expected one of {', '.join(IMAGE_TRANSPORTS)}")
+        overrides["image_transport"] = transport
+    sim_time = arguments.get("use_sim_time", "").lower()
+    if sim_time:
+        if sim_time not in BOOLEANS:
+            raise LaunchArgumentError(f"use_sim_time:={arguments['use_sim_time']}: expected true or false "
+                                      "(or empty: params_file's value)")
+        overrides["use_sim_time"] = BOOLEANS[sim_time]
+    return overrides
+
+
+def node_environment(base: Mapping[str, str], discovery_range: str, fastdds_profile: str) -> dict[str, str]:
+    """The node's whole environment: `base` plus the discovery range and profile as the installed distro reads them.
+
+    Set on the node's process only, so a launch file including drive.launch.py keeps its own environment.
+    """
+    if discovery_range not in DISCOVERY_RANGES:
+        raise LaunchArgumentError(f"discovery_range:={discovery_range}: expected one of {', '.join(DISCOVERY_RANGES)}")
+    profile = existing_file("fastdds_profile", fastdds_profile) if fastdds_profile else None
+    env = dict(base)
+    dds_env(env, discovery_range=discovery_range, profile=profile)
+    env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "1"  # log lines reach the launch screen as they are written
+    return env
+
+
+def node_topic(namespace: str, name: str) -> str:
+    """Absolute name of the node's private topic `~/<name>` under the launch namespace."""
+    return resolve_topic(namespace, f"{NODE_NAME}/{name}")
+
+
+def resolve_topic(namespace: str, topic: str) -> str:
+    """An absolute topic: `topic` itself if absolute, else under the launch namespace (as rcl resolves it)."""
+    if topic.startswith("/"):
+        return topic
+    parts = [p for p in namespace.strip("/").split("/") if p]
+    return "/" + "/".join([*parts, topic])
+
+
+def odometry_topic(arguments: Mapping[str, str], params_file: Path) -> str:
+    """The odometry topic the node will use: the launch argument, else params_file's, else the node default."""
+    if arguments.get("odometry_topic"):
+        return arguments["odometry_topic"]
+    document = yaml.safe_load(params_file.read_text()) or {}
+    for node in document.values():
+        topic = ((node or {}).get("ros__parameters") or {}).get("odometry_topic")
+        if topic:
+            return topic
+    return DEFAULT_ODOMETRY_TOPIC
+
+
+def rviz_config(template: str, *, fixed_frame: str, vehicle_frame: str, namespace: str, odometry: str) -> str:
+    """config/alpamayo.rviz with the fixed frame, the node's topics under `namespace` and a view on the vehicle.
+
+    The top-down view and the grid follow `vehicle_frame` (TF from the fixed frame), so a car far from the
+    fixed frame's origin (a `map` frame 1 km away) is on screen.
+    """
+    if not fixed_frame:
+        raise LaunchArgumentError("fixed_frame:='': expected a TF frame, e.g. odom or map")
+    config = yaml.safe_load(template)
+    manager = config["Visualization Manager"]
+    manager["Global Options"]["Fixed Frame"] = fixed_frame
+    target = vehicle_frame or "<Fixed Frame>"
+    manager["Views"]["Current"]["Target Frame"] = target
+    for display in manager["Displays"]:
+        if display["Class"] == "rviz_default_plugins/Grid":
+            display["Reference Frame"] = target
+        output = RVIZ_TOPICS.get(display["Name"])
+        if output is not None:
+            display["Topic"]["Value"] = node_topic(namespace, output) if output else resolve_topic(namespace, odometry)
+    return yaml.safe_dump(config, sort_keys=False)
