@@ -54,7 +54,7 @@ test: $(MSGS_STAMP)
 
 bench: $(MSGS_STAMP)
 	$(PY) bench/bench_model.py
-	$(PY) bench/bench_node_tick.py
+	$(PY) bench/bench_ingest.py
 
 clean:
 	rm -rf .venv .venv-jazzy .pytest_cache bench/results

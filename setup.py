@@ -25,6 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"alpamayo_node = {PACKAGE}.node:main",
+            f"alpamayo_lifecycle_node = {PACKAGE}.lifecycle_node:main",
             f"demo = {PACKAGE}.tools.demo:main",
             f"synthetic_publisher = {PACKAGE}.tools.synthetic_publisher:main",
             f"make_sample_bag = {PACKAGE}.tools.make_sample_bag:main",

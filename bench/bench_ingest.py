@@ -19,7 +19,6 @@ import io
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -29,11 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
-PROFILE = str(REPO / "config" / "fastdds_profile.xml")
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", PROFILE)
-os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", PROFILE)
+from alpamayo_ros.ros_env import loopback_dds_env  # noqa: E402
+
+loopback_dds_env()  # loopback-only DDS for this distro, before rclpy loads; children inherit it
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402

@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
 def replay_demo(args: argparse.Namespace) -> int:
     """Sample bag -> the node's pipeline in lockstep (in-process, no DDS) -> evaluation table and plot."""
     from alpamayo_ros import parameters
+    from alpamayo_ros.ros_env import loopback_dds_env
     from alpamayo_ros.tools.bag_io import BagError
     from alpamayo_ros.tools.evaluate import evaluate, print_table
     from alpamayo_ros.tools.make_sample_bag import write_bag
     from alpamayo_ros.tools.replay import print_summary, replay_lockstep
 
+    loopback_dds_env()  # no DDS runs here, but rclpy's message libraries load: never let them multicast
     out_dir = Path(args.out_dir).resolve()
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)

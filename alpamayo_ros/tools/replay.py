@@ -20,19 +20,19 @@ the odometry: what `tools.evaluate` reads.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from alpamayo_ros import parameters
+from alpamayo_ros.ros_env import loopback_dds_env
 from alpamayo_ros.parameters import NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs
 from alpamayo_ros.pipeline.runner import model_inference
 from alpamayo_ros.pipeline.sync import NotReady
 from alpamayo_ros.pipeline.ticker import Outcome, Status, TickCounts, Ticker
-from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag, read_messages, require_topics, storage_of
+from alpamayo_ros.tools.bag_io import (OUTPUT_QOS, SENSOR_QOS, BagError, alpamayo_typestore, new_bag, open_bag,
+                                       read_messages, require_topics, storage_of)
 
 NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -56,7 +56,8 @@ class Lockstep:
         self.inputs = Inputs(self.camera_topics, cfg.odometry_topic, cfg.sync)
         self.ticker = Ticker(self.inputs, cfg.tick_settings, model_inference(model, cfg.sampling), model.action_space,
                              on_reset=model.clear_vision_cache)
-        self.outputs = {name: writer.add_connection(f"{node}/{name}", msgtype, typestore=typestore)
+        self.outputs = {name: writer.add_connection(f"{node}/{name}", msgtype, typestore=typestore,
+                                                    offered_qos_profiles=OUTPUT_QOS)
                         for name, msgtype in OUTPUT_TYPES.items()}
         self._classes: dict[str, type] = {}
         self._odometry_out = None
@@ -73,7 +74,8 @@ class Lockstep:
         try:
             if topic == self.cfg.odometry_topic:
                 if self._odometry_out is None:
-                    self._odometry_out = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+                    self._odometry_out = self.writer.add_connection(topic, msgtype, typestore=self.typestore,
+                                                                    offered_qos_profiles=SENSOR_QOS)
                 self.writer.write(self._odometry_out, now_ns, raw)  # ground truth for evaluate
                 refused = self.inputs.add_pose(conversions.pose_from_odometry(msg, topic), now_ns, now_s,
                                                msg.header.frame_id, msg.child_frame_id)
@@ -152,7 +154,7 @@ def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_to
                 raise BagError(f"bag topic {connection.topic} holds {connection.msgtype}, expected one of "
                                f"{list(expected)}")
         period_ns = round(NS_PER_S / cfg.rate_hz)
-        with _new_bag(out, storage_of(reader)) as writer:
+        with new_bag(out, storage_of(reader)) as writer:
             lockstep = Lockstep(cfg, model, writer, typestore, node, cameras)
             next_tick = (reader.start_time // period_ns + 1) * period_ns  # the node timer's grid: whole periods
             for connection, stamp, raw in read_messages(reader, wanted):
@@ -164,26 +166,6 @@ def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_to
     finally:
         reader.close()
     return lockstep.ticker.counts, lockstep
-
-
-class _new_bag:
-    """A rosbags Writer on a new directory that is removed again if writing fails (so a rerun is not blocked)."""
-
-    def __init__(self, out: Path, storage) -> None:
-        from rosbags.rosbag2 import Writer
-
-        if Path(out).exists():
-            raise BagError(f"{out} exists; rosbag2 writes a new directory")
-        self.out, self.writer = Path(out), Writer(out, version=8, storage_plugin=storage)
-
-    def __enter__(self):
-        self.writer.open()
-        return self.writer
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.writer.close()
-        if exc_type is not None:
-            shutil.rmtree(self.out, ignore_errors=True)
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -229,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"bag {args.bag} does not exist")
     if args.out.exists():
         parser.error(f"{args.out} exists; rosbag2 writes a new directory")
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    loopback_dds_env()  # realtime mode starts DDS; before rclpy initialises
     try:
         cfg = config_from_args(args)
         if args.mode == "realtime":

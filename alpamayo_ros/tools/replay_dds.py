@@ -18,12 +18,12 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock
 
 from alpamayo_msgs.msg import TickStatus
 from alpamayo_ros.conversions import message_class, ns_to_stamp
-from alpamayo_ros.tools.bag_io import alpamayo_typestore, open_bag, read_messages, require_topics, storage_of
+from alpamayo_ros.tools.bag_io import (OUTPUT_QOS, SENSOR_QOS, alpamayo_typestore, new_bag, open_bag, read_messages,
+                                       require_topics, storage_of)
 
 NS_PER_S = 1_000_000_000
 DISCOVERY_TIMEOUT_S = 60.0  # for the node's subscriptions to appear
@@ -64,7 +64,7 @@ def parse_remaps(remaps: list[str]) -> dict[str, str]:
 class Replayer:
     """Publishes one bag into the node and records the node's answers; see the module docstring."""
 
-    def __init__(self, reader, writer: Writer, typestore, node: str, odometry_topic: str,
+    def __init__(self, reader, writer, typestore, node: str, odometry_topic: str,
                  remaps: dict[str, str]) -> None:
         self.reader, self.writer, self.typestore, self.node = reader, writer, typestore, node
         self.odometry_topic, self.remaps = odometry_topic, remaps
@@ -93,7 +93,8 @@ class Replayer:
         self.outputs = {}
         for name, msgtype in OUTPUT_TYPES.items():
             topic = f"{node}/{name}"
-            self.outputs[topic] = writer.add_connection(topic, msgtype, typestore=typestore)
+            self.outputs[topic] = writer.add_connection(topic, msgtype, typestore=typestore,
+                                                        offered_qos_profiles=OUTPUT_QOS)
             self.ros.create_subscription(message_class(msgtype), topic,
                                          lambda raw, t=topic: self._received.put((t, raw)), RELIABLE, raw=True)
         self.ros.create_subscription(TickStatus, f"{node}/tick", self._on_tick, RELIABLE)
@@ -148,7 +149,8 @@ class Replayer:
             self.publishers[topic].publish(bytes(raw))
         if topic == self.odometry_topic:  # ground truth for evaluate
             if self.odometry_out is None:
-                self.odometry_out = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+                self.odometry_out = self.writer.add_connection(topic, msgtype, typestore=self.typestore,
+                                                               offered_qos_profiles=SENSOR_QOS)
             self.writer.write(self.odometry_out, stamp_ns, bytes(raw))
 
     def run(self, rate: float) -> Counts:
@@ -178,7 +180,7 @@ def replay_realtime(bag: Path, out: Path, rate: float = 1.0, node: str = "/alpam
         cameras = camera_topics or sorted({remaps.get(c.topic, c.topic) for c in reader.connections if c.msgtype in images})
         required = list(cameras) + [odometry_topic]
         require_topics(reader, required, remaps)
-        with Writer(out, version=8, storage_plugin=storage_of(reader)) as writer:
+        with new_bag(out, storage_of(reader)) as writer:
             replayer = Replayer(reader, writer, typestore, node, odometry_topic, remaps)
             try:
                 replayer.wait_for_node(required)

@@ -109,8 +109,7 @@ def test_replay_cli_says_why_nothing_was_published_and_leaves_no_folder_behind(t
 
 @pytest.fixture
 def node_process():
-    env = dict(os.environ, PYTHONPATH=str(REPO), FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_profile.xml"),
-               FASTRTPS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_profile.xml"))
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # conftest set the loopback DDS environment
     base_topics = [t.removesuffix("/compressed") for t in CAMERA_TOPICS]
     proc = subprocess.Popen(
         [sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "use_sim_time:=true",
