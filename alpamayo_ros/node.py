@@ -235,7 +235,7 @@ class DrivingNode:
             return
         epoch = self.inputs.epoch
         if self.runner.submit(lambda: self.ticker.run(tick, selected, epoch)):
-            self.ticker.submitted(selected)
+            self.ticker.submitted(tick, selected)
             self._report_tick(tick, Status.SUBMITTED, t0_ns=selected.t0_ns)
         else:
             self.ticker.dropped()

@@ -110,6 +110,7 @@ class Ticker:
         self.last_clock_jump = ""
         self._last_now_ns: int | None = None
         self._last_t0_ns = -1
+        self._t0_before: dict[int, int] = {}  # tick -> the newest t0 run before it (for a tick that never ran)
 
     def select(self, now_ns: int) -> tuple[int, ModelInput | NotReady]:
         """Start tick `tick` at clock `now_ns`: the input it would run, or why there is none (counted)."""
@@ -129,8 +130,9 @@ class Ticker:
             self.counts.not_ready[selected.kind] += 1
         return self.tick, selected
 
-    def submitted(self, model_input: ModelInput) -> None:
-        """The input of the current tick went to the model: later ticks need newer frames."""
+    def submitted(self, tick: int, model_input: ModelInput) -> None:
+        """Tick `tick`'s input went to the model: later ticks need newer frames."""
+        self._t0_before[tick] = self._last_t0_ns
         self._last_t0_ns = model_input.t0_ns
 
     def dropped(self) -> None:
@@ -174,10 +176,12 @@ class Ticker:
     def finish(self, outcome: Outcome, now_ns: int) -> tuple[Outcome, Refused | None]:
         """Settle a run's outcome on the caller's thread; returns it (possibly withheld) and any refused frame."""
         refused = None
+        t0_before = self._t0_before.pop(outcome.tick, None)
         if outcome.bad_frame is not None:
             camera, stamp_ns, text = outcome.bad_frame
             refused = self.inputs.forget_frame(camera, stamp_ns, text, time.monotonic())
-            self._last_t0_ns = -1  # the tick's other frames may still form an input without this one
+            if t0_before is not None and self._last_t0_ns == outcome.model_input.t0_ns:
+                self._last_t0_ns = t0_before  # this input never ran: an older one not yet run may stand in
         if outcome.status is Status.PUBLISHED and (outcome.epoch != self.inputs.epoch
                                                    or outcome.model_input.t0_ns > now_ns):
             outcome = Outcome(outcome.tick, Status.REJECTED, outcome.model_input, outcome.prediction,

@@ -93,7 +93,7 @@ class Lockstep:
         if isinstance(selected, NotReady):
             self._write_tick(tick, Status.NOT_READY, now_ns, selected.reason)
             return
-        self.ticker.submitted(selected)
+        self.ticker.submitted(tick, selected)
         self._write_tick(tick, Status.SUBMITTED, now_ns, t0_ns=selected.t0_ns)
         started = time.perf_counter()
         outcome, refused = self.ticker.finish(self.ticker.run(tick, selected, self.inputs.epoch), now_ns)

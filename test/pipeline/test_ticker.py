@@ -55,7 +55,7 @@ def run_tick(ticker: Ticker, now_ns: int):
     tick, selected = ticker.select(now_ns)
     if isinstance(selected, NotReady):
         return selected
-    ticker.submitted(selected)
+    ticker.submitted(tick, selected)
     outcome, refused = ticker.finish(ticker.run(tick, selected, ticker.inputs.epoch), now_ns)
     return outcome
 
@@ -94,6 +94,8 @@ def test_an_undecodable_selected_frame_rejects_the_tick_and_is_forgotten(ticker)
     retry = run_tick(ticker, 2_000 * MS)  # the next tick falls back to the newest complete input
     assert isinstance(retry.model_input, ModelInput) and retry.model_input.t0_ns == 1_900 * MS
     assert retry.status is Status.PUBLISHED
+    again = run_tick(ticker, 2_050 * MS)  # ...which is not run twice
+    assert isinstance(again, NotReady) and again.kind is Missing.NO_NEW_FRAME
 
 
 def test_clock_jump_back_clears_inputs_then_the_caches_on_the_next_run(ticker):
