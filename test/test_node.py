@@ -86,9 +86,12 @@ def test_driving_output_carries_every_sample_and_its_inputs(raw_drive):
 
 
 def test_reasoning_and_markers_match_the_published_sample(raw_drive):
+    from alpamayo_ros.conversions import shown_reasoning
+
     out = raw_drive.outputs[-1]
     published = {r.data for r in raw_drive.reasoning}
-    assert out.reasoning[out.selected] in published  # ~/reasoning carries the selected sample's text
+    i = out.selected  # ~/reasoning carries the selected sample's text, flagged when unfinished
+    assert shown_reasoning(out.reasoning[i], out.partial_reasoning[i], out.reasoning_closed[i]) in published
     markers = raw_drive.markers[-1].markers
     strips = [m for m in markers if m.ns == "candidates" and m.action == m.ADD]
     assert len(strips) == len(raw_drive.outputs[-1].trajectories)
