@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -37,9 +36,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "bench_soak.json"))
     args = parser.parse_args()
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_profile.xml")
+    sys.path.insert(0, str(REPO))
+    from alpamayo_ros.ros_env import loopback_dds_env
+
+    loopback_dds_env()  # before rclpy loads here; the node and publisher inherit it
     env = dict(os.environ, PYTHONPATH=str(REPO))
     import rclpy
     from alpamayo_msgs.msg import DrivingOutput, TickStatus
