@@ -24,6 +24,7 @@ from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
 from .flow_matching import euler_integrate, time_grid
+from .kv_cache import reserve
 from .pixels import DevicePixels
 from .prompt import PromptEncoder, read_reasoning
 from .vision_cache import EncodedImage, VisionCache
@@ -220,7 +221,8 @@ class AlpamayoR1(nn.Module):
         bitwise the per-image encodings (checked on its first use; the kernels, and so the rounding,
         depend on shapes, not values); otherwise the images are encoded one call each.
         """
-        processed = [self._pixels(image) for image in images]
+        processed = (self.prompt_encoder.pixels_of(list(images)) if self.image_preprocessing == "host"
+                     else [self._pixels(image) for image in images])
         if len(processed) < 2:
             return self._encode_pixels(processed) if processed else []
         shape = (self.device, self.dtype, self.vlm.model.visual.dtype,
@@ -522,6 +524,7 @@ class AlpamayoR1(nn.Module):
         if share_prefill and reasoning_rows > 1:
             cache.batch_repeat_interleave(reasoning_rows)
             logits, rope_delta = logits.expand(reasoning_rows, -1), rope_delta.expand(reasoning_rows, 1)
+        reserve(cache, max_reasoning_tokens)  # decode then appends in place (same values as DynamicCache)
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator,
                               early_stop=early_stop)

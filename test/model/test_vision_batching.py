@@ -78,3 +78,10 @@ def test_only_images_missing_from_the_cache_are_encoded_in_one_batch(drive, imag
     # The 4 new images in one call, then (a batch shape not seen before) each alone to check it.
     assert calls == [4, 1, 1, 1, 1]
     assert (model.vision_cache.misses, model.vision_cache.hits) == (20, 12)
+
+
+def test_one_processor_call_gives_each_images_own_pixels(tiny_model, images):
+    encoder = tiny_model.prompt_encoder
+    for (pixels, grid), image in zip(encoder.pixels_of(images), images):
+        alone_pixels, alone_grid = encoder.pixels(image)
+        assert torch.equal(pixels, alone_pixels) and torch.equal(grid, alone_grid)
