@@ -255,7 +255,14 @@ def ratios(results: dict) -> dict[str, float]:
              ("expert stage: eager / compiled (1 sample)", "plain", "compiled flow", "expert_ms"),
              ("total: 6 per-sample prefill / 6 shared prefill", "6 per-sample prefill", "6 shared prefill", "total_ms"),
              ("total: 6 shared reasoning / plain", "6 shared reasoning", "plain", "total_ms"),
-             ("total: 6 fastest / plain", "6 fastest", "plain", "total_ms")]
+             ("total: 6 fastest / plain", "6 fastest", "plain", "total_ms"),
+             # The speed-ups over the reference's structure (issue #13: >= 1.5x fresh, >= 2.5x with reuse).
+             ("speed-up, 1 sample, fresh call: reference-shaped / plain", "reference-shaped", "plain", "total_ms"),
+             ("speed-up, 1 sample, tick with reuse: reference-shaped / vision reuse", "reference-shaped",
+              "vision reuse", "total_ms"),
+             ("speed-up, 6 samples: reference-shaped 6 / 6 shared prefill", "reference-shaped 6", "6 shared prefill",
+              "total_ms"),
+             ("speed-up, 6 samples: reference-shaped 6 / 6 fastest", "reference-shaped 6", "6 fastest", "total_ms")]
     for text, a, b, stage in pairs:
         if a in results and b in results:
             out[text] = p50(a, stage) / p50(b, stage)
