@@ -12,6 +12,15 @@ tick by tick on one model. Greedy decoding of a fixed token budget keeps the wor
   6 per-sample prefill  6 samples, 6 prefills (what generate(num_return_sequences=6) does)
   6 shared reasoning    6 samples sharing one reasoning, one cache row
   6 fastest             6 shared reasoning + vision reuse + device preprocessing + compiled flow
+  reference-shaped      1 sample run the way NVIDIA's `sample_trajectories_from_data_with_vlm_rollout`
+                        runs (the baseline): one processor call, `vlm.generate` (vision, prefill and
+                        decode inside, stopping as `StopAfterEOS`), then the expert through transformers
+                        over the `DynamicCache` with its float32 4D mask, cropped after every Euler step
+  reference-shaped 6    the same with 6 samples (`num_return_sequences=6`)
+
+The baseline uses this process's weights and code versions, so its ratios to the options are the
+speed-up over the reference's structure on the same machine. Its stage columns: "vision" is the
+processor, "decode" is all of `generate` (vision tower, prefill and decode), "prefill" is not split out.
 
 Configs: `tiny` (the tests' model); `medium` (30 M parameters with the release's proportions: expert half
 the VLM's width, attention width = hidden, MLP 3x / 4x, 2 KV heads for 8 query heads; 16 images of
@@ -22,6 +31,7 @@ needs a GPU). Prints a table and writes JSON to bench/results/.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -34,11 +44,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from alpamayo_ros.model.alpamayo_r1 import Timings, _StageClock  # noqa: E402
 from alpamayo_ros.model.config import ActionInProjConfig, ExpertConfig  # noqa: E402
+from alpamayo_ros.model.flow_matching import euler_integrate, time_grid  # noqa: E402
 from alpamayo_ros.model.loading import QWEN_BASE_VOCAB, random_model, release_config, tiny_config  # noqa: E402
+from alpamayo_ros.model.trajectory_tokens import history_token_ids  # noqa: E402
 from alpamayo_ros.tools.synthetic import road_images, synthetic_drive  # noqa: E402
 
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
@@ -53,6 +67,7 @@ class Option:
     reuse: bool = False
     preprocessing: str = "host"
     compiled: bool = False
+    reference: bool = False  # run `reference_shaped_sample` instead of `AlpamayoR1.sample`
 
 
 OPTIONS = {
@@ -64,7 +79,93 @@ OPTIONS = {
     "6 per-sample prefill": Option(samples=6, share_prefill=False),
     "6 shared reasoning": Option(samples=6, reasoning="shared"),
     "6 fastest": Option(samples=6, reasoning="shared", reuse=True, preprocessing="device", compiled=True),
+    "reference-shaped": Option(reference=True),
+    "reference-shaped 6": Option(samples=6, reference=True),
 }
+
+
+class _StopAfterFutureStart(StoppingCriteria):
+    """Upstream's `StopAfterEOS`: stop at the step after every row has had <|traj_future_start|>."""
+
+    def __init__(self, token_id: int) -> None:
+        self.token_id, self.seen = token_id, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> bool:
+        if self.seen is not None and bool(self.seen.all()):
+            return True
+        last = input_ids[:, -1] == self.token_id
+        self.seen = last if self.seen is None else self.seen | last
+        return False
+
+
+class _MaskTrajectoryTokens(LogitsProcessor):
+    """Upstream's `ExpertLogitsProcessor`: <i*> tokens are never generated."""
+
+    def __init__(self, start: int, count: int) -> None:
+        self.start, self.count = start, count
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.start:self.start + self.count] = -torch.inf
+        return scores
+
+
+@torch.inference_mode()
+def reference_shaped_sample(model, images: list[np.ndarray], hist_xyz: np.ndarray, hist_rot: np.ndarray,
+                            samples: int, tokens: int) -> tuple[Timings, torch.Tensor]:
+    """One inference laid out as upstream's `sample_trajectories_from_data_with_vlm_rollout`, on greedy
+    tokens. Returns the stage times and the (S, 64, 3) positions."""
+    ids, device = model.token_ids, model.device
+    clock = _StageClock(device)
+    processed = model.prompt_encoder.image_processor(images=images, return_tensors="pt")
+    grids = processed["image_grid_thw"]
+    history = history_token_ids(torch.as_tensor(hist_xyz)[None], model.config.hist_traj_tokenizer_cfg,
+                                ids.hist_token_start_idx)
+    input_ids = model.prompt_encoder.input_ids(grids, history).to(device)
+    vision_ms = clock.lap()
+    config = copy.deepcopy(model.vlm.generation_config)
+    # Sampling as upstream, kept to the greedy tokens by top_k=1 (generate allows no greedy decoding of
+    # several sequences): the same tokens, so the same work, as the options' greedy runs.
+    config.update(do_sample=True, top_k=1, top_p=1.0, temperature=1.0, num_return_sequences=samples,
+                  max_new_tokens=tokens, output_logits=True, return_dict_in_generate=True, pad_token_id=ids.pad,
+                  eos_token_id=ids.eos)
+    out = model.vlm.generate(
+        input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+        pixel_values=processed["pixel_values"].to(device, model.vlm.model.visual.dtype),
+        image_grid_thw=grids.to(device), generation_config=config,
+        stopping_criteria=StoppingCriteriaList([_StopAfterFutureStart(ids.traj_future_start)]),
+        logits_processor=LogitsProcessorList([_MaskTrajectoryTokens(ids.traj_token_start_idx, ids.traj_vocab_size)]))
+    decode_ms = clock.lap()
+    cache = out.past_key_values
+    prefix = cache.get_seq_length()
+    sequences = out.sequences
+    rows, waypoints = sequences.shape[0], model.config.action_space_cfg.n_waypoints
+    has = (sequences == ids.traj_future_start).any(dim=1)
+    first = (sequences == ids.traj_future_start).int().argmax(dim=1)
+    offset = torch.where(has, first, torch.full_like(first, sequences.shape[1] - 1)) + 1
+    positions = torch.arange(waypoints, device=device).view(1, 1, -1).repeat(3, rows, 1)
+    positions = positions + (model.vlm.model.rope_deltas + offset[:, None])
+    mask = torch.zeros(rows, 1, waypoints, prefix + waypoints, dtype=torch.float32, device=device)
+    for r in range(rows):
+        mask[r, :, :, offset[r]:-waypoints] = torch.finfo(mask.dtype).min
+
+    def step_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        embeds = model.action_in_proj(x, t).to(model.expert.dtype)
+        hidden = model.expert(inputs_embeds=embeds, position_ids=positions, past_key_values=cache,
+                              attention_mask=mask.to(embeds.dtype), use_cache=True, is_causal=False)
+        cache.crop(prefix)
+        return model.action_out_proj(hidden.last_hidden_state[:, -waypoints:]).float()
+
+    noise = torch.randn(rows, waypoints, 2, generator=torch.Generator(device=device).manual_seed(0), device=device)
+    action = euler_integrate(step_fn, noise, time_grid(model.config.diffusion_cfg.num_inference_steps, device))
+    expert_ms = clock.lap()
+    xyz, _ = model.action_space.action_to_traj(
+        action, torch.as_tensor(hist_xyz, device=device).expand(rows, -1, -1),
+        torch.as_tensor(hist_rot, device=device).expand(rows, -1, -1, -1))
+    xyz = xyz.cpu()
+    trajectory_ms = clock.lap()
+    timings = Timings(vision_ms=vision_ms, prefill_ms=0.0, decode_ms=decode_ms, expert_ms=expert_ms,
+                      trajectory_ms=trajectory_ms, decode_tokens=sequences.shape[1] - input_ids.shape[1])
+    return timings, xyz
 
 
 def medium_config():
@@ -120,12 +221,15 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
             images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
             keys = [(label, cam, k + f) for cam in range(4) for f in range(4)] if option.reuse else None
             start = time.perf_counter_ns()
-            pred = model.sample(images, *history, num_samples=option.samples, greedy=True,
-                                max_reasoning_tokens=tokens, share_prefill=option.share_prefill,
-                                reasoning=option.reasoning, image_keys=keys)
+            if option.reference:
+                timings, _ = reference_shaped_sample(model, images, *history, option.samples, tokens)
+            else:
+                timings = model.sample(images, *history, num_samples=option.samples, greedy=True,
+                                       max_reasoning_tokens=tokens, share_prefill=option.share_prefill,
+                                       reasoning=option.reasoning, image_keys=keys).timings
             wall_ms = (time.perf_counter_ns() - start) / 1e6
             if k >= WARMUP:
-                measured[label].append((pred.timings, wall_ms))
+                measured[label].append((timings, wall_ms))
         print(f"  {name}: tick {k + 1}/{WARMUP + ticks}" + (" (warm-up)" if k < WARMUP else ""), flush=True)
     results = {}
     for label, runs in measured.items():
@@ -151,7 +255,14 @@ def ratios(results: dict) -> dict[str, float]:
              ("expert stage: eager / compiled (1 sample)", "plain", "compiled flow", "expert_ms"),
              ("total: 6 per-sample prefill / 6 shared prefill", "6 per-sample prefill", "6 shared prefill", "total_ms"),
              ("total: 6 shared reasoning / plain", "6 shared reasoning", "plain", "total_ms"),
-             ("total: 6 fastest / plain", "6 fastest", "plain", "total_ms")]
+             ("total: 6 fastest / plain", "6 fastest", "plain", "total_ms"),
+             # The speed-ups over the reference's structure (issue #13: >= 1.5x fresh, >= 2.5x with reuse).
+             ("speed-up, 1 sample, fresh call: reference-shaped / plain", "reference-shaped", "plain", "total_ms"),
+             ("speed-up, 1 sample, tick with reuse: reference-shaped / vision reuse", "reference-shaped",
+              "vision reuse", "total_ms"),
+             ("speed-up, 6 samples: reference-shaped 6 / 6 shared prefill", "reference-shaped 6", "6 shared prefill",
+              "total_ms"),
+             ("speed-up, 6 samples: reference-shaped 6 / 6 fastest", "reference-shaped 6", "6 fastest", "total_ms")]
     for text, a, b, stage in pairs:
         if a in results and b in results:
             out[text] = p50(a, stage) / p50(b, stage)

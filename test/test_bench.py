@@ -27,3 +27,17 @@ def test_full_size_benchmark_refuses_to_run_without_a_gpu(tmp_path):
     result = subprocess.run([sys.executable, str(BENCH), "--configs", "full", "--device", "cpu",
                              "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "needs a GPU" in result.stderr
+
+
+def test_reference_shaped_baseline_does_the_options_work_and_is_compared(tmp_path):
+    # Greedy tokens through vlm.generate: the baseline decodes as many tokens as the options do.
+    out = tmp_path / "bench.json"
+    options = ["plain", "vision reuse", "reference-shaped"]
+    subprocess.run([sys.executable, str(BENCH), "--configs", "tiny", "--ticks", "1", "--tokens", "3",
+                    "--device", "cpu", "--out", str(out), "--options", *options], check=True, timeout=300,
+                   capture_output=True)
+    report = json.loads(out.read_text())["reports"][0]
+    assert [report["results"][label]["decode_tokens"] for label in options] == [[3]] * 3
+    assert report["results"]["reference-shaped"]["decode_ms"]["p50"] > 0
+    assert {"speed-up, 1 sample, fresh call: reference-shaped / plain",
+            "speed-up, 1 sample, tick with reuse: reference-shaped / vision reuse"} <= set(report["ratios"])

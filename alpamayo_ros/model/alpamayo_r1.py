@@ -24,6 +24,7 @@ from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
 from .flow_matching import euler_integrate, time_grid
+from .kv_cache import reserve
 from .pixels import DevicePixels
 from .prompt import PromptEncoder, read_reasoning
 from .vision_cache import EncodedImage, VisionCache
@@ -162,6 +163,7 @@ class AlpamayoR1(nn.Module):
         self._expert_buffers: dict = {}  # the compiled flow's buffer pool (see `build_context`)
         self._pixels = prompt_encoder.pixels
         self.image_preprocessing = "host"
+        self._batch_exact: dict[tuple, bool] = {}  # vision batch shape -> batching is bitwise per-image
 
     @property
     def device(self) -> torch.device:
@@ -196,15 +198,49 @@ class AlpamayoR1(nn.Module):
         return name
 
     def encode_image(self, image: np.ndarray) -> EncodedImage:
-        """One (H, W, 3) uint8 RGB image through the preprocessing and the vision tower.
+        """One (H, W, 3) uint8 RGB image through the preprocessing and the vision tower, alone."""
+        return self._encode_pixels([self._pixels(image)])[0]
 
-        Each image is encoded on its own (the tower's attention never crosses images), so a cached
-        encoding is bitwise the one a fresh call would give.
-        """
-        pixels, grid = self._pixels(image)
+    def _encode_pixels(self, processed: list[tuple[torch.Tensor, torch.Tensor]]) -> list[EncodedImage]:
+        """One vision-tower call over several images' (pixels, grid); the outputs split back per image."""
         visual = self.vlm.model.visual
-        embeds, deepstack = visual(pixels.to(self.device, visual.dtype), grid_thw=grid.to(self.device))
-        return EncodedImage(grid_thw=grid, embeds=embeds, deepstack=tuple(deepstack))
+        grids = torch.cat([grid for _, grid in processed])
+        pixels = torch.cat([pixels.to(self.device, visual.dtype) for pixels, _ in processed])
+        embeds, deepstack = visual(pixels, grid_thw=grids.to(self.device))
+        counts = (grids.prod(dim=-1) // visual.spatial_merge_size ** 2).tolist()
+        per_layer = [layer.split(counts) for layer in deepstack]
+        return [EncodedImage(grid_thw=grids[i:i + 1], embeds=e, deepstack=tuple(layer[i] for layer in per_layer))
+                for i, e in enumerate(embeds.split(counts))]
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """Images through the preprocessing and the vision tower: each exactly as encoded alone.
+
+        The tower's attention never crosses images, but its matrix products may round differently with
+        more rows (measured: the tiny model's mergers at 6 vs 96 rows, 1e-7; the medium and larger
+        shapes equal). So one batched call is used for a batch shape only once it has been seen to give
+        bitwise the per-image encodings (checked on its first use; the kernels, and so the rounding,
+        depend on shapes, not values); otherwise the images are encoded one call each.
+        """
+        processed = (self.prompt_encoder.pixels_of(list(images)) if self.image_preprocessing == "host"
+                     else [self._pixels(image) for image in images])
+        if len(processed) < 2:
+            return self._encode_pixels(processed) if processed else []
+        shape = (self.device, self.dtype, self.vlm.model.visual.dtype,
+                 tuple(tuple(grid.reshape(-1).tolist()) for _, grid in processed))
+        exact = self._batch_exact.get(shape)
+        if exact is False:
+            return [e for one in processed for e in self._encode_pixels([one])]
+        batched = self._encode_pixels(processed)
+        if exact is None:
+            alone = [e for one in processed for e in self._encode_pixels([one])]
+            exact = all(torch.equal(a.embeds, b.embeds) and all(map(torch.equal, a.deepstack, b.deepstack))
+                        for a, b in zip(alone, batched))
+            self._batch_exact[shape] = exact
+            if not exact:
+                logger.info("vision tower: batching %d images rounds differently from encoding each alone; "
+                            "encoding this batch shape one image at a time", len(processed))
+                return alone
+        return batched
 
     def encode_inputs(self, images: np.ndarray | Sequence[np.ndarray], ego_history_xyz: np.ndarray | torch.Tensor,
                       image_keys: Sequence[object] | None = None) -> EncodedInputs:
@@ -227,17 +263,28 @@ class AlpamayoR1(nn.Module):
                 raise ValueError(f"image {i} is {image.dtype} {image.shape}, expected uint8 RGB (H, W, 3)")
         if image_keys is not None and len(image_keys) != len(images):
             raise ValueError(f"got {len(image_keys)} image keys for {len(images)} images")
-        encoded = [self.encode_image(image) if image_keys is None
-                   # The two preprocessing paths give slightly different pixels: their encodings are kept apart.
-                   else self.vision_cache.get_or_encode((self.image_preprocessing, key),
-                                                        lambda image=image: self.encode_image(image))
-                   for image, key in zip(images, image_keys or [None] * len(images))]
+        encoded = self._encode_with_cache(images, image_keys)
         grids = torch.cat([e.grid_thw for e in encoded])
         hist = _cpu_float32(ego_history_xyz)
         ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
         return EncodedInputs(input_ids=self.prompt_encoder.input_ids(grids, ids), image_grid_thw=grids,
                              image_embeds=torch.cat([e.embeds for e in encoded]),
                              deepstack=[torch.cat(layer) for layer in zip(*(e.deepstack for e in encoded))])
+
+    def _encode_with_cache(self, images: Sequence[np.ndarray],
+                           image_keys: Sequence[object] | None) -> list[EncodedImage]:
+        """Encodings of `images`: cached ones reused, all the others encoded in one `encode_images` call."""
+        if image_keys is None:
+            return self.encode_images(images)
+        # The two preprocessing paths give slightly different pixels: their encodings are kept apart.
+        keys = [(self.image_preprocessing, key) for key in image_keys]
+        found = {key: self.vision_cache.get(key) for key in dict.fromkeys(keys) if key in self.vision_cache}
+        missing = [key for key in dict.fromkeys(keys) if key not in found]  # in order, once each
+        images_by_key = dict(zip(keys, images))
+        fresh = dict(zip(missing, self.encode_images([images_by_key[key] for key in missing])))
+        for key, value in fresh.items():
+            self.vision_cache.put(key, value)
+        return [found[key] if key in found else fresh[key] for key in keys]
 
     def _check_history(self, xyz: torch.Tensor, rot: torch.Tensor) -> None:
         poses = self.config.num_history_poses
@@ -477,6 +524,7 @@ class AlpamayoR1(nn.Module):
         if share_prefill and reasoning_rows > 1:
             cache.batch_repeat_interleave(reasoning_rows)
             logits, rope_delta = logits.expand(reasoning_rows, -1), rope_delta.expand(reasoning_rows, 1)
+        reserve(cache, max_reasoning_tokens)  # decode then appends in place (same values as DynamicCache)
         prefill_ms = clock.lap()
         rollout = self.decode(logits, cache, rope_delta, max_reasoning_tokens, greedy, temperature, top_p, generator,
                               early_stop=early_stop)

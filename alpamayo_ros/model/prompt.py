@@ -137,6 +137,15 @@ class PromptEncoder:
         processed = self.image_processor(images=[image], return_tensors="pt")
         return processed["pixel_values"], processed["image_grid_thw"]
 
+    def pixels_of(self, images: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`pixels` of several images from one processor call (per-image arithmetic, so the same values)."""
+        if not images:
+            return []
+        processed = self.image_processor(images=list(images), return_tensors="pt")
+        grids = processed["image_grid_thw"]
+        patches = processed["pixel_values"].split(grids.prod(dim=-1).tolist())
+        return [(pixels, grids[i:i + 1]) for i, pixels in enumerate(patches)]
+
     def input_ids(self, grids: torch.Tensor, history_ids: torch.Tensor) -> torch.Tensor:
         """(1, L) prompt ids for images with these (num_images, 3) grids and (1, H) history token ids."""
         merge = self.image_processor.merge_size ** 2

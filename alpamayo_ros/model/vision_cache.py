@@ -1,8 +1,8 @@
 """Vision-tower outputs kept across calls, keyed by the caller (e.g. camera and stamp).
 
 At 10 Hz ticks with 4 frames per camera, 12 of the 16 images of a tick were encoded on the previous
-tick. Encodings are per image, so a cached one is exactly what encoding again would give. Bounded: the
-least recently used entries go first.
+tick. Encodings are bitwise per-image ones (see `AlpamayoR1.encode_images`), so a cached one is exactly
+what encoding again would give. Bounded: the least recently used entries go first.
 """
 
 from __future__ import annotations
@@ -38,6 +38,24 @@ class VisionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def get(self, key: Hashable) -> EncodedImage:
+        """The cached encoding for `key` (counted as a hit); KeyError if there is none."""
+        value = self._entries[key]
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: EncodedImage) -> None:
+        """Store a fresh encoding (counted as a miss), dropping the least recently used beyond the bound."""
+        self.misses += 1
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
     def get_or_encode(self, key: Hashable, encode: Callable[[], EncodedImage]) -> EncodedImage:
         """The cached encoding for `key`, or `encode()` stored under it."""
