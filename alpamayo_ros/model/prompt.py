@@ -10,6 +10,8 @@ after `<|cot_start|>`. Everything loads from local directories; nothing here tou
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +96,7 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
 
 # Upstream `helper.py` builds the processor with these whatever the config says: 1080x1920 -> 320x576,
 # 180 tokens per image. The base model's own range would give ~940 tokens per image.
+PREPROCESS_THREADS = min(4, os.cpu_count() or 1)
 RELEASE_MIN_PIXELS = 163840
 RELEASE_MAX_PIXELS = 196608
 
@@ -131,6 +134,7 @@ class PromptEncoder:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.token_ids = token_ids
+        self._pool: ThreadPoolExecutor | None = None  # made on first use
 
     def pixels(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(H, W, 3) uint8 RGB -> patches (n, C * temporal_patch * patch^2) float32 and grid (1, 3) int64."""
@@ -138,13 +142,14 @@ class PromptEncoder:
         return processed["pixel_values"], processed["image_grid_thw"]
 
     def pixels_of(self, images: list[np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """`pixels` of several images from one processor call (per-image arithmetic, so the same values)."""
-        if not images:
-            return []
-        processed = self.image_processor(images=list(images), return_tensors="pt")
-        grids = processed["image_grid_thw"]
-        patches = processed["pixel_values"].split(grids.prod(dim=-1).tolist())
-        return [(pixels, grids[i:i + 1]) for i, pixels in enumerate(patches)]
+        """`pixels` of several images, one processor call each on a few threads (per-image arithmetic: the same
+        values as one call for all). PIL's resize and numpy release the GIL: 16 frames of 1080p took 92 ms
+        instead of 165 ms on 2 cores, 165-263 ms instead of 344-412 ms beside two CPU-bound processes."""
+        if len(images) < 2:
+            return [self.pixels(image) for image in images]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=PREPROCESS_THREADS, thread_name_prefix="alpamayo-pixels")
+        return list(self._pool.map(self.pixels, images))
 
     def input_ids(self, grids: torch.Tensor, history_ids: torch.Tensor) -> torch.Tensor:
         """(1, L) prompt ids for images with these (num_images, 3) grids and (1, H) history token ids."""
