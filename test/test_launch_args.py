@@ -156,3 +156,8 @@ def test_exit_reason_names_the_executable_and_the_code():
     assert launch_args.exit_reason("alpamayo_lifecycle_node", 0) == "alpamayo_lifecycle_node exited; ending the launch"
     failed = launch_args.exit_reason("alpamayo_node", 1)
     assert failed.startswith("alpamayo_node exited with code 1: it could not start") and "ending the launch" in failed
+
+
+def test_an_exception_in_a_transition_points_to_where_its_traceback_shows():
+    reason = launch_args.autostart_failure_reason("/alpamayo", "errorprocessing", "unconfigured")
+    assert "does not log" in reason and "managed:=false" in reason
