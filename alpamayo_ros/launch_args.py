@@ -1,4 +1,5 @@
-"""drive.launch.py's logic without launch: argument checks, parameter overrides, the node's environment, RViz config.
+"""drive.launch.py's logic without launch: argument checks, parameter overrides, the node's environment, RViz config,
+which executable runs and how autostart brings a managed (lifecycle) node up.
 
 Launch arguments arrive as strings; an empty string means "keep params_file's value". Every check raises
 LaunchArgumentError naming the argument, what it got and what it expects, so `ros2 launch` stops with that
@@ -20,6 +21,8 @@ CAMERA_COUNT = 4  # the model's order: cross-left, front-wide, cross-right, fron
 IMAGE_TRANSPORTS = ("raw", "compressed")
 BOOLEANS = {"true": True, "false": False}
 NODE_NAME = "alpamayo"
+PLAIN_EXECUTABLE = "alpamayo_node"  # setup.py console scripts
+LIFECYCLE_EXECUTABLE = "alpamayo_lifecycle_node"
 DEFAULT_ODOMETRY_TOPIC = "/odom"
 # Display name in config/alpamayo.rviz -> node output it shows ("" = the odometry input).
 RVIZ_TOPICS = {"AlpamayoR1 trajectory": "trajectory", "Candidates and reasoning": "candidates", "Odometry": ""}
@@ -29,12 +32,54 @@ class LaunchArgumentError(ValueError):
     """A launch argument that cannot be used; the message names it, the value and what is expected."""
 
 
+# Autostart (managed:=true autostart:=true) watches the node's lifecycle transition events, named by the
+# (start_state, goal_state) labels lifecycle_msgs/TransitionEvent carries. Only configure's own success leads to
+# activate: a failed activate also returns to inactive, and activating again would loop.
+ACTIVATE_AFTER = ("configuring", "inactive")
+# rclpy's LifecycleNode turns an exception in a transition callback into ERROR without logging it (measured:
+# a checkpoint whose config.json is a list, AttributeError in configure, leaves no line at all).
+RAISED = ("raised an exception during a transition, which rclpy does not log (managed:=false runs the plain "
+          "node, which prints the traceback)")
+AUTOSTART_FAILURES = {
+    ("configuring", "unconfigured"): "failed to configure (its `cannot configure: ...` line above says why)",
+    ("activating", "inactive"): "failed to activate",
+    ("errorprocessing", "unconfigured"): RAISED,
+    ("errorprocessing", "finalized"): RAISED,
+}
+
+
 def existing_file(argument: str, value: str) -> Path:
     """The file a path-valued launch argument names; raises unless it is a readable file."""
     path = Path(value).expanduser()
     if not path.is_file() or not os.access(path, os.R_OK):
         raise LaunchArgumentError(f"{argument}:={value}: no readable file there")
     return path
+
+
+def parse_boolean(argument: str, value: str) -> bool:
+    """A true/false launch argument (any case); raises naming the argument otherwise."""
+    if value.lower() not in BOOLEANS:
+        raise LaunchArgumentError(f"{argument}:={value}: expected true or false")
+    return BOOLEANS[value.lower()]
+
+
+def node_executable(managed: bool) -> str:
+    """The console script drive.launch.py starts: the lifecycle node when managed, else the plain node."""
+    return LIFECYCLE_EXECUTABLE if managed else PLAIN_EXECUTABLE
+
+
+def exit_reason(executable: str, returncode: int) -> str:
+    """What the launch says when the node's process ends before the launch does."""
+    if returncode == 0:
+        return f"{executable} exited; ending the launch"
+    return (f"{executable} exited with code {returncode}: it could not start or stopped on an error "
+            "(its log above says why); ending the launch")
+
+
+def autostart_failure_reason(node: str, start_state: str, goal_state: str) -> str:
+    """The launch's last line when autostart's node lands in a state it cannot go on from (AUTOSTART_FAILURES)."""
+    what = AUTOSTART_FAILURES[(start_state, goal_state)]
+    return f"{node} {what}; it is {goal_state}, autostart cannot go on: ending the launch"
 
 
 def parse_camera_topics(value: str) -> list[str]:

@@ -5,8 +5,10 @@
 
 Parameters come from `params_file`; the launch arguments below override it only when given (empty = keep
 params_file's value). The DDS settings are set on this file's processes only, never on a launch file that
-includes it. When the node ends (or cannot start) the launch ends with it. The checks and the RViz config
-live in alpamayo_ros/launch_args.py, unit-tested without ROS.
+includes it. When the node ends (or cannot start) the launch ends with it. managed:=true starts the lifecycle
+node instead; autostart (default) configures and then activates it, and ends the launch if it cannot; with
+autostart:=false a lifecycle manager brings it up. The checks, messages and the RViz config live in
+alpamayo_ros/launch_args.py, unit-tested without ROS.
 """
 
 import os
@@ -15,10 +17,14 @@ from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler, Shutdown
 from launch.event_handlers import OnProcessExit
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from alpamayo_ros import launch_args
 
@@ -46,6 +52,12 @@ ARGUMENTS = {  # name: (default, description)
                         "empty: leave the environment's"),
     "node_stop_timeout": ("30", "Seconds between Ctrl-C (SIGINT) and SIGTERM for the node: stopping the model and "
                                 "freeing torch can take longer than launch's default 5 s"),
+    "managed": ("false", "true: start the lifecycle (managed) node alpamayo_lifecycle_node, which loads the model on "
+                         "configure and subscribes and ticks only while active; false: the plain alpamayo_node"),
+    "autostart": ("true", "With managed:=true: true configures and then activates the node from this launch (the "
+                          "launch ends if either fails); false leaves it unconfigured for a lifecycle manager. The "
+                          "launch drives the node over its ~/change_state service, so this launch's own ROS_DOMAIN_ID "
+                          "and discovery settings must reach the node"),
     "rviz": ("false", "true: also start RViz (rviz2) on the node's outputs"),
     "fixed_frame": ("odom", "RViz fixed frame: the odometry frame, or map when TF has map -> odom"),
     "vehicle_frame": ("base_link", "RViz view and grid follow this TF frame (empty: stay at the fixed frame)"),
@@ -61,15 +73,31 @@ def _stop_timeout(value: str) -> str:
     raise launch_args.LaunchArgumentError(f"node_stop_timeout:={value}: expected seconds > 0")
 
 
-def _end_launch_with_node(event, context):
-    if context.is_shutdown:  # Ctrl-C or another process ended the launch first
-        return None
-    if event.returncode == 0:
-        reason = "alpamayo_node exited; ending the launch"
-    else:
-        reason = (f"alpamayo_node exited with code {event.returncode}: it could not start or stopped on an error "
-                  "(its log above says why); ending the launch")
-    return [LogInfo(msg=reason), Shutdown(reason=reason)]
+def _end_launch_with_node(executable: str):
+    def on_exit(event, context):
+        if context.is_shutdown:  # Ctrl-C or another process ended the launch first
+            return None
+        reason = launch_args.exit_reason(executable, event.returncode)
+        return [LogInfo(msg=reason), Shutdown(reason=reason)]
+    return on_exit
+
+
+def _change_state(node: LifecycleNode, transition_id: int) -> EmitEvent:
+    return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+
+
+def _autostart(node: LifecycleNode, node_name: str) -> list:
+    """Configure now; activate once configure succeeded; end the launch where the node cannot go on."""
+    start_state, goal_state = launch_args.ACTIVATE_AFTER
+    actions = [RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state=start_state, goal_state=goal_state,
+        entities=[_change_state(node, Transition.TRANSITION_ACTIVATE)]))]
+    for start_state, goal_state in launch_args.AUTOSTART_FAILURES:
+        reason = launch_args.autostart_failure_reason(node_name, start_state, goal_state)
+        actions.append(RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, start_state=start_state, goal_state=goal_state,
+            entities=[LogInfo(msg=reason), Shutdown(reason=reason)])))
+    return [*actions, _change_state(node, Transition.TRANSITION_CONFIGURE)]
 
 
 def _processes(context, *args, **kwargs):
@@ -78,13 +106,20 @@ def _processes(context, *args, **kwargs):
     overrides = launch_args.parameter_overrides(value)
     env = launch_args.node_environment(getattr(context, "environment", os.environ), value["discovery_range"],
                                        value["fastdds_profile"])
-    node = Node(package="alpamayo_ros", executable="alpamayo_node", name=launch_args.NODE_NAME,
-                namespace=value["namespace"], output="screen", emulate_tty=True,
-                parameters=[str(params_file), overrides], env=env,
-                arguments=["--ros-args", "--log-level", value["log_level"]],
-                sigterm_timeout=_stop_timeout(value["node_stop_timeout"]))
-    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_end_launch_with_node))]
-    if value["rviz"].lower() == "true":
+    managed = launch_args.parse_boolean("managed", value["managed"])
+    autostart = launch_args.parse_boolean("autostart", value["autostart"])
+    rviz = launch_args.parse_boolean("rviz", value["rviz"])
+    executable = launch_args.node_executable(managed)
+    node_class = LifecycleNode if managed else Node  # LifecycleNode requires name and namespace: both given
+    node = node_class(package="alpamayo_ros", executable=executable, name=launch_args.NODE_NAME,
+                      namespace=value["namespace"], output="screen", emulate_tty=True,
+                      parameters=[str(params_file), overrides], env=env,
+                      arguments=["--ros-args", "--log-level", value["log_level"]],
+                      sigterm_timeout=_stop_timeout(value["node_stop_timeout"]))
+    actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_end_launch_with_node(executable)))]
+    if managed and autostart:
+        actions += _autostart(node, launch_args.resolve_topic(value["namespace"], launch_args.NODE_NAME))
+    if rviz:
         template = Path(SHARE, "config", "alpamayo.rviz").read_text()
         config = launch_args.rviz_config(template, fixed_frame=value["fixed_frame"],
                                          vehicle_frame=value["vehicle_frame"], namespace=value["namespace"],
@@ -93,8 +128,6 @@ def _processes(context, *args, **kwargs):
             rviz_file.write(config)
         actions.append(Node(package="rviz2", executable="rviz2", name="alpamayo_rviz", output="log", env=env,
                             arguments=["-d", rviz_file.name]))
-    elif value["rviz"].lower() != "false":
-        raise launch_args.LaunchArgumentError(f"rviz:={value['rviz']}: expected true or false")
     return actions
 
 

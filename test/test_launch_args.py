@@ -112,3 +112,52 @@ def test_diagnostic_analyzer_groups_the_nodes_statuses_in_any_namespace():
         node = launch_args.resolve_topic(namespace, launch_args.NODE_NAME)
         assert all(matches(f"{node}: {item}") for item in ("inputs", "inference", "model"))
     assert not matches("/camera_driver: inputs")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("True", True), ("false", False), ("FALSE", False)])
+def test_boolean_arguments_take_true_or_false(value, expected):
+    assert launch_args.parse_boolean("managed", value) is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "", "ture"])
+def test_other_boolean_values_are_refused_by_name(value):
+    with pytest.raises(LaunchArgumentError, match=f"autostart:={value}: expected true or false"):
+        launch_args.parse_boolean("autostart", value)
+
+
+def test_managed_starts_the_lifecycle_node():
+    assert launch_args.node_executable(False) == "alpamayo_node"
+    assert launch_args.node_executable(True) == "alpamayo_lifecycle_node"
+
+
+def test_autostart_activates_only_after_configure_succeeded():
+    """A failed activate also goes back to inactive: activating again from there would loop."""
+    assert launch_args.ACTIVATE_AFTER == ("configuring", "inactive")
+    assert ("activating", "inactive") in launch_args.AUTOSTART_FAILURES
+    assert launch_args.ACTIVATE_AFTER not in launch_args.AUTOSTART_FAILURES
+
+
+def test_a_failed_configure_ends_the_launch_saying_so():
+    reason = launch_args.autostart_failure_reason("/car1/alpamayo", "configuring", "unconfigured")
+    assert reason.startswith("/car1/alpamayo failed to configure")
+    assert "cannot configure" in reason and reason.endswith("ending the launch")
+
+
+def test_every_state_autostart_cannot_leave_has_a_reason():
+    """Labels as lifecycle_msgs/State names them; every failure ends in a primary state."""
+    primary = {"unconfigured", "inactive", "active", "finalized"}
+    transitional = {"configuring", "cleaningup", "shuttingdown", "activating", "deactivating", "errorprocessing"}
+    for start_state, goal_state in launch_args.AUTOSTART_FAILURES:
+        assert start_state in transitional and goal_state in primary
+        assert launch_args.autostart_failure_reason("/alpamayo", start_state, goal_state).startswith("/alpamayo ")
+
+
+def test_exit_reason_names_the_executable_and_the_code():
+    assert launch_args.exit_reason("alpamayo_lifecycle_node", 0) == "alpamayo_lifecycle_node exited; ending the launch"
+    failed = launch_args.exit_reason("alpamayo_node", 1)
+    assert failed.startswith("alpamayo_node exited with code 1: it could not start") and "ending the launch" in failed
+
+
+def test_an_exception_in_a_transition_points_to_where_its_traceback_shows():
+    reason = launch_args.autostart_failure_reason("/alpamayo", "errorprocessing", "unconfigured")
+    assert "does not log" in reason and "managed:=false" in reason

@@ -1,12 +1,16 @@
 """drive.launch.py declares what the README documents, every argument described (checked without ROS 2)."""
 
 import ast
+import re
 from pathlib import Path
 
-LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "drive.launch.py"
+from alpamayo_ros import launch_args
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = REPO / "launch" / "drive.launch.py"
 DOCUMENTED = {"params_file", "model_path", "base_model_dir", "device", "camera_topics", "image_transport",
               "odometry_topic", "use_sim_time", "namespace", "log_level", "discovery_range", "fastdds_profile",
-              "node_stop_timeout", "rviz", "fixed_frame", "vehicle_frame"}
+              "node_stop_timeout", "managed", "autostart", "rviz", "fixed_frame", "vehicle_frame"}
 
 
 def _arguments() -> dict[str, tuple]:
@@ -39,3 +43,16 @@ def test_overridable_parameters_default_to_empty_so_the_yaml_wins():
 def test_launch_file_sets_no_environment_on_the_launch():
     """Environment goes on the node (env=), not SetEnvironmentVariable, which leaks into an including launch."""
     assert "SetEnvironmentVariable" not in LAUNCH_FILE.read_text()
+
+
+def test_plain_and_managed_defaults():
+    """managed:=false keeps today's plain node; a managed node comes up on its own unless told otherwise."""
+    arguments = _arguments()
+    assert ast.literal_eval(arguments["managed"].elts[0]) == "false"
+    assert ast.literal_eval(arguments["autostart"].elts[0]) == "true"
+
+
+def test_launched_executables_are_console_scripts():
+    """setup.py's entry points read `f"<script> = {PACKAGE}.<module>:main"`."""
+    scripts = set(re.findall(r'f"(\w+) = \{PACKAGE\}\.', (REPO / "setup.py").read_text()))
+    assert {launch_args.PLAIN_EXECUTABLE, launch_args.LIFECYCLE_EXECUTABLE} <= scripts, sorted(scripts)

@@ -1,0 +1,111 @@
+"""The lifecycle node as its own process, driven through ~/change_state and ~/get_state as a manager drives it.
+
+What a lifecycle manager (Nav2's, or drive.launch.py's autostart) relies on, checked without launch or ros2cli:
+the services appear, configure and activate succeed, the state reads back, deactivate succeeds and SIGINT still
+ends the process cleanly.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+pytest.importorskip("lifecycle_msgs.srv", reason="lifecycle_msgs is not installed (ros-lifecycle-msgs)")
+pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
+
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+
+from alpamayo_ros.tools.processes import stop  # noqa: E402
+from conftest import REPO  # noqa: E402
+
+SERVICE_TIMEOUT_S = 120.0  # imports (torch) before the node's services exist, on a loaded machine
+TRANSITION_TIMEOUT_S = 120.0  # configure builds the tiny model
+POLL_S = 0.2
+NAMESPACE = f"lifecycle_test_{os.getpid()}"
+NODE = f"/{NAMESPACE}/alpamayo"
+
+
+def _start_node() -> subprocess.Popen:
+    env = dict(os.environ)  # conftest set loopback DDS and this run's ROS_DOMAIN_ID
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, "-m", "alpamayo_ros.lifecycle_node", "--ros-args", "-p", "device:=cpu",
+                             "-p", "dtype:=float32", "-r", f"__ns:=/{NAMESPACE}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+class Manager:
+    """rclpy clients of the node's lifecycle services, on their own context and executor."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("lifecycle_test_manager", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.change_state = self.node.create_client(ChangeState, f"{NODE}/change_state")
+        self.get_state = self.node.create_client(GetState, f"{NODE}/get_state")
+
+    def wait_for_services(self) -> bool:
+        deadline = time.monotonic() + SERVICE_TIMEOUT_S
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.change_state.wait_for_service(timeout_sec=POLL_S) and self.get_state.service_is_ready():
+                return True
+        return False
+
+    def _call(self, client, request):
+        """The response, or None when the node did not answer in time (or exited)."""
+        future = client.call_async(request)
+        deadline = time.monotonic() + TRANSITION_TIMEOUT_S
+        while not future.done() and time.monotonic() < deadline and self.proc.poll() is None:
+            self.executor.spin_once(timeout_sec=POLL_S)
+        return future.result() if future.done() else None
+
+    def transition(self, transition_id: int) -> str:
+        response = self._call(self.change_state, ChangeState.Request(transition=Transition(id=transition_id)))
+        return "no answer" if response is None else ("success" if response.success else "failure")
+
+    def state(self) -> str:
+        response = self._call(self.get_state, GetState.Request())
+        return "no answer" if response is None else response.current_state.label
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+STEPS = (("configure", Transition.TRANSITION_CONFIGURE, "inactive"),
+         ("activate", Transition.TRANSITION_ACTIVATE, "active"),
+         ("deactivate", Transition.TRANSITION_DEACTIVATE, "inactive"))
+
+
+def _drive(manager: Manager) -> list[str]:
+    """What the manager saw, a line per call; stops once the node no longer answers."""
+    if not manager.wait_for_services():
+        return [f"{NODE}/change_state and get_state never appeared"]
+    seen = [f"state: {manager.state()}"]
+    for name, transition_id, _ in STEPS:
+        if seen[-1] == "state: no answer":
+            break
+        seen += [f"{name}: {manager.transition(transition_id)}", f"state: {manager.state()}"]
+    return seen
+
+
+def test_configure_activate_deactivate_through_the_services_then_sigint_exits_0():
+    proc = _start_node()
+    manager = Manager(proc)
+    try:
+        seen = _drive(manager)
+    finally:
+        manager.close()
+        output = stop(proc)
+    expected = ["state: unconfigured", *(line for name, _, state in STEPS for line in (f"{name}: success",
+                                                                                       f"state: {state}"))]
+    assert seen == expected, f"{seen}\n--- node output ---\n{output}"
+    assert proc.returncode == 0, f"exit code {proc.returncode} after SIGINT\n--- node output ---\n{output}"
