@@ -13,9 +13,15 @@ runner and frees the model. `/diagnostics` keeps reporting while inactive.
 
 from __future__ import annotations
 
+import traceback
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from std_msgs.msg import Header
 
+from alpamayo_ros import conversions
 from alpamayo_ros import node as driving
 
 
@@ -33,6 +39,9 @@ class AlpamayoLifecycleNode(driving.DrivingNode, LifecycleNode):
             self._config_error = str(exc)
         else:
             self._config_error = ""
+        # Until configured (or after a failed configure, or cleanup) the node still says where it stands.
+        self._state_pub = self.create_publisher(DiagnosticArray, "/diagnostics", driving.OUTPUT_QOS)
+        self.create_timer(1.0, self._report_unconfigured, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         if self.cfg is None:
@@ -41,13 +50,35 @@ class AlpamayoLifecycleNode(driving.DrivingNode, LifecycleNode):
         try:
             self._configure(self._injected_model, create_output_publisher=self.create_lifecycle_publisher)
         except (ValueError, FileNotFoundError, OSError) as exc:  # checkpoint: missing, mismatched, unreadable
+            self._config_error = str(exc)
             self.get_logger().fatal(f"cannot configure: {exc}")
+            self._teardown()
             return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # rclpy would swallow it without a word: say what and where
+            self._config_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().fatal(f"cannot configure: {self._config_error}\n{traceback.format_exc()}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        self._config_error = ""
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self._start_inputs()
+        try:
+            self._start_inputs()
+        except Exception as exc:
+            self.get_logger().fatal(f"cannot activate: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            self._stop_inputs()
+            return TransitionCallbackReturn.FAILURE
         return super().on_activate(state)
+
+    def _report_unconfigured(self) -> None:
+        if self.runner is not None:
+            return  # configured: the driving node's own diagnostics report
+        name = self.get_fully_qualified_name()
+        status = conversions.diagnostic_status(
+            f"{name}: model", DiagnosticStatus.ERROR if self._config_error else DiagnosticStatus.WARN,
+            f"cannot configure: {self._config_error}" if self._config_error else "unconfigured (lifecycle)", {}, name)
+        self._state_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop_inputs()

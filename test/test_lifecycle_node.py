@@ -52,3 +52,31 @@ def test_bad_parameter_fails_configure_naming_it(context, tiny_model):
         assert "selection='best'" in node._config_error
     finally:
         node.destroy_node()
+
+
+def test_unexpected_error_in_configure_fails_it_loudly_and_diagnostics_say_why(context, tmp_path):
+    (tmp_path / "config.json").write_text("[]")  # not a config: loading raises something other than ValueError
+    node = AlpamayoLifecycleNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=str(tmp_path)), Parameter("device", value="cpu"),
+        Parameter("dtype", value="float32")])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._config_error  # named, not swallowed by rclpy
+        seen = []
+        listener = rclpy.create_node("lifecycle_diagnostics_listener", context=context)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        listener.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        executor.add_node(listener)
+        for _ in range(50):
+            executor.spin_once(timeout_sec=0.1)
+            if seen:
+                break
+        executor.shutdown()
+        listener.destroy_node()
+        status = seen[-1].status[0]
+        assert status.level == b"\x02" and status.message.startswith("cannot configure: ")
+    finally:
+        node.destroy_node()
