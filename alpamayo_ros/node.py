@@ -2,9 +2,10 @@
 
 Callbacks cost O(1): they keep the message's bytes with its stamp (`pipeline.Inputs`). A timer at
 `rate_hz` selects a time-consistent input by stamps (`pipeline.Ticker.select`) and hands it to the
-runner's worker thread, which decodes only the selected frames and runs the model; a busy runner
-drops the tick. Results come back through a guard condition, so all publishing happens on the
-executor's thread. Every output is stamped with the input time t0, never the publication time.
+runner's worker thread, which decodes only the selected frames and runs the model. A tick that finds
+the model busy waits and runs, with the inputs of that moment, as soon as the model is free; only
+one waits, and a newer tick takes its place (the older is dropped and counted). Results come back
+through a guard condition, so all publishing happens on the executor's thread. Every output is stamped with the input time t0, never the publication time.
 
     ros2 run alpamayo_ros alpamayo_node --ros-args --params-file config/alpamayo.yaml
     python -m alpamayo_ros.node --ros-args -p model_path:=/models/Alpamayo-R1-10B
@@ -109,6 +110,7 @@ class DrivingNode:
         self._image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
         self._input_subscriptions: list = []
         self._tick_timer = None
+        self._waiting_tick: int | None = None  # a tick that found the model busy, run when it is free
 
         publish = create_output_publisher or self.create_publisher
         self._trajectory_pub = publish(Path, "~/trajectory", OUTPUT_QOS)
@@ -224,7 +226,17 @@ class DrivingNode:
         self._tick_pub.publish(conversions.tick_status(tick, status, self._now_ns(), reason, t0_ns))
 
     def _on_tick(self) -> None:
-        tick, selected = self.ticker.select(self._now_ns())
+        if self.runner.busy:
+            # The model is still on an earlier tick: this one waits and runs, with the inputs of that moment,
+            # as soon as the model is free. Only one waits; a newer tick takes an older waiting one's place.
+            if self._waiting_tick is not None:
+                self._drop(self._waiting_tick, "model busy with an earlier tick; a newer tick took its place")
+            self._waiting_tick = self.ticker.new_tick()
+            return
+        self._run_tick(self.ticker.new_tick())
+
+    def _run_tick(self, tick: int) -> None:
+        tick, selected = self.ticker.select(self._now_ns(), tick)
         if self.ticker.last_clock_jump:
             self.get_logger().warning(self.ticker.last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
         if isinstance(selected, NotReady):
@@ -237,10 +249,13 @@ class DrivingNode:
         if self.runner.submit(lambda: self.ticker.run(tick, selected, epoch)):
             self.ticker.submitted(tick, selected)
             self._report_tick(tick, Status.SUBMITTED, t0_ns=selected.t0_ns)
-        else:
-            self.ticker.dropped()
-            self.get_logger().debug(f"tick {tick}: model busy, dropped")
-            self._report_tick(tick, Status.DROPPED_BUSY, "model busy with an earlier tick", selected.t0_ns)
+        else:  # cannot happen from the executor's thread (only it submits), kept for safety
+            self._drop(tick, "model busy with an earlier tick", selected.t0_ns)
+
+    def _drop(self, tick: int, reason: str, t0_ns: int = 0) -> None:
+        self.ticker.dropped()
+        self.get_logger().debug(f"tick {tick}: dropped: {reason}")
+        self._report_tick(tick, Status.DROPPED_BUSY, reason, t0_ns)
 
     def _on_outcome_from_worker(self, outcome: Outcome) -> None:
         self._outcomes.put(outcome)  # worker thread: hand over, publish on the executor's thread
@@ -251,7 +266,7 @@ class DrivingNode:
             try:
                 outcome = self._outcomes.get_nowait()
             except queue.Empty:
-                return
+                break
             outcome, refused = self.ticker.finish(outcome, self._now_ns())
             self._log_refused(refused)
             t0_ns = outcome.model_input.t0_ns
@@ -273,6 +288,9 @@ class DrivingNode:
                 self.get_logger().warning(f"tick {outcome.tick}: {outcome.reason}; nothing published",
                                           throttle_duration_sec=LOG_THROTTLE_S)
             self._report_tick(outcome.tick, outcome.status, outcome.reason, t0_ns)
+        if self._waiting_tick is not None and not self.runner.busy:
+            tick, self._waiting_tick = self._waiting_tick, None
+            self._run_tick(tick)
 
     def _publish(self, outcome: Outcome) -> None:
         in_odom = self.cfg.output_frame is OutputFrame.ODOM

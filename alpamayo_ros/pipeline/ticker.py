@@ -112,10 +112,15 @@ class Ticker:
         self._last_t0_ns = -1
         self._t0_before: dict[int, int] = {}  # tick -> the newest t0 run before it (for a tick that never ran)
 
-    def select(self, now_ns: int) -> tuple[int, ModelInput | NotReady]:
-        """Start tick `tick` at clock `now_ns`: the input it would run, or why there is none (counted)."""
+    def new_tick(self) -> int:
+        """Number (and count) a tick; `select` does this itself unless given one made earlier."""
         self.tick += 1
         self.counts.ticks += 1
+        return self.tick
+
+    def select(self, now_ns: int, tick: int | None = None) -> tuple[int, ModelInput | NotReady]:
+        """Tick `tick` (a new one if None) at clock `now_ns`: the input it would run, or why there is none."""
+        tick = self.new_tick() if tick is None else tick
         selected = self._clock_check(now_ns)
         if selected is None:
             selected = select_inputs(self.inputs.cameras, self.inputs.poses, now_ns, self.inputs.sync)
@@ -128,7 +133,7 @@ class Ticker:
                 selected = NotReady(Missing.INPUT_REJECTED, "input rejected: " + "; ".join(problems))
         if isinstance(selected, NotReady):
             self.counts.not_ready[selected.kind] += 1
-        return self.tick, selected
+        return tick, selected
 
     def submitted(self, tick: int, model_input: ModelInput) -> None:
         """Tick `tick`'s input went to the model: later ticks need newer frames."""
