@@ -47,3 +47,13 @@ def drive():
     from alpamayo_ros.tools.synthetic import synthetic_drive
 
     return synthetic_drive()
+
+
+@pytest.fixture
+def context():
+    """An initialised rclpy context of its own (in-process nodes), shut down afterwards."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

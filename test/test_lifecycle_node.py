@@ -11,14 +11,6 @@ from rclpy.parameter import Parameter  # noqa: E402
 from alpamayo_ros.lifecycle_node import AlpamayoLifecycleNode  # noqa: E402
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def subscribed_topics(node) -> set[str]:
     return {name for name, _ in node.get_topic_names_and_types() if node.count_subscribers(name)}
 

@@ -42,14 +42,6 @@ def test_params_file_and_overrides_read_as_ros_reads_them(tmp_path):
         parameters.from_values({"rate": 2.0})
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def make_node(context, tiny_model, **overrides):
     params = [Parameter(k, value=v) for k, v in overrides.items()]
     return AlpamayoNode(model=tiny_model, context=context, parameter_overrides=params)
