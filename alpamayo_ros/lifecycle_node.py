@@ -48,7 +48,8 @@ class AlpamayoLifecycleNode(driving.DrivingNode, LifecycleNode):
             self.get_logger().fatal(f"cannot configure: {self._config_error}")
             return TransitionCallbackReturn.FAILURE
         try:
-            self._configure(self._injected_model, create_output_publisher=self.create_lifecycle_publisher)
+            self._configure(self._injected_model, create_output_publisher=self.create_lifecycle_publisher,
+                            destroy_output_publisher=self.destroy_lifecycle_publisher)
         except (ValueError, FileNotFoundError, OSError) as exc:  # checkpoint: missing, mismatched, unreadable
             self._config_error = str(exc)
             self.get_logger().fatal(f"cannot configure: {exc}")

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 import rclpy
@@ -26,7 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -90,8 +91,9 @@ class DrivingNode:
     `_stop_inputs`, `_teardown`. A plain node runs the first two in its constructor.
     """
 
-    def _configure(self, model=None, create_output_publisher=None) -> None:
-        """Load the model and build everything but the inputs. `create_output_publisher`: the outputs' factory."""
+    def _configure(self, model=None, create_output_publisher=None, destroy_output_publisher=None) -> None:
+        """Load the model and build everything but the inputs; `create_/destroy_output_publisher`: the outputs'
+        factory and its undo (lifecycle publishers for the managed node)."""
         if model is None and not self.cfg.model_path:
             self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
                                       "trajectories and reasoning are noise, never drive with them")
@@ -113,6 +115,8 @@ class DrivingNode:
         self._waiting_tick: int | None = None  # a tick that found the model busy, run when it is free
 
         publish = create_output_publisher or self.create_publisher
+        self._destroy_output_publisher = destroy_output_publisher or self.destroy_publisher
+        self._inputs_active = False
         self._trajectory_pub = publish(Path, "~/trajectory", OUTPUT_QOS)
         self._reasoning_pub = publish(String, "~/reasoning", OUTPUT_QOS)
         self._output_pub = publish(DrivingOutput, "~/output", OUTPUT_QOS)
@@ -135,6 +139,7 @@ class DrivingNode:
         self._input_subscriptions.append(self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry,
                                                          ODOMETRY_QOS))
         self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
+        self._inputs_active = True
         cameras = ", ".join(f"{name} {topic}" for name, topic in zip(CAMERA_NAMES, self.cfg.subscribed_camera_topics))
         self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[self._image_type]}) {cameras}; odometry "
                                f"(nav_msgs/msg/Odometry) {self.cfg.odometry_topic}")
@@ -142,27 +147,39 @@ class DrivingNode:
                                f"{self.cfg.output_frame.value}, model on {self.model.device} ({self._dtype_name})")
 
     def _stop_inputs(self) -> None:
-        """Unsubscribe and stop ticking; a tick already running finishes (its outcome is still handled)."""
-        for subscription in self._input_subscriptions:
+        """Unsubscribe and stop ticking; a tick already running finishes, its outputs withheld."""
+        self._inputs_active = False
+        for subscription in getattr(self, "_input_subscriptions", []):
             self.destroy_subscription(subscription)
-        self._input_subscriptions.clear()
-        if self._tick_timer is not None:
+        self._input_subscriptions = []
+        if getattr(self, "_tick_timer", None) is not None:
             self.destroy_timer(self._tick_timer)
             self._tick_timer = None
+        if getattr(self, "_waiting_tick", None) is not None:
+            self._drop(self._waiting_tick, "the node stopped ticking")
+            self._waiting_tick = None
+        if getattr(self, "ticker", None) is not None:
+            self.ticker.forget_clock()
 
     def _teardown(self) -> None:
-        """Stop the runner (finishing its tick) and release what `_configure` made."""
-        if getattr(self, "runner", None) is None:
-            return
+        """Stop the runner (finishing its tick) and release what `_configure` made (idempotent; also after a
+        `_configure` that failed half-way)."""
         self._stop_inputs()
-        self.runner.stop()
+        if getattr(self, "runner", None) is not None:
+            self.runner.stop()
         self.runner = None
-        for publisher in (self._trajectory_pub, self._reasoning_pub, self._output_pub, self._candidates_pub,
-                          self._tick_pub, self._diagnostics_pub):
-            self.destroy_publisher(publisher)
-        self.destroy_timer(self._diagnostics_timer)
-        self.destroy_guard_condition(self._outcome_ready)
-        self.model = None
+        for name in ("_trajectory_pub", "_reasoning_pub", "_output_pub", "_candidates_pub", "_tick_pub"):
+            if getattr(self, name, None) is not None:
+                self._destroy_output_publisher(getattr(self, name))
+                setattr(self, name, None)
+        for name, destroy in (("_diagnostics_pub", self.destroy_publisher), ("_diagnostics_timer", self.destroy_timer),
+                              ("_outcome_ready", self.destroy_guard_condition)):
+            if getattr(self, name, None) is not None:
+                destroy(getattr(self, name))
+                setattr(self, name, None)
+        # The ticker holds the model (its inference closure, the cache reset, the action space) and the
+        # inputs hold buffered frames: let all of it go.
+        self.model = self.ticker = self.inputs = None
 
     def shutdown(self) -> None:
         """Stop everything before the node is destroyed (idempotent)."""
@@ -226,11 +243,13 @@ class DrivingNode:
         self._tick_pub.publish(conversions.tick_status(tick, status, self._now_ns(), reason, t0_ns))
 
     def _on_tick(self) -> None:
+        if self._waiting_tick is not None:  # waiting still (or freed an instant ago): this newer tick replaces it
+            self._drop(self._waiting_tick, "model busy with an earlier tick; a newer tick took its place")
+            self._waiting_tick = None
         if self.runner.busy:
             # The model is still on an earlier tick: this one waits and runs, with the inputs of that moment,
             # as soon as the model is free. Only one waits; a newer tick takes an older waiting one's place.
-            if self._waiting_tick is not None:
-                self._drop(self._waiting_tick, "model busy with an earlier tick; a newer tick took its place")
+            self.ticker.observe_clock(self._now_ns())
             self._waiting_tick = self.ticker.new_tick()
             return
         self._run_tick(self.ticker.new_tick())
@@ -267,6 +286,12 @@ class DrivingNode:
                 outcome = self._outcomes.get_nowait()
             except queue.Empty:
                 break
+            if self.ticker is None:
+                break  # torn down while the last tick ran
+            if outcome.status is Status.PUBLISHED and not self._inputs_active:
+                outcome = Outcome(outcome.tick, Status.REJECTED, outcome.model_input, outcome.prediction,
+                                  reason="the node stopped ticking (deactivated) while the model ran",
+                                  epoch=outcome.epoch)
             outcome, refused = self.ticker.finish(outcome, self._now_ns())
             self._log_refused(refused)
             t0_ns = outcome.model_input.t0_ns
@@ -275,20 +300,25 @@ class DrivingNode:
                     self._publish(outcome)
                     continue
                 except Exception as exc:  # a bug in output handling must not take the node down
-                    self.get_logger().error(f"tick {outcome.tick}: output handling failed, nothing published",
-                                            throttle_duration_sec=LOG_THROTTLE_S)
+                    error = traceback.format_exc()
+                    self.ticker.counts.published -= 1
+                    self.ticker.counts.model_errors += 1
                     outcome = Outcome(outcome.tick, Status.MODEL_ERROR, outcome.model_input,
-                                      reason=f"output handling failed: {exc!r}")
+                                      reason=f"output handling failed: {exc!r}", error=error)
             if outcome.status is Status.MODEL_ERROR:
                 self._last_error = outcome.reason
                 self._last_outcome = f"model error: {outcome.reason}"
                 self.get_logger().error(f"tick {outcome.tick}: model failed, nothing published:\n{outcome.error}")
+            elif outcome.bad_frame is not None:
+                self._last_outcome = f"input rejected: {outcome.reason}"
+                self.get_logger().warning(f"tick {outcome.tick}: {outcome.reason}; nothing published",
+                                          throttle_duration_sec=LOG_THROTTLE_S)
             else:
                 self._last_outcome = f"output withheld: {outcome.reason}"
                 self.get_logger().warning(f"tick {outcome.tick}: {outcome.reason}; nothing published",
                                           throttle_duration_sec=LOG_THROTTLE_S)
             self._report_tick(outcome.tick, outcome.status, outcome.reason, t0_ns)
-        if self._waiting_tick is not None and not self.runner.busy:
+        if self._waiting_tick is not None and self._inputs_active and not self.runner.busy:
             tick, self._waiting_tick = self._waiting_tick, None
             self._run_tick(tick)
 
@@ -331,7 +361,7 @@ class DrivingNode:
         counts = self.ticker.counts
         lat = np.percentile(self._latencies_ms, [50, 90]) if self._latencies_ms else None
         ticks = {"ticks": counts.ticks, "published": counts.published, "not_ready": sum(counts.not_ready.values()),
-                 "dropped_busy": counts.dropped, "model_errors": counts.model_errors,
+                 "dropped_busy": counts.dropped, "model_errors": counts.model_errors + self.runner.failed,
                  "rejected_outputs": counts.rejected, "last_not_ready": self._last_not_ready or "-",
                  "frames_decoded": self.ticker.decoder.decoded, "frames_reused": self.ticker.decoder.reused,
                  "latency_ms_p50": "-" if lat is None else f"{lat[0]:.0f}",
@@ -373,8 +403,12 @@ class AlpamayoNode(DrivingNode, Node):
     def __init__(self, model=None, **kwargs) -> None:
         Node.__init__(self, "alpamayo", **kwargs)
         self.cfg = declare_config(self)
-        self._configure(model)
-        self._start_inputs()
+        try:
+            self._configure(model)
+            self._start_inputs()
+        except BaseException:  # e.g. an invalid topic name: stop the runner thread, or the process never exits
+            self._teardown()
+            raise
 
 
 USAGE = """usage: alpamayo_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]
@@ -405,7 +439,8 @@ def main(args: list[str] | None = None, node_class: type[Node] | None = None) ->
     try:
         try:
             node = (node_class or AlpamayoNode)()
-        except (ValueError, FileNotFoundError, ParameterException) as exc:  # parameters or checkpoint
+        except (ValueError, FileNotFoundError, ParameterException, NameValidationException) as exc:  # parameters,
+            # topic names or checkpoint
             rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
             return 1
         executor.add_node(node)

@@ -72,3 +72,23 @@ def test_unexpected_error_in_configure_fails_it_loudly_and_diagnostics_say_why(c
         assert status.level == b"\x02" and status.message.startswith("cannot configure: ")
     finally:
         node.destroy_node()
+
+
+def test_cleanup_lets_the_model_go(context):
+    import gc
+    import weakref
+
+    from alpamayo_ros.model.loading import tiny
+
+    model = tiny(seed=0)
+    node = AlpamayoLifecycleNode(model=model, context=context)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        node._injected_model = None
+        ref = weakref.ref(model)
+        del model
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert ref() is None  # nothing (ticker, inputs, closures) keeps a 10B model alive after cleanup
+    finally:
+        node.destroy_node()

@@ -107,3 +107,14 @@ def test_integer_for_a_float_parameter_is_accepted(context, tiny_model):
 def test_help_lists_every_parameter_without_starting_ros():
     text = usage()
     assert all(f"  {spec.name} (default" in text for spec in parameters.parameter_specs())
+
+
+def test_invalid_topic_name_stops_startup_without_leaving_the_runner_thread(context, tiny_model):
+    import threading
+
+    from rclpy.exceptions import NameValidationException  # main() reports it as "cannot start: ..."
+
+    before = {t for t in threading.enumerate() if t.name == "alpamayo-runner"}
+    with pytest.raises(NameValidationException):
+        make_node(context, tiny_model, camera_topics=["/a", "b c", "/d", "/e"])
+    assert {t for t in threading.enumerate() if t.name == "alpamayo-runner"} == before  # or the process hangs

@@ -25,6 +25,10 @@ class CameraBuffer:
     def newest_stamp_ns(self) -> int | None:
         return self._frames.newest_stamp_ns
 
+    def has(self, stamp_ns: int) -> bool:
+        """Whether a frame with exactly this stamp is buffered."""
+        return self._frames.has(stamp_ns)
+
     def stamps_ns(self) -> list[int]:
         """Stamps of the buffered frames, oldest first."""
         return list(self._frames.stamps)

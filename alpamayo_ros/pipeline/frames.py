@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image as PILImage
 
+# What PIL raises on broken data besides OSError: SyntaxError ("broken PNG file"), struct.error,
+# IndexError, TypeError, EOFError. All of them mean the bytes are not the image they claim to be.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, struct.error, IndexError, TypeError, EOFError,
+                  PILImage.DecompressionBombError)
 MAX_COMPRESSED_PIXELS = 40_000_000  # 8K is 33 Mpx; a larger header is a malformed or hostile image
 
 # encoding -> (channels, channel order to RGB)
@@ -91,7 +96,7 @@ def compressed_image(fmt: str, data: object) -> CompressedImage:
     try:
         with PILImage.open(io.BytesIO(data)) as header:
             width, height = header.size
-    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+    except _DECODE_ERRORS as exc:
         raise InvalidImage("data", f"undecodable ({exc})", f"{fmt} bytes") from exc
     if width * height > MAX_COMPRESSED_PIXELS:
         raise InvalidImage("image size", f"{width}x{height}", f"at most {MAX_COMPRESSED_PIXELS} pixels")
@@ -109,7 +114,7 @@ def decode(image: RawImage | CompressedImage) -> np.ndarray:
         try:
             with PILImage.open(io.BytesIO(image.data)) as decoded:
                 rgb = np.asarray(decoded.convert("RGB"))
-        except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+        except _DECODE_ERRORS as exc:
             raise InvalidImage("data", f"undecodable ({exc})", f"{image.format} bytes") from exc
         if rgb.shape[:2] != (image.height, image.width):
             raise InvalidImage("decoded size", f"{rgb.shape[1]}x{rgb.shape[0]}",

@@ -61,6 +61,11 @@ class Inputs:
         ahead = self._ahead_text(frame.stamp_ns, now_ns, topic, f"camera {name}", "frame")
         if ahead:
             return self.refuse(topic, ahead, now_mono_s)
+        if self.cameras[camera].has(frame.stamp_ns):
+            # Decoded frames and vision encodings are keyed by (camera, stamp): a second frame under a stamp
+            # would be served the first one's pixels.
+            return self.refuse(topic, f"camera {name}: {topic}: stamp {frame.stamp_ns / 1e9:.3f} s repeats a "
+                                      "buffered frame's; frame dropped", now_mono_s)
         expected = self._sizes.setdefault(camera, frame.size)
         if frame.size != expected:
             return self.refuse(topic, f"camera {name}: {topic}: image is {frame.size[1]}x{frame.size[0]}, expected "
@@ -112,6 +117,7 @@ class Inputs:
         for monitor in self.monitors.values():
             monitor.reset()
         self._camera_lag.clear()
+        self._sizes.clear()  # a restarted source may come back at another size
         self.epoch += 1
 
     # -- checks ------------------------------------------------------------------------------------

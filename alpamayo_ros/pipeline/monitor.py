@@ -14,7 +14,8 @@ import statistics
 RATE_WINDOW_S = 5.0  # input rates: messages per second between the first and last arrival in this window
 PERIOD_WINDOW = 21  # stamps whose median spacing is the measured frame period
 DELAY_WINDOW = 500  # arrival delays kept for the p50/p99 (5 s of 100 Hz odometry)
-GAP_FACTOR = 1.5  # a stamp step longer than this many periods means frames were lost
+GAP_FACTOR = 1.5  # a stamp step longer than this many periods means frames were lost...
+OUTAGE_PERIODS = 10  # ...unless it is this long: an outage (reported by age) or a clock jump, not losses
 RECENT_FAULT_S = 5.0  # an invalid message keeps its topic flagged in /diagnostics this long
 
 
@@ -40,8 +41,9 @@ class TopicMonitor:
     def accepted(self, stamp_ns: int, now_ns: int) -> None:
         """A valid message with this stamp was buffered; `now_ns` is the node clock at arrival."""
         period = self.period_ns
-        if period and self.last_stamp_ns is not None and stamp_ns - self.last_stamp_ns > GAP_FACTOR * period:
-            self.lost_gaps += round((stamp_ns - self.last_stamp_ns) / period) - 1
+        gap = None if self.last_stamp_ns is None else stamp_ns - self.last_stamp_ns
+        if period and gap is not None and GAP_FACTOR * period < gap <= OUTAGE_PERIODS * period:
+            self.lost_gaps += round(gap / period) - 1
         if self.last_stamp_ns is None or stamp_ns > self.last_stamp_ns:
             self._stamps.append(stamp_ns)
             self.last_stamp_ns = stamp_ns

@@ -42,6 +42,10 @@ class StampedBuffer(Generic[Item]):
         if drop > 0:
             del self.stamps[:drop], self.items[:drop]
 
+    def has(self, stamp_ns: int) -> bool:
+        i = bisect.bisect_left(self.stamps, stamp_ns)
+        return i < len(self.stamps) and self.stamps[i] == stamp_ns
+
     def remove(self, stamp_ns: int) -> None:
         i = bisect.bisect_left(self.stamps, stamp_ns)
         if i < len(self.stamps) and self.stamps[i] == stamp_ns:

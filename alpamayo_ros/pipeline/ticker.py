@@ -150,18 +150,22 @@ class Ticker:
         `epoch` is `inputs.epoch` when the input was selected; after a reset the caches keyed by
         (camera, stamp) are cleared here, on the thread that uses them.
         """
-        if epoch != self._run_epoch:
-            self.decoder.clear()
-            if self.on_reset is not None:
-                self.on_reset()
-            self._run_epoch = epoch
         try:
+            if epoch != self._run_epoch:
+                self.decoder.clear()
+                if self.on_reset is not None:
+                    self.on_reset()
+                self._run_epoch = epoch
             images = self.decoder.decode(model_input.frames, model_input.frame_cameras)
         except FrameDecodeError as exc:
             name = CAMERA_NAMES[exc.camera]
             text = (f"camera {name}: {self.inputs.camera_topics[exc.camera]}: frame {exc.stamp_ns / 1e9:.3f} s: "
                     f"{exc}; frame dropped")
             return Outcome(tick, Status.REJECTED, model_input, reason=text, bad_frame=(exc.camera, exc.stamp_ns, text),
+                           epoch=epoch)
+        except Exception:  # a bug before the model: still an outcome, never a silent stall
+            error = traceback.format_exc()
+            return Outcome(tick, Status.MODEL_ERROR, model_input, reason=error.strip().splitlines()[-1], error=error,
                            epoch=epoch)
         try:
             prediction = self.infer(tick, model_input, images)
@@ -190,7 +194,7 @@ class Ticker:
         if outcome.status is Status.PUBLISHED and (outcome.epoch != self.inputs.epoch
                                                    or outcome.model_input.t0_ns > now_ns):
             outcome = Outcome(outcome.tick, Status.REJECTED, outcome.model_input, outcome.prediction,
-                              reason="output withheld: the inputs were reset while the model ran", epoch=outcome.epoch)
+                              reason="the inputs were reset while the model ran", epoch=outcome.epoch)
         if outcome.status is Status.PUBLISHED:
             self.counts.published += 1
         elif outcome.status is Status.REJECTED:
@@ -198,6 +202,14 @@ class Ticker:
         else:
             self.counts.model_errors += 1
         return outcome, refused
+
+    def observe_clock(self, now_ns: int) -> None:
+        """See the clock at a tick that does not select (the model is busy): jumps are judged tick to tick."""
+        self._clock_check(now_ns)
+
+    def forget_clock(self) -> None:
+        """Ticking stopped (lifecycle deactivate): the next tick starts a new comparison."""
+        self._last_now_ns = None
 
     def _clock_check(self, now_ns: int) -> NotReady | None:
         """Notice clock jumps; a jump back clears every input (and, at the next run, the caches)."""

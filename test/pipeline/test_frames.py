@@ -58,3 +58,15 @@ def test_decoded_size_must_match_the_header():
     lying = type(image)(format="jpeg", height=8, width=16, data=image.data)
     with pytest.raises(InvalidImage, match="decoded size is 16x16, expected the header's 16x8"):
         decode(lying)
+
+
+def test_png_with_a_broken_chunk_is_an_invalid_image_not_an_escaping_error():
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(
+        buffer, format="PNG", compress_level=0)  # 196 kB of pixels: PIL writes several IDAT chunks
+    data = bytearray(buffer.getvalue())
+    second = data.index(b"IDAT", data.index(b"IDAT") + 4)
+    data[second:second + 4] = b"\x00\x01\x02\x03"  # a chunk type PIL cannot parse: SyntaxError inside PIL
+    image = compressed_image("png", bytes(data))  # the header is fine
+    with pytest.raises(InvalidImage, match="undecodable"):
+        decode(image)

@@ -74,3 +74,17 @@ def test_odometry_restart_clears_the_history_and_bumps_the_epoch():
     refused = [buffers.add_pose(pose(k * 10), 11_000 * MS, 0.0) for k in range(ODOMETRY_RESTART_COUNT)]
     assert all(r is not None for r in refused) and "the source restarted" in refused[-1].text
     assert buffers.epoch == 1 and len(buffers.poses) == 1
+
+
+def test_a_repeated_stamp_is_refused_so_cached_pixels_never_belong_to_another_frame():
+    buffers = inputs()
+    assert buffers.add_frame(1, rgb_frame(100 * MS, IMAGE), 100 * MS, 0.0) is None
+    again = buffers.add_frame(1, rgb_frame(100 * MS, np.full_like(IMAGE, 9)), 110 * MS, 0.01)
+    assert again.text == "camera front_wide: /c1: stamp 0.100 s repeats a buffered frame's; frame dropped"
+
+
+def test_an_outage_is_not_counted_as_lost_frames():
+    monitor = TopicMonitor("/c", "camera c")
+    for stamp_ms in (0, 100, 200, 300, 60_300, 60_400):  # a minute's silence: age reports it, not "lost"
+        monitor.accepted(stamp_ms * MS, stamp_ms * MS)
+    assert monitor.lost_gaps == 0

@@ -128,3 +128,12 @@ def test_model_exception_becomes_a_model_error_outcome(tiny_model):
     outcome = run_tick(ticker, 2_000 * MS)
     assert outcome.status is Status.MODEL_ERROR and outcome.reason == "RuntimeError: CUDA out of memory"
     assert "Traceback" in outcome.error and ticker.counts.model_errors == 1
+
+
+def test_ticks_skipped_while_the_model_is_busy_do_not_look_like_a_clock_jump(ticker):
+    fill(ticker.inputs, 0, 2_000)
+    ticker.select(2_000 * MS)
+    for busy_ms in range(2_500, 9_000, 500):  # the model took 7 s; the timer kept firing
+        ticker.observe_clock(busy_ms * MS)
+    ticker.select(9_000 * MS)
+    assert ticker.last_clock_jump == ""
