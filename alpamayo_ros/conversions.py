@@ -26,6 +26,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from alpamayo_msgs.msg import DrivingOutput, StageTimings, TickStatus
 from alpamayo_ros.pipeline import frames
 from alpamayo_ros.pipeline.frames import CameraFrame
+from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.pose_history import PoseSample
 
 if TYPE_CHECKING:  # the ticker imports the model (torch); conversions only reads its outcomes
@@ -100,6 +101,29 @@ def pose_from_odometry(msg: Odometry, topic: str) -> PoseSample:
         raise InvalidMessage(topic, "twist.twist.linear", [linear.x, linear.y, linear.z], "finite velocity")
     return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=position, orientation=quat / norm,
                       speed_mps=speed)
+
+
+def take_image(inputs: Inputs, camera: int, msg: Image | CompressedImage, now_ns: int,
+               now_mono_s: float) -> Refused | None:
+    """One camera message into `inputs` as the node's callback takes it (O(1): no decoding); None if buffered."""
+    topic = inputs.camera_topics[camera]
+    inputs.monitors[topic].arrived(now_mono_s)
+    try:
+        frame = camera_frame(msg, topic)
+    except InvalidMessage as exc:
+        return inputs.refuse(topic, f"{inputs.monitors[topic].label}: {exc}; frame dropped", now_mono_s)
+    return inputs.add_frame(camera, frame, now_ns, now_mono_s)
+
+
+def take_odometry(inputs: Inputs, msg: Odometry, now_ns: int, now_mono_s: float) -> Refused | None:
+    """One odometry message into `inputs` as the node's callback takes it; None if buffered."""
+    topic = inputs.odometry_topic
+    inputs.monitors[topic].arrived(now_mono_s)
+    try:
+        sample = pose_from_odometry(msg, topic)
+    except InvalidMessage as exc:
+        return inputs.refuse(topic, f"odometry: {exc}; message dropped", now_mono_s)
+    return inputs.add_pose(sample, now_ns, now_mono_s, msg.header.frame_id, msg.child_frame_id)
 
 
 def to_output_frame(xyz: np.ndarray, rot: np.ndarray, t0_position: np.ndarray | None,

@@ -135,7 +135,7 @@ class DrivingNode:
         """Subscribe to the cameras and odometry and start ticking."""
         for index, topic in enumerate(self.cfg.subscribed_camera_topics):
             self._input_subscriptions.append(self._subscribe(
-                self._image_type, topic, lambda msg, i=index, t=topic: self._on_image(msg, i, t), CAMERA_QOS))
+                self._image_type, topic, lambda msg, i=index: self._on_image(msg, i), CAMERA_QOS))
         self._input_subscriptions.append(self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry,
                                                          ODOMETRY_QOS))
         self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
@@ -212,26 +212,11 @@ class DrivingNode:
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _on_image(self, msg: Image | CompressedImage, index: int, topic: str) -> None:
-        now_mono = time.monotonic()
-        self.inputs.monitors[topic].arrived(now_mono)
-        try:
-            frame = conversions.camera_frame(msg, topic)
-        except conversions.InvalidMessage as exc:
-            self._log_refused(self.inputs.refuse(topic, f"camera {CAMERA_NAMES[index]}: {exc}; frame dropped", now_mono))
-            return
-        self._log_refused(self.inputs.add_frame(index, frame, self._now_ns(), now_mono))
+    def _on_image(self, msg: Image | CompressedImage, index: int) -> None:
+        self._log_refused(conversions.take_image(self.inputs, index, msg, self._now_ns(), time.monotonic()))
 
     def _on_odometry(self, msg: Odometry) -> None:
-        topic, now_mono = self.cfg.odometry_topic, time.monotonic()
-        self.inputs.monitors[topic].arrived(now_mono)
-        try:
-            sample = conversions.pose_from_odometry(msg, topic)
-        except conversions.InvalidMessage as exc:
-            self._log_refused(self.inputs.refuse(topic, f"odometry: {exc}; message dropped", now_mono))
-            return
-        self._log_refused(self.inputs.add_pose(sample, self._now_ns(), now_mono, msg.header.frame_id,
-                                               msg.child_frame_id))
+        self._log_refused(conversions.take_odometry(self.inputs, msg, self._now_ns(), time.monotonic()))
 
     def _log_refused(self, refused: Refused | None) -> None:
         if refused is not None:  # one call site for every topic: the text names the source

@@ -57,3 +57,14 @@ def context():
     rclpy.init(context=ctx)
     yield ctx
     rclpy.try_shutdown(context=ctx)
+
+
+def prefilled(model, drive, rows: int = 1):
+    """The synthetic drive's prompt prefilled once and its cache expanded to `rows` decode rows."""
+    inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
+    logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
+                                              inputs.deepstack)
+    if rows > 1:
+        cache.batch_repeat_interleave(rows)
+        logits, rope_delta = logits.expand(rows, -1), rope_delta.expand(rows, 1)
+    return logits, cache, rope_delta

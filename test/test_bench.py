@@ -8,13 +8,18 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_model.py"
 
 
-def test_model_benchmark_reports_each_option_against_the_plain_path(tmp_path):
+def tiny_report(tmp_path: Path, options: list[str], ticks: int) -> dict:
+    """The tiny config's report for these options (3 greedy tokens, CPU)."""
     out = tmp_path / "bench.json"
-    options = ["plain", "vision reuse", "6 shared reasoning"]
-    subprocess.run([sys.executable, str(BENCH), "--configs", "tiny", "--ticks", "2", "--tokens", "3",
+    subprocess.run([sys.executable, str(BENCH), "--configs", "tiny", "--ticks", str(ticks), "--tokens", "3",
                     "--device", "cpu", "--out", str(out), "--options", *options], check=True, timeout=300,
                    capture_output=True)
-    report = json.loads(out.read_text())["reports"][0]
+    return json.loads(out.read_text())["reports"][0]
+
+
+def test_model_benchmark_reports_each_option_against_the_plain_path(tmp_path):
+    options = ["plain", "vision reuse", "6 shared reasoning"]
+    report = tiny_report(tmp_path, options, ticks=2)
     assert list(report["results"]) == options
     for stats in report["results"].values():
         assert all(stats[stage]["p50"] > 0 and stats[stage]["p90"] >= stats[stage]["p50"]
@@ -31,12 +36,8 @@ def test_full_size_benchmark_refuses_to_run_without_a_gpu(tmp_path):
 
 def test_reference_shaped_baseline_does_the_options_work_and_is_compared(tmp_path):
     # Greedy tokens through vlm.generate: the baseline decodes as many tokens as the options do.
-    out = tmp_path / "bench.json"
     options = ["plain", "vision reuse", "reference-shaped"]
-    subprocess.run([sys.executable, str(BENCH), "--configs", "tiny", "--ticks", "1", "--tokens", "3",
-                    "--device", "cpu", "--out", str(out), "--options", *options], check=True, timeout=300,
-                   capture_output=True)
-    report = json.loads(out.read_text())["reports"][0]
+    report = tiny_report(tmp_path, options, ticks=1)
     assert [report["results"][label]["decode_tokens"] for label in options] == [[3]] * 3
     assert report["results"]["reference-shaped"]["decode_ms"]["p50"] > 0
     assert {"speed-up, 1 sample, fresh call: reference-shaped / plain",

@@ -69,21 +69,14 @@ class Lockstep:
         conversions = self._conversions
         now_s = now_ns / NS_PER_S  # the monitors' arrival clock: bag time, so diagnostics replay too
         msg = self._deserialize(raw, self._class(msgtype))
-        self.inputs.monitors[topic].arrived(now_s)
-        refused = None
-        try:
-            if topic == self.cfg.odometry_topic:
-                if self._odometry_out is None:
-                    self._odometry_out = self.writer.add_connection(topic, msgtype, typestore=self.typestore,
-                                                                    offered_qos_profiles=SENSOR_QOS)
-                self.writer.write(self._odometry_out, now_ns, raw)  # ground truth for evaluate
-                refused = self.inputs.add_pose(conversions.pose_from_odometry(msg, topic), now_ns, now_s,
-                                               msg.header.frame_id, msg.child_frame_id)
-            else:
-                camera = self.camera_topics.index(topic)
-                refused = self.inputs.add_frame(camera, conversions.camera_frame(msg, topic), now_ns, now_s)
-        except conversions.InvalidMessage as exc:
-            refused = self.inputs.refuse(topic, f"{self.inputs.monitors[topic].label}: {exc}; message dropped", now_s)
+        if topic == self.cfg.odometry_topic:
+            if self._odometry_out is None:
+                self._odometry_out = self.writer.add_connection(topic, msgtype, typestore=self.typestore,
+                                                                offered_qos_profiles=SENSOR_QOS)
+            self.writer.write(self._odometry_out, now_ns, raw)  # ground truth for evaluate
+            refused = conversions.take_odometry(self.inputs, msg, now_ns, now_s)
+        else:
+            refused = conversions.take_image(self.inputs, self.camera_topics.index(topic), msg, now_ns, now_s)
         if refused is not None:
             self.refused.append(refused.text)
 

@@ -11,6 +11,7 @@ from transformers.cache_utils import DynamicCache
 from alpamayo_ros.model.alpamayo_r1 import _Rollout, vlm_attention_implementation
 from alpamayo_ros.model.expert import build_context
 from alpamayo_ros.model.flow_matching import time_grid
+from conftest import prefilled
 
 # Measured against the conformance vectors (torch 2.13 CPU, float32): vision 1.6e-7, logits 2.8e-7,
 # teacher-forced cache 2.9e-6, velocity per Euler step 6e-8, chained action 6e-5, chained pred_xyz 9e-6 m.
@@ -200,12 +201,7 @@ def test_sample_returns_per_sample_poses_text_and_timings(tiny_model, drive):
 
 
 def rollout_of(model, drive, rows=1, tokens=5):
-    inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
-    logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
-                                              inputs.deepstack)
-    if rows > 1:
-        cache.batch_repeat_interleave(rows)
-        logits, rope_delta = logits.expand(rows, -1), rope_delta.expand(rows, 1)
+    logits, cache, rope_delta = prefilled(model, drive, rows)
     return model.decode(logits, cache, rope_delta, tokens, True, 1.0, 1.0, torch.Generator())
 
 

@@ -11,6 +11,8 @@ forward over a `DynamicCache`. Our `decode` + `expert_context` + `velocity` must
 import pytest
 import torch
 
+from conftest import prefilled
+
 VELOCITY_TOL = 1e-6  # our expert pass vs the transformers one over the same cache (measured ~1e-7)
 SAME_RESULT_TOL = 1e-5  # a row decoded in a batch vs alone (batched kernels round differently, ~1e-7)
 CHANGED = 1e-4  # an extra or missing prefix column moves the velocity far more than this
@@ -66,16 +68,6 @@ def upstream_sequences(model, rows, max_new_tokens):
         if stop_after_eos or all(finished) or step == max_new_tokens - 1:
             break
     return [list(row) for row in zip(*out)]
-
-
-def prefilled(model, drive, rows):
-    inputs = model.encode_inputs(drive.images, drive.ego_history_xyz)
-    logits, cache, rope_delta = model.prefill(inputs.input_ids, inputs.image_grid_thw, inputs.image_embeds,
-                                              inputs.deepstack)
-    if rows > 1:
-        cache.batch_repeat_interleave(rows)
-        logits, rope_delta = logits.expand(rows, -1), rope_delta.expand(rows, 1)
-    return logits, cache, rope_delta
 
 
 def upstream_velocity(model, drive, sequences, x, t):
