@@ -32,7 +32,6 @@ class AlpamayoLifecycleNode(driving.DrivingNode, LifecycleNode):
         LifecycleNode.__init__(self, "alpamayo", **kwargs)
         self._injected_model = model
         self.cfg = None
-        self.runner = None
         try:  # declared at once so `ros2 param` shows them; a bad value fails `configure`, naming it
             self.cfg = driving.declare_config(self)
         except (ValueError, ParameterException) as exc:

@@ -91,6 +91,14 @@ class DrivingNode:
     `_stop_inputs`, `_teardown`. A plain node runs the first two in its constructor.
     """
 
+    # What exists only between `_configure` and `_teardown`; None (or empty) outside, so tearing down is
+    # safe at any point, also after a `_configure` that failed half-way.
+    model = ticker = inputs = runner = None
+    _trajectory_pub = _reasoning_pub = _output_pub = _candidates_pub = _tick_pub = None
+    _diagnostics_pub = _diagnostics_timer = _outcome_ready = _tick_timer = _waiting_tick = None
+    _input_subscriptions: tuple | list = ()
+    _inputs_active = False
+
     def _configure(self, model=None, create_output_publisher=None, destroy_output_publisher=None) -> None:
         """Load the model and build everything but the inputs; `create_/destroy_output_publisher`: the outputs'
         factory and its undo (lifecycle publishers for the managed node)."""
@@ -110,13 +118,11 @@ class DrivingNode:
         self._last_outcome = "starting"
         self._reported_drops = 0
         self._image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
-        self._input_subscriptions: list = []
-        self._tick_timer = None
-        self._waiting_tick: int | None = None  # a tick that found the model busy, run when it is free
+        self._input_subscriptions = []
+        self._waiting_tick = None  # a tick that found the model busy, run when it is free
 
         publish = create_output_publisher or self.create_publisher
         self._destroy_output_publisher = destroy_output_publisher or self.destroy_publisher
-        self._inputs_active = False
         self._trajectory_pub = publish(Path, "~/trajectory", OUTPUT_QOS)
         self._reasoning_pub = publish(String, "~/reasoning", OUTPUT_QOS)
         self._output_pub = publish(DrivingOutput, "~/output", OUTPUT_QOS)
@@ -149,32 +155,32 @@ class DrivingNode:
     def _stop_inputs(self) -> None:
         """Unsubscribe and stop ticking; a tick already running finishes, its outputs withheld."""
         self._inputs_active = False
-        for subscription in getattr(self, "_input_subscriptions", []):
+        for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
         self._input_subscriptions = []
-        if getattr(self, "_tick_timer", None) is not None:
+        if self._tick_timer is not None:
             self.destroy_timer(self._tick_timer)
             self._tick_timer = None
-        if getattr(self, "_waiting_tick", None) is not None:
+        if self._waiting_tick is not None:
             self._drop(self._waiting_tick, "the node stopped ticking")
             self._waiting_tick = None
-        if getattr(self, "ticker", None) is not None:
+        if self.ticker is not None:
             self.ticker.forget_clock()
 
     def _teardown(self) -> None:
         """Stop the runner (finishing its tick) and release what `_configure` made (idempotent; also after a
         `_configure` that failed half-way)."""
         self._stop_inputs()
-        if getattr(self, "runner", None) is not None:
+        if self.runner is not None:
             self.runner.stop()
         self.runner = None
         for name in ("_trajectory_pub", "_reasoning_pub", "_output_pub", "_candidates_pub", "_tick_pub"):
-            if getattr(self, name, None) is not None:
+            if getattr(self, name) is not None:
                 self._destroy_output_publisher(getattr(self, name))
                 setattr(self, name, None)
         for name, destroy in (("_diagnostics_pub", self.destroy_publisher), ("_diagnostics_timer", self.destroy_timer),
                               ("_outcome_ready", self.destroy_guard_condition)):
-            if getattr(self, name, None) is not None:
+            if getattr(self, name) is not None:
                 destroy(getattr(self, name))
                 setattr(self, name, None)
         # The ticker holds the model (its inference closure, the cache reset, the action space) and the

@@ -8,7 +8,6 @@ source restarted) clear the buffers and bump `epoch`, so results from older inpu
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,9 +49,9 @@ class Inputs:
 
     # -- arrivals ----------------------------------------------------------------------------------
 
-    def refuse(self, topic: str, text: str, now_mono_s: float | None = None) -> Refused:
+    def refuse(self, topic: str, text: str, now_mono_s: float) -> Refused:
         """Count and remember a message that cannot be used."""
-        self.monitors[topic].rejected(text, time.monotonic() if now_mono_s is None else now_mono_s)
+        self.monitors[topic].rejected(text, now_mono_s)
         return Refused(topic, text)
 
     def add_frame(self, camera: int, frame: CameraFrame, now_ns: int, now_mono_s: float) -> Refused | None:
