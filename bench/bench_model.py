@@ -19,7 +19,11 @@ tick by tick on one model. Greedy decoding of a fixed token budget keeps the wor
   reference-shaped 6    the same with 6 samples (`num_return_sequences=6`)
 
 The baseline uses this process's weights and code versions, so its ratios to the options are the
-speed-up over the reference's structure on the same machine. Its stage columns: "vision" is the
+speed-up over the reference's structure on the same machine. On the CPU, a few more ticks per option run
+under the torch profiler: "arithmetic" is the time spent in matrix products, the patch convolution,
+attention and activations, which any implementation with the reference's results must run too. The
+baseline's time over a path's arithmetic ("ceiling") is the most any exact change to that path could
+gain, were everything else (Python, elementwise ops, copies) to take no time. Its stage columns: "vision" is the
 processor, "decode" is all of `generate` (vision tower, prefill and decode), "prefill" is not split out.
 
 Configs: `tiny` (the tests' model); `medium` (30 M parameters with the release's proportions: expert half
@@ -57,6 +61,7 @@ from alpamayo_ros.tools.synthetic import road_images, synthetic_drive  # noqa: E
 
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
 WARMUP = 3  # untimed ticks per option: they fill the vision cache, compile, and record CUDA graphs
+FLOOR_TICKS = 3  # profiled ticks per option after the timed ones (see `arithmetic_ms`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +195,23 @@ CONFIGS = {
 }
 
 
+# The kernels whose arithmetic every implementation with the reference's results runs, as the reference
+# does: matrix products, the patch convolution, attention, activations. A path's time in them is what
+# would be left if everything else (Python, elementwise ops, copies, allocation) took no time.
+ARITHMETIC = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+              "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax", "aten::gelu", "aten::silu")
+
+
+def arithmetic_ms(call) -> float:
+    """Milliseconds one `call()` spends in ARITHMETIC kernels (torch profiler, CPU: self time of each op,
+    its intra-op threads included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    return sum(event.self_cpu_time_total for event in prof.key_averages() if event.key in ARITHMETIC) / 1e3
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {"p50": statistics.median(values), "p90": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
@@ -202,40 +224,49 @@ def camera_frames(height: int, width: int, count: int) -> list[np.ndarray]:
 
 
 def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str],
-               frames_hw: tuple[int, int] | None = None) -> dict:
+               frames_hw: tuple[int, int] | None = None, floor: bool = False) -> dict:
     make_config, height, width, dtype, vocab = CONFIGS[name]
     height, width = frames_hw or (height, width)
     config, vlm_config = make_config()
-    frames = camera_frames(height, width, WARMUP + ticks + 3)
+    frames = camera_frames(height, width, WARMUP + ticks + FLOOR_TICKS + 3)
     drive = synthetic_drive(height=height, width=width)
     history = (drive.ego_history_xyz, drive.ego_history_rot)
     model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
     compile_mode = "reduce-overhead" if device.startswith("cuda") else "default"
     measured = {label: [] for label in options}
+
+    def tick(label: str, k: int) -> tuple[Timings, float]:
+        option = OPTIONS[label]
+        model.set_image_preprocessing(option.preprocessing)
+        model.compile_flow(compile_mode) if option.compiled else model.eager_flow()
+        images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
+        keys = [(label, cam, k + f) for cam in range(4) for f in range(4)] if option.reuse else None
+        start = time.perf_counter_ns()
+        if option.reference:
+            timings, _ = reference_shaped_sample(model, images, *history, option.samples, tokens)
+        else:
+            timings = model.sample(images, *history, num_samples=option.samples, greedy=True,
+                                   max_reasoning_tokens=tokens, share_prefill=option.share_prefill,
+                                   reasoning=option.reasoning, image_keys=keys).timings
+        return timings, (time.perf_counter_ns() - start) / 1e6
+
     # Options take turns tick by tick on the same model, so slow drifts of the machine affect all alike.
     for k in range(WARMUP + ticks):
         for label in options:
-            option = OPTIONS[label]
-            model.set_image_preprocessing(option.preprocessing)
-            model.compile_flow(compile_mode) if option.compiled else model.eager_flow()
-            images = [frames[k + f][cam] for cam in range(4) for f in range(4)]
-            keys = [(label, cam, k + f) for cam in range(4) for f in range(4)] if option.reuse else None
-            start = time.perf_counter_ns()
-            if option.reference:
-                timings, _ = reference_shaped_sample(model, images, *history, option.samples, tokens)
-            else:
-                timings = model.sample(images, *history, num_samples=option.samples, greedy=True,
-                                       max_reasoning_tokens=tokens, share_prefill=option.share_prefill,
-                                       reasoning=option.reasoning, image_keys=keys).timings
-            wall_ms = (time.perf_counter_ns() - start) / 1e6
+            timings, wall_ms = tick(label, k)
             if k >= WARMUP:
                 measured[label].append((timings, wall_ms))
         print(f"  {name}: tick {k + 1}/{WARMUP + ticks}" + (" (warm-up)" if k < WARMUP else ""), flush=True)
+    # A few more ticks per option under the profiler: the median time in the kernels every exact path runs.
+    arithmetic = {label: statistics.median(arithmetic_ms(lambda: tick(label, WARMUP + ticks + j))
+                                           for j in range(FLOOR_TICKS)) for label in options} if floor else {}
     results = {}
     for label, runs in measured.items():
         results[label] = {stage: summarise([getattr(t, stage) for t, _ in runs]) for stage in STAGES}
         results[label]["total_ms"] = summarise([wall for _, wall in runs])
         results[label]["decode_tokens"] = [t.decode_tokens for t, _ in runs]
+        if label in arithmetic:
+            results[label]["arithmetic_ms"] = arithmetic[label]
     params = sum(p.numel() for p in model.parameters())
     return {"config": name, "parameters": params, "frames_hw": [height, width], "dtype": dtype, "ticks": ticks,
             "tokens": tokens, "results": results, "ratios": ratios(results)}
@@ -266,6 +297,12 @@ def ratios(results: dict) -> dict[str, float]:
     for text, a, b, stage in pairs:
         if a in results and b in results:
             out[text] = p50(a, stage) / p50(b, stage)
+    # The most any exact change could give: the baseline's time over the path's arithmetic alone.
+    for text, label in (("ceiling, 1 sample, fresh call: reference-shaped / plain's arithmetic", "plain"),
+                        ("ceiling, 1 sample, tick with reuse: reference-shaped / vision reuse's arithmetic",
+                         "vision reuse")):
+        if "reference-shaped" in results and "arithmetic_ms" in results.get(label, {}):
+            out[text] = p50("reference-shaped") / results[label]["arithmetic_ms"]
     return out
 
 
@@ -273,10 +310,12 @@ def print_table(report: dict) -> None:
     print(f"\n{report['config']}: {report['parameters'] / 1e6:.1f} M parameters ({report['dtype']}), 16 frames "
           f"{report['frames_hw'][0]}x{report['frames_hw'][1]}, {report['tokens']} reasoning tokens, "
           f"{report['ticks']} ticks (p50 ms, total also p90)")
-    print(f"{'option':<22}" + "".join(f"{s.removesuffix('_ms'):>11}" for s in STAGES) + f"{'total':>10}{'p90':>9}")
+    print(f"{'option':<22}" + "".join(f"{s.removesuffix('_ms'):>11}" for s in STAGES) + f"{'total':>10}{'p90':>9}"
+          + f"{'arithmetic':>12}")
     for label, stats in report["results"].items():
+        arithmetic = f"{stats['arithmetic_ms']:>12.1f}" if "arithmetic_ms" in stats else ""
         print(f"{label:<22}" + "".join(f"{stats[s]['p50']:>11.1f}" for s in STAGES)
-              + f"{stats['total_ms']['p50']:>10.1f}{stats['total_ms']['p90']:>9.1f}")
+              + f"{stats['total_ms']['p50']:>10.1f}{stats['total_ms']['p90']:>9.1f}" + arithmetic)
     for text, value in report["ratios"].items():
         print(f"  {text}: {value:.2f}x")
 
@@ -291,6 +330,8 @@ def main() -> int:
     parser.add_argument("--frames", help="HxW camera frames instead of the config's (e.g. 1080x1920: resized "
                         "by the preprocessing, host or device)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-floor", action="store_true", help="skip the profiled tick per option that measures "
+                        "its time in matrix products, convolution, attention and activations (CPU only)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
     args = parser.parse_args()
     configs = args.configs or (["tiny", "medium"] + (["full"] if args.device.startswith("cuda") else []))
@@ -299,7 +340,8 @@ def main() -> int:
     reports = []
     for name in configs:
         frames = tuple(int(v) for v in args.frames.split("x")) if args.frames else None
-        report = run_config(name, args.ticks, args.tokens, args.device, args.options, frames)
+        report = run_config(name, args.ticks, args.tokens, args.device, args.options, frames,
+                            floor=not args.no_floor and not args.device.startswith("cuda"))
         print_table(report)
         reports.append(report)
     meta = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
