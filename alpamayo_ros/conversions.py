@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from builtin_interfaces.msg import Duration, Time
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
 from nav_msgs.msg import Odometry, Path
@@ -62,11 +62,6 @@ def ns_to_stamp(ns: int) -> Time:
     """Integer nanoseconds -> builtin_interfaces/Time (exact, no float rounding)."""
     sec, nanosec = divmod(int(ns), NS_PER_S)
     return Time(sec=sec, nanosec=nanosec)
-
-
-def ns_to_duration(ns: int) -> Duration:
-    sec, nanosec = divmod(int(ns), NS_PER_S)
-    return Duration(sec=sec, nanosec=nanosec)
 
 
 def camera_frame(msg: Image | CompressedImage, topic: str) -> CameraFrame:

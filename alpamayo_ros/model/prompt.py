@@ -196,8 +196,3 @@ def read_reasoning(tokenizer: PreTrainedTokenizerBase, generated: list[int], tok
     start = before_end.rfind(special_token("cot_start"))
     written = (before_end[start + len(special_token("cot_start")):] if start >= 0 else before_end).strip()
     return Reasoning(text=written if closed else "", partial=written, closed=bool(closed))
-
-
-def reasoning_text(tokenizer: PreTrainedTokenizerBase, generated: list[int], token_ids: TokenIds) -> str:
-    """Chain-of-Causation text as upstream returns it: "" unless `<|cot_end|>` was written."""
-    return read_reasoning(tokenizer, generated, token_ids).text

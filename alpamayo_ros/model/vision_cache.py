@@ -8,7 +8,7 @@ what encoding again would give. Bounded: the least recently used entries go firs
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
@@ -56,19 +56,6 @@ class VisionCache:
         self._entries.move_to_end(key)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-
-    def get_or_encode(self, key: Hashable, encode: Callable[[], EncodedImage]) -> EncodedImage:
-        """The cached encoding for `key`, or `encode()` stored under it."""
-        if key in self._entries:
-            self.hits += 1
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        self.misses += 1
-        value = encode()
-        self._entries[key] = value
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         self._entries.clear()
