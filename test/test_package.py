@@ -4,7 +4,6 @@ import ast
 import re
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from conftest import REPO
 
