@@ -19,12 +19,14 @@ tick by tick on one model. Greedy decoding of a fixed token budget keeps the wor
   reference-shaped 6    the same with 6 samples (`num_return_sequences=6`)
 
 The baseline uses this process's weights and code versions, so its ratios to the options are the
-speed-up over the reference's structure on the same machine. On the CPU, a few more ticks per option run
-under the torch profiler: "arithmetic" is the time spent in matrix products, the patch convolution,
-attention and activations, which any implementation with the reference's results must run too. The
-baseline's time over a path's arithmetic ("ceiling") is the most any exact change to that path could
-gain, were everything else (Python, elementwise ops, copies) to take no time. Its stage columns: "vision" is the
+speed-up over the reference's structure on the same machine. Its stage columns: "vision" is the
 processor, "decode" is all of `generate` (vision tower, prefill and decode), "prefill" is not split out.
+
+On the CPU, a few more ticks per option run under the torch profiler: "arithmetic" is the time spent in
+matrix products, the patch convolution, attention and activations, which any implementation with the
+reference's results must run too. The baseline's time over a path's arithmetic ("ceiling") is the most
+an exact change to that path could gain, were everything else (Python, elementwise ops, copies) to take
+no time.
 
 Configs: `tiny` (the tests' model); `medium` (30 M parameters with the release's proportions: expert half
 the VLM's width, attention width = hidden, MLP 3x / 4x, 2 KV heads for 8 query heads; 16 images of
@@ -61,7 +63,7 @@ from alpamayo_ros.tools.synthetic import road_images, synthetic_drive  # noqa: E
 
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
 WARMUP = 3  # untimed ticks per option: they fill the vision cache, compile, and record CUDA graphs
-FLOOR_TICKS = 3  # profiled ticks per option after the timed ones (see `arithmetic_ms`)
+ARITHMETIC_TICKS = 3  # profiled ticks per option after the timed ones (see `arithmetic_ms`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,11 +226,11 @@ def camera_frames(height: int, width: int, count: int) -> list[np.ndarray]:
 
 
 def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str],
-               frames_hw: tuple[int, int] | None = None, floor: bool = False) -> dict:
+               frames_hw: tuple[int, int] | None = None, profile_arithmetic: bool = False) -> dict:
     make_config, height, width, dtype, vocab = CONFIGS[name]
     height, width = frames_hw or (height, width)
     config, vlm_config = make_config()
-    frames = camera_frames(height, width, WARMUP + ticks + FLOOR_TICKS + 3)
+    frames = camera_frames(height, width, WARMUP + ticks + ARITHMETIC_TICKS + 3)
     drive = synthetic_drive(height=height, width=width)
     history = (drive.ego_history_xyz, drive.ego_history_rot)
     model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
@@ -258,8 +260,11 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
                 measured[label].append((timings, wall_ms))
         print(f"  {name}: tick {k + 1}/{WARMUP + ticks}" + (" (warm-up)" if k < WARMUP else ""), flush=True)
     # A few more ticks per option under the profiler: the median time in the kernels every exact path runs.
-    arithmetic = {label: statistics.median(arithmetic_ms(lambda: tick(label, WARMUP + ticks + j))
-                                           for j in range(FLOOR_TICKS)) for label in options} if floor else {}
+    arithmetic = {}
+    if profile_arithmetic:
+        for label in options:
+            arithmetic[label] = statistics.median(arithmetic_ms(lambda: tick(label, WARMUP + ticks + j))
+                                                  for j in range(ARITHMETIC_TICKS))
     results = {}
     for label, runs in measured.items():
         results[label] = {stage: summarise([getattr(t, stage) for t, _ in runs]) for stage in STAGES}
@@ -310,8 +315,9 @@ def print_table(report: dict) -> None:
     print(f"\n{report['config']}: {report['parameters'] / 1e6:.1f} M parameters ({report['dtype']}), 16 frames "
           f"{report['frames_hw'][0]}x{report['frames_hw'][1]}, {report['tokens']} reasoning tokens, "
           f"{report['ticks']} ticks (p50 ms, total also p90)")
+    profiled = any("arithmetic_ms" in stats for stats in report["results"].values())
     print(f"{'option':<22}" + "".join(f"{s.removesuffix('_ms'):>11}" for s in STAGES) + f"{'total':>10}{'p90':>9}"
-          + f"{'arithmetic':>12}")
+          + (f"{'arithmetic':>12}" if profiled else ""))
     for label, stats in report["results"].items():
         arithmetic = f"{stats['arithmetic_ms']:>12.1f}" if "arithmetic_ms" in stats else ""
         print(f"{label:<22}" + "".join(f"{stats[s]['p50']:>11.1f}" for s in STAGES)
@@ -330,8 +336,9 @@ def main() -> int:
     parser.add_argument("--frames", help="HxW camera frames instead of the config's (e.g. 1080x1920: resized "
                         "by the preprocessing, host or device)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-floor", action="store_true", help="skip the profiled tick per option that measures "
-                        "its time in matrix products, convolution, attention and activations (CPU only)")
+    parser.add_argument("--no-arithmetic", action="store_true", help=f"skip the {ARITHMETIC_TICKS} profiled ticks "
+                        "per option that measure its time in matrix products, convolution, attention and "
+                        "activations (CPU only)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
     args = parser.parse_args()
     configs = args.configs or (["tiny", "medium"] + (["full"] if args.device.startswith("cuda") else []))
@@ -341,7 +348,7 @@ def main() -> int:
     for name in configs:
         frames = tuple(int(v) for v in args.frames.split("x")) if args.frames else None
         report = run_config(name, args.ticks, args.tokens, args.device, args.options, frames,
-                            floor=not args.no_floor and not args.device.startswith("cuda"))
+                            profile_arithmetic=not args.no_arithmetic and not args.device.startswith("cuda"))
         print_table(report)
         reports.append(report)
     meta = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
