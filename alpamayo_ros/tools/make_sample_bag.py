@@ -33,6 +33,8 @@ ODOMETRY = len(CAMERA_NAMES)  # event kind of an odometry message; cameras are 0
 CAMERA_YAW_DEG = (60.0, 0.0, -60.0, 0.0)  # mounting yaw, + left
 CAMERA_FOV_DEG = (120.0, 120.0, 120.0, 30.0)
 CAMERA_HEIGHT_M = 1.5
+CAMERA_FORWARD_M = 1.5  # mounting position ahead of base_link
+HORIZON_ROW_FRACTION = 0.4  # principal point row / image height: more ground than sky in view
 LANE_HALF_WIDTH_M = 1.8
 # (duration s, acceleration m/s^2, yaw rate rad/s): straight, left curve, brake, stand, drive off.
 SEGMENTS = ((4.0, 0.0, 0.0), (4.0, 0.0, 0.2), (3.0, -8.0 / 3.0, 0.0), (2.0, 0.0, 0.0), (3.0, 2.0, 0.0))
@@ -97,7 +99,7 @@ class RoadRenderer:
     def render(self, x: float, y: float, yaw: float, camera: int) -> np.ndarray:
         heading = yaw + math.radians(CAMERA_YAW_DEG[camera])
         focal = (self.width / 2) / math.tan(math.radians(CAMERA_FOV_DEG[camera]) / 2)
-        horizon = self.height * 0.4
+        horizon = self.height * HORIZON_ROW_FRACTION
         image = PILImage.new("RGB", (self.width, self.height), (150, 180, 215))
         draw = ImageDraw.Draw(image)
         draw.rectangle([0, horizon, self.width, self.height], fill=(80, 80, 85))
@@ -123,13 +125,15 @@ class RoadRenderer:
         return np.asarray(image)
 
 
-def _header(typestore, stamp_ns: int, frame_id: str):
+def stamped_header(typestore, stamp_ns: int, frame_id: str):
+    """A std_msgs/Header at `stamp_ns`."""
     sec, nanosec = divmod(stamp_ns, NS_PER_S)
     return typestore.types["std_msgs/msg/Header"](
         stamp=typestore.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
-def _quaternion(typestore, yaw: float):
+def yaw_quaternion(typestore, yaw: float):
+    """A geometry_msgs/Quaternion of a rotation by `yaw` about z."""
     return typestore.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
 
 
@@ -168,10 +172,10 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
         tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore,
                                           offered_qos_profiles=TF_STATIC_QOS)
         statics = [t["geometry_msgs/msg/TransformStamped"](
-            header=_header(typestore, START_NS, "base_link"), child_frame_id=f"camera_{name}",
+            header=stamped_header(typestore, START_NS, "base_link"), child_frame_id=f"camera_{name}",
             transform=t["geometry_msgs/msg/Transform"](
-                translation=t["geometry_msgs/msg/Vector3"](x=1.5, y=0.0, z=CAMERA_HEIGHT_M),
-                rotation=_quaternion(typestore, math.radians(CAMERA_YAW_DEG[i]))))
+                translation=t["geometry_msgs/msg/Vector3"](x=CAMERA_FORWARD_M, y=0.0, z=CAMERA_HEIGHT_M),
+                rotation=yaw_quaternion(typestore, math.radians(CAMERA_YAW_DEG[i]))))
             for i, name in enumerate(CAMERA_NAMES)]
         writer.write(tf_static, START_NS, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=statics),
                                                                 "tf2_msgs/msg/TFMessage"))
@@ -188,10 +192,10 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
             x, y = x + origin_xy[0], y + origin_xy[1]
             if kind == ODOMETRY:
                 msg = t["nav_msgs/msg/Odometry"](
-                    header=_header(typestore, stamp, odom_frame), child_frame_id="base_link",
+                    header=stamped_header(typestore, stamp, odom_frame), child_frame_id="base_link",
                     pose=t["geometry_msgs/msg/PoseWithCovariance"](
                         pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=x, y=y, z=0.0),
-                                                         orientation=_quaternion(typestore, yaw)),
+                                                         orientation=yaw_quaternion(typestore, yaw)),
                         covariance=np.zeros(36)),
                     twist=t["geometry_msgs/msg/TwistWithCovariance"](
                         twist=t["geometry_msgs/msg/Twist"](linear=t["geometry_msgs/msg/Vector3"](x=speed, y=0.0, z=0.0),
@@ -199,14 +203,14 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
                         covariance=np.zeros(36)))
                 writer.write(odom, stamp, typestore.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
                 transform = t["geometry_msgs/msg/TransformStamped"](
-                    header=_header(typestore, stamp, odom_frame), child_frame_id="base_link",
+                    header=stamped_header(typestore, stamp, odom_frame), child_frame_id="base_link",
                     transform=t["geometry_msgs/msg/Transform"](
-                        translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=0.0), rotation=_quaternion(typestore, yaw)))
+                        translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=0.0), rotation=yaw_quaternion(typestore, yaw)))
                 writer.write(tf, stamp, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=[transform]),
                                                                 "tf2_msgs/msg/TFMessage"))
                 continue
             pixels = renderer.render(x - origin_xy[0], y - origin_xy[1], yaw, kind)
-            header = _header(typestore, stamp, f"camera_{CAMERA_NAMES[kind]}")
+            header = stamped_header(typestore, stamp, f"camera_{CAMERA_NAMES[kind]}")
             if raw:
                 msg = t["sensor_msgs/msg/Image"](header=header, height=height, width=width, encoding="rgb8",
                                                  is_bigendian=0, step=width * 3, data=pixels.reshape(-1))

@@ -1,0 +1,239 @@
+"""The synthetic world: seeded drives, the expert's limits, what the cameras show, ground truth, the bag."""
+
+import dataclasses
+import json
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from alpamayo_ros.tools.make_sample_bag import HORIZON_ROW_FRACTION
+
+from alpamayo_ros.tools.world import (COC_LABELS, EGO_FRONT_M, FUTURE_POSES, GROUND_TRUTH_FILE,
+                                      HISTORY_POSES, LAMP_ON, LIMITS, SCENARIOS, SIM_DT_S, STEP_S, World, make_scenario,
+                                      write_bag)
+from alpamayo_ros.tools.world import generate as generate_world
+
+H, W = 96, 160  # the demo's image size
+FRONT_WIDE, FRONT_TELE = 1, 3
+SEEDS = range(4)
+
+
+@lru_cache(maxsize=None)
+def generate(scenario: str, seed: int) -> World:
+    """generate(), once per test module (the drives are read, never changed)."""
+    return generate_world(scenario, seed)
+
+
+def test_a_seed_gives_the_same_drive_and_images_and_another_seed_another_drive():
+    a, b, c = generate_world("mixed", 3), generate_world("mixed", 3), generate("mixed", 0)
+    assert np.array_equal(a.drive.s, b.drive.s) and np.array_equal(a.drive.lead_s, b.drive.lead_s)
+    pose = a.expert_pose(12.0)
+    assert np.array_equal(a.render(pose, 12.0, H, W), b.render(pose, 12.0, H, W))
+    assert a.coc_label(12.0) == b.coc_label(12.0)
+    assert not np.array_equal(a.drive.s[:1000], c.drive.s[:1000])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_scenario_generates_with_the_expert_within_its_limits(scenario):
+    for seed in SEEDS:
+        world = generate(scenario, seed)
+        d = world.drive
+        lateral = d.v ** 2 * np.abs(np.interp(d.s, world.road.s, world.road.kappa))
+        assert lateral.max() <= LIMITS.max_lateral_accel * 1.15, (seed, lateral.max())  # tracking lag only
+        assert d.a.max() <= LIMITS.max_accel + 1e-9 and d.a.min() >= -LIMITS.max_decel - 1e-9
+        assert (d.v >= 0).all() and np.all(np.diff(d.s) >= 0)
+        assert world.route_length_m > 20.0
+
+
+def red_times(world: World) -> np.ndarray:
+    return np.array([world.light_state(t) == "red" for t in world.drive.t])
+
+
+@pytest.mark.parametrize("scenario", ["red_light", "mixed"])
+def test_the_expert_stops_before_the_line_on_red_with_comfortable_braking(scenario):
+    for seed in SEEDS:
+        world = generate(scenario, seed)
+        d, red = world.drive, red_times(world)
+        front = d.s + EGO_FRONT_M
+        assert front[red].max() < world.stop_line_s, seed  # never past the line while red
+        assert (d.v[red] == 0.0).any(), seed  # it does stop
+        braking = red & (d.v > 0)
+        assert d.a[braking].min() >= -LIMITS.dilemma_decel, seed
+
+
+def test_on_green_the_expert_passes_the_line():
+    for seed in SEEDS:
+        world = generate("green_light", seed)
+        assert world.drive.s[int(world.duration_s / SIM_DT_S)] + EGO_FRONT_M > world.stop_line_s, seed
+
+
+@pytest.mark.parametrize("scenario", ["lead_brake", "mixed"])
+def test_the_expert_never_collides_with_the_lead_vehicle(scenario):
+    for seed in SEEDS:
+        world = generate(scenario, seed)
+        d = world.drive
+        gap = d.lead_s - (d.s + EGO_FRONT_M)
+        assert np.nanmin(gap) > 1.0, (seed, np.nanmin(gap))
+        assert np.nanmin(d.lead_a) < -2.0, seed  # the lead does brake
+        s_lead, _ = world.lead_vehicle(5.0)
+        assert s_lead == pytest.approx(np.interp(5.0, d.t, d.lead_s))
+
+
+def road_pixels(image: np.ndarray) -> np.ndarray:
+    """Mask of asphalt-grey pixels (grass is green, haze and sky are bright)."""
+    rgb = image.astype(int)
+    return (np.abs(rgb[..., 1] - rgb[..., 0]) < 15) & (rgb[..., 1] < 150)
+
+
+def one_curve_world(turn: float) -> World:
+    """A straight start and, 35 m ahead, a 40 m radius curve (turn: +1 left, -1 right, 0 none)."""
+    base = make_scenario("curve_left", 0)
+    knots = ((0.0, 0.0), (35.0, 0.0), (45.0, turn / 40.0), (90.0, turn / 40.0), (100.0, 0.0))
+    return World(dataclasses.replace(base, curvature=knots, ego_v0_mps=8.0))
+
+
+def test_a_curve_is_visible_in_the_front_camera_before_the_car_reaches_it():
+    columns = {}
+    for turn in (1.0, 0.0, -1.0):
+        world = one_curve_world(turn)
+        pose = world.expert_pose(0.0)
+        assert pose.yaw == 0.0 and pose.yaw_rate == 0.0  # the history and the car's state say: straight
+        image = world.render(pose, 0.0, H, W)[FRONT_TELE]
+        horizon = int(H * HORIZON_ROW_FRACTION)
+        far = slice(horizon + 4, horizon + 12)  # the ground 40-100 m ahead
+        _, cols = np.nonzero(road_pixels(image[far]))
+        columns[turn] = cols.mean()
+    # The far road bends: the tele camera's road pixels lie left of straight for a left curve, right for a right.
+    assert columns[1.0] < columns[0.0] - 5 and columns[-1.0] > columns[0.0] + 5, columns
+
+
+def lamp_pixels(image: np.ndarray, colour: str) -> int:
+    return int((np.abs(image.astype(int) - np.array(LAMP_ON[colour])).max(axis=-1) < 30).sum())
+
+
+def test_red_and_green_lamps_differ_in_the_front_cameras_from_braking_distance():
+    base = make_scenario("red_light", 0)
+    for state in ("red", "green"):
+        world = World(dataclasses.replace(base, stop_line_s=45.0, light_changes=((0.0, state),), ego_v0_mps=0.0,
+                                          curvature=((0.0, 0.0),)))
+        images = world.render(world.expert_pose(0.0), 0.0, H, W)
+        other = "green" if state == "red" else "red"
+        for cam in (FRONT_WIDE, FRONT_TELE):
+            assert lamp_pixels(images[cam], state) >= 1 and lamp_pixels(images[cam], other) == 0, (state, cam)
+        # and it stays in view at the stop point
+        stop = world.road.at(45.0 - LIMITS.stop_margin_m - EGO_FRONT_M)
+        pose = dataclasses.replace(world.expert_pose(0.0), x=float(stop[0]), y=float(stop[1]))
+        assert lamp_pixels(world.render(pose, 0.0, H, W)[FRONT_WIDE], state) >= 4, state
+
+
+def test_the_lead_vehicle_is_seen_ahead_with_brake_lights_when_it_brakes():
+    world = generate("lead_brake", 0)
+    braking_at = float(world.drive.t[np.argmax(world.drive.lead_a < -1.0)]) + 0.2
+    before = world.render(world.expert_pose(1.0), 1.0, H, W)[FRONT_TELE]
+    during = world.render(world.expert_pose(braking_at), braking_at, H, W)[FRONT_TELE]
+    blue = lambda img: int(((img[..., 2] > 150) & (img[..., 0] < 80)).sum())  # noqa: E731
+    bright_red = lambda img: int(((img[..., 0] > 230) & (img[..., 1] < 60)).sum())  # noqa: E731
+    assert blue(before) > 10 and blue(during) > 10
+    assert bright_red(before) == 0 and bright_red(during) > 0
+
+
+def test_model_sample_history_and_future_follow_the_ego_frame_conventions():
+    world = generate("curve_left", 2)
+    t0 = 4.0
+    sample = world.model_sample(t0, H, W)
+    assert sample.images.shape == (4, 4, H, W, 3) and sample.images.dtype == np.uint8
+    assert sample.ego_history_xyz.shape == (HISTORY_POSES, 3) and sample.future_xyz.shape == (FUTURE_POSES, 3)
+    assert sample.ego_history_xyz.dtype == np.float32 and sample.future_rot.dtype == np.float32
+    np.testing.assert_allclose(sample.ego_history_xyz[-1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(sample.ego_history_rot[-1], np.eye(3), atol=1e-6)
+    v0 = world.expert_pose(t0).speed
+    assert sample.future_xyz[0, 0] == pytest.approx(v0 * STEP_S, abs=0.05)  # x forward
+    assert sample.ego_history_xyz[0, 0] < -v0 * 1.2  # the past lies behind
+    assert abs(sample.future_xyz[0, 1]) < 0.05
+    # rotations match the path's heading: the left curve turns the future left (positive yaw, y > 0)
+    yaw = np.arctan2(sample.future_rot[:, 1, 0], sample.future_rot[:, 0, 0])
+    step = np.diff(np.concatenate([[[0.0, 0.0]], sample.future_xyz[:, :2]]), axis=0)
+    np.testing.assert_allclose(yaw[1:], np.arctan2(step[1:, 1], step[1:, 0]), atol=0.02)
+    assert sample.future_xyz[-1, 1] > 5.0
+    # the last frame is the render at t0, the first at t0 - 0.3 s
+    np.testing.assert_array_equal(sample.images[:, -1], world.render(world.expert_pose(t0), t0, H, W))
+    np.testing.assert_array_equal(sample.images[:, 0], world.render(world.expert_pose(t0 - 0.3), t0 - 0.3, H, W))
+    with pytest.raises(ValueError, match="history"):
+        world.model_sample(1.0, H, W)
+
+
+def test_labels_come_from_the_closed_set_name_their_cause_and_follow_the_drive():
+    world = generate("mixed", 1)
+    seen = {}
+    for t0 in np.arange(1.5, world.duration_s, 0.5):
+        coc, cause = world.coc_label(float(t0))
+        assert COC_LABELS[coc] == cause and cause in coc
+        seen.setdefault(cause, float(t0))
+    assert {"red", "green", "lead vehicle"} <= set(seen) and {"left curve", "right curve"} & set(seen), seen
+    assert seen["red"] < seen["green"] < seen["lead vehicle"]  # curve, red light, green, then the lead brakes
+    red_at = next(at for at, state in world._changes if state == "red")
+    stopped = float(world.drive.t[np.argmax((world.drive.t > red_at) & (world.drive.v == 0.0))])
+    assert world.coc_label(stopped + 0.5)[0] == "Stay stopped because the traffic light is red."
+
+
+def test_interesting_marks_futures_the_history_does_not_tell():
+    world = generate("red_light", 1)
+    flags = [world.model_sample(t0, 16, 16).interesting for t0 in (1.5, 3.0)]
+    straight = generate("straight", 1)  # constant speed: nothing to see
+    assert not straight.model_sample(5.0, 16, 16).interesting
+    assert any(flags)
+
+
+def test_lane_offset_measures_from_the_ego_lane_centre():
+    world = generate("curve_right", 1)
+    pose = world.expert_pose(8.0)
+    s, d = world.lane_offset(pose.x, pose.y)
+    assert s == pytest.approx(np.interp(8.0, world.drive.t, world.drive.s), abs=0.01) and abs(d) < 0.01
+    left = world.lane_offset(pose.x - np.sin(pose.yaw), pose.y + np.cos(pose.yaw))
+    assert left[1] == pytest.approx(1.0, abs=0.01)
+
+
+def short_world(seconds: float = 3.0) -> World:
+    return World(dataclasses.replace(make_scenario("red_light", 1), duration_s=seconds))
+
+
+def test_the_bag_reads_back_with_ground_truth_beside_it(tmp_path):
+    from alpamayo_ros.tools.bag_io import alpamayo_typestore, open_bag
+    from alpamayo_ros.tools.make_sample_bag import camera_topics_of
+
+    world = short_world()
+    bag = write_bag(world, tmp_path / "bag", H, W)
+    reader = open_bag([bag], alpamayo_typestore())
+    try:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        odom = [c for c in reader.connections if c.topic == "/odom"]
+        _, stamp, raw = next(iter(reader.messages(connections=odom)))
+        msg = reader.deserialize(raw, odom[0].msgtype)
+    finally:
+        reader.close()
+    assert all(counts[topic] == 31 for topic in camera_topics_of(raw=False))  # 3 s at 10 Hz
+    assert counts["/odom"] == 151 and counts["/tf"] == 151 and counts["/tf_static"] == 1
+    assert (msg.header.frame_id, msg.child_frame_id) == ("odom", "base_link")
+    assert msg.twist.twist.linear.x == pytest.approx(world.expert_pose(0.0).speed)
+    truth = json.loads((bag / GROUND_TRUTH_FILE).read_text())
+    assert len(truth["ticks"]) == 31 and truth["scenario"] == "red_light"
+    tick = truth["ticks"][20]
+    sample_future = world.trajectory_in_ego(2.0, 2.0 + STEP_S * np.arange(1, FUTURE_POSES + 1))[0]
+    np.testing.assert_allclose(tick["future_xyz"], sample_future[:, :2], atol=1e-3)
+    assert tick["coc"] == world.coc_label(2.0)[0] and tick["t0_ns"] - truth["ticks"][0]["t0_ns"] == 2_000_000_000
+
+
+def test_the_lockstep_replay_accepts_the_bag(tmp_path, tiny_model):
+    pytest.importorskip("rclpy", reason="rclpy is not installed")
+    pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
+    from alpamayo_ros import parameters
+    from alpamayo_ros.tools.replay import replay_lockstep
+
+    bag = write_bag(short_world(2.5), tmp_path / "bag", H, W)
+    cfg = parameters.from_values({"device": "cpu", "dtype": "float32", "image_transport": "compressed",
+                                  "max_reasoning_tokens": 4, "num_samples": 1, "rate_hz": 2.0})
+    counts, _ = replay_lockstep(bag, tmp_path / "out", cfg, model=tiny_model)
+    # inputs need 1.5 s of history: t0 of 1.5, 2.0 and 2.5 s
+    assert counts.published == 3 and counts.dropped == 0, counts.summary()
