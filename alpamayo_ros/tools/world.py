@@ -77,9 +77,10 @@ GRID_REACH_M = 10.0  # the grid covers this far either side of the centreline; b
 
 SIM_DT_S = 0.01  # expert simulation step
 STOP_SPEED_MPS = 0.3  # below this, braking for an obstacle brings the car to rest
+BRAKE_LIGHT_DECEL = 0.5  # m/s^2: the lead's brake lights are lit when it decelerates harder (or stands)
 LIGHT_LABEL_S = 5.0  # the red light is named the cause from this long before the expert brakes for it
-LEAD_MARGIN = 0.3  # m/s^2: the lead vehicle binds (and is named the cause) only when it costs this much
-MIXED_RED_AT_M = (55.0, 70.0)  # mixed: the light turns red when the expert's front is this far from the line
+LEAD_MARGIN = 0.5  # m/s^2: the lead vehicle binds (and is named the cause) only when it costs this much
+MIXED_RED_AT_M = (45.0, 60.0)  # mixed: the light turns red when the expert's front is this far from the line
 SIM_EXTRA_S = FUTURE_S + 0.5  # simulated beyond duration_s so every t0 <= duration_s has its future
 
 # Colours (RGB).
@@ -235,11 +236,11 @@ def make_scenario(name: str, seed: int) -> Scenario:
         knots = _curve_knots(float(rng.uniform(20.0, 30.0)), float(rng.choice([35.0, 45.0, 60.0])),
                              math.radians(float(rng.uniform(70.0, 100.0))), bool(rng.random() < 0.5))
         stop_line = knots[-1][0] + float(rng.uniform(35.0, 50.0))
-        # the lead stands 40-50 m past the line, drives off when the light has turned green (World sets when) and
-        # brakes to a stop once the expert has caught up
-        lead = LeadPlan(s0_m=stop_line + float(rng.uniform(40.0, 50.0)), v0_mps=0.0, cruise_mps=float(rng.uniform(5.5, 7.0)),
+        # the lead stands 35-45 m past the line, drives off when the light turns green and brakes to a stop 5-6.5 s
+        # later, as the expert catches up (World sets both times once the light's timing is known)
+        lead = LeadPlan(s0_m=stop_line + float(rng.uniform(35.0, 45.0)), v0_mps=0.0, cruise_mps=float(rng.uniform(5.5, 7.0)),
                         brake_decel=float(rng.uniform(2.5, 4.0)), brake_to_mps=0.0, hold_s=float(rng.uniform(1.5, 3.0)),
-                        brake_at_gap_m=float(rng.uniform(25.0, 30.0)), start_at_s=math.inf)
+                        brake_at_s=float(rng.uniform(5.0, 6.5)), start_at_s=math.inf)
         changes = ((0.0, "green"),)  # red when the expert is MIXED_RED_AT_M from the line (World), green after a wait
     return Scenario(name=name, seed=seed, duration_s=duration, curvature=tuple(knots), speed_limit_mps=limit,
                     ego_v0_mps=v0, stop_line_s=stop_line, light_changes=changes, lead=lead)
@@ -422,8 +423,8 @@ class World:
     def _simulate(self) -> Drive:
         sc, lim = self.scenario_params, self.limits
         if sc.name == "mixed" and sc.lead is not None:
-            # The light turns red when the expert is MIXED_RED_AT_M from the line, green 2-4 s after the expert
-            # has stopped; the lead drives off a second later.
+            # The light turns red when the expert is MIXED_RED_AT_M from the line, green 2-3 s after the expert
+            # has stopped; the lead drives off then, and brakes `brake_at_s` after.
             rng = np.random.default_rng([SCENARIOS.index(sc.name), sc.seed, 1])
             trial = self._run(((0.0, "green"),))
             near = np.flatnonzero(sc.stop_line_s - (trial.s + EGO_FRONT_M) <= rng.uniform(*MIXED_RED_AT_M))[0]
@@ -432,9 +433,9 @@ class World:
             still = np.flatnonzero((stopped.t > red_at) & (stopped.v == 0.0))
             if len(still) == 0:
                 raise RuntimeError(f"mixed seed {sc.seed}: the expert did not stop for red")
-            green_at = float(stopped.t[still[0]]) + float(rng.uniform(2.0, 4.0))
+            green_at = float(stopped.t[still[0]]) + float(rng.uniform(2.0, 3.0))
             self._changes = ((0.0, "green"), (red_at, "red"), (green_at, "green"))
-            self.lead_plan = dataclasses.replace(sc.lead, start_at_s=green_at + 1.0)
+            self.lead_plan = dataclasses.replace(sc.lead, start_at_s=green_at, brake_at_s=green_at + sc.lead.brake_at_s)
         return self._run(self._changes)
 
     def _run(self, changes: tuple[tuple[float, str], ...]) -> Drive:
@@ -508,30 +509,35 @@ class World:
 
     # --- labels ------------------------------------------------------------------------------------------------
     def coc_label(self, t0_s: float) -> tuple[str, str]:
-        """(Chain-of-Causation sentence, its cause) at t0: the constraint that shapes the expert's next seconds."""
-        d, lim = self.drive, self.limits
+        """(Chain-of-Causation sentence, its cause) at t0: what shapes the expert's next seconds, named by a cause
+        the cameras show at t0 (the light's colour now, the lead's brake lights now, the road ahead)."""
+        d = self.drive
         k = min(int(round(t0_s / SIM_DT_S)), len(d.t) - 1)
-        window = slice(k, min(k + int(3.0 / SIM_DT_S), len(d.t)))
+
+        def binds_within(cause: str, seconds: float) -> bool:
+            return cause in d.binding[k:min(k + int(round(seconds / SIM_DT_S)), len(d.t))]
+
         v, a = d.v[k], d.a[k]
-        bound = list(d.binding[window])
         state = self.light_state(t0_s)
+        has_lead = self.lead_plan is not None
         label = "Keep lane and maintain speed because the road ahead is clear."
-        if "light" in d.binding[k:min(k + int(LIGHT_LABEL_S / SIM_DT_S), len(d.t))]:
-            label = ("Stay stopped because the traffic light is red." if v < 0.3 and state == "red"
+        if state == "red" and binds_within("light", LIGHT_LABEL_S):
+            label = ("Stay stopped because the traffic light is red." if v < STOP_SPEED_MPS
                      else "Decelerate to a stop because the traffic light ahead is red.")
-        elif d.binding[k] == "lead" and (v < 0.3 and d.lead_v[k] < 0.3):
+        elif has_lead and d.binding[k] == "lead" and v < STOP_SPEED_MPS and d.lead_v[k] < STOP_SPEED_MPS:
             label = "Stay stopped behind the lead vehicle."
-        elif "lead" in bound[:int(2.0 / SIM_DT_S)] and np.nanmin(d.lead_a[window]) < -1.0 and a < 0.5:
+        elif has_lead and d.lead_a[k] < -BRAKE_LIGHT_DECEL and binds_within("lead", 2.0):
             label = "Decelerate because the lead vehicle ahead is braking."
         elif self._turned_green(t0_s) and a > 0.2:
             label = "Accelerate because the traffic light turned green."
-        elif d.binding[k] == "lead" or (self.lead_plan is not None
-                                        and d.lead_s[k] - d.s[k] - EGO_FRONT_M < max(25.0, 2.5 * v)):
+        elif has_lead and (d.binding[k] == "lead" or d.lead_s[k] - d.s[k] - EGO_FRONT_M < max(25.0, 2.5 * v)):
             label = "Follow the lead vehicle and keep a safe distance."
         elif (turn := self._curve_ahead(d.s[k], v)) is not None:
-            slowing = "curve" in bound[:int(2.0 / SIM_DT_S)] and float(np.min(d.a[window])) < -0.3
-            label = f"Slow down for the {turn} curve ahead." if slowing else f"Keep lane and follow the {turn} curve of the road."
-        elif state == "green" and self.stop_line_s is not None and 0.0 < self.stop_line_s - d.s[k] < max(40.0, 4.0 * v):
+            window = d.a[k:min(k + int(round(3.0 / SIM_DT_S)), len(d.t))]
+            slowing = binds_within("curve", 2.0) and float(window.min()) < -0.3
+            label = (f"Slow down for the {turn} curve ahead." if slowing
+                     else f"Keep lane and follow the {turn} curve of the road.")
+        elif state == "green" and 0.0 < self.stop_line_s - d.s[k] < max(40.0, 4.0 * v):
             label = "Keep speed and pass the stop line because the traffic light is green."
         elif a > 0.3:
             label = "Accelerate to cruising speed because the road ahead is clear."
@@ -667,7 +673,7 @@ class World:
             k = min(int(round(t_s / SIM_DT_S)), len(self.drive.t) - 1)
             boxes.append(("vehicle", self._box(s_rear + VEHICLE_LENGTH_M / 2, 0.0, VEHICLE_LENGTH_M, VEHICLE_WIDTH_M,
                                                0.3, VEHICLE_HEIGHT_M), LEAD_COLOUR))
-            lit = self.drive.lead_a[k] < -0.5 or self.drive.lead_v[k] < 0.1
+            lit = self.drive.lead_a[k] < -BRAKE_LIGHT_DECEL or self.drive.lead_v[k] < 0.1
             for side in (-1.0, 1.0):  # brake lights on the rear face
                 boxes.append(("brake light", self._box(s_rear - 0.03, side * (VEHICLE_WIDTH_M / 2 - 0.25), 0.05, 0.35,
                                                 0.75, 1.05), (255, 30, 30) if lit else (110, 20, 20)))
