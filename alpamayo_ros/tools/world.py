@@ -359,6 +359,7 @@ class World:
         self._changes = scenario.light_changes
         self.lead_plan = scenario.lead  # mixed: its start time is set once the light's timing is known
         self._v_allow = self._curve_speed_profile()
+        self._v_allow_list = self._v_allow.tolist()  # read per simulation step: plain floats are faster
         self.drive = self._simulate()
         self.route_length_m = float(np.interp(self.duration_s, self.drive.t, self.drive.s))
 
@@ -399,7 +400,9 @@ class World:
     def _curve_accel(self, s: float, v: float) -> float:
         """Acceleration that tracks the curve speed profile (read one time constant ahead); inf on straights."""
         tau = self.limits.curve_time_constant_s
-        allow = float(np.interp(s + v * tau, self.road.s, self._v_allow))
+        x = min((s + v * tau) / ROAD_STEP_M, len(self._v_allow_list) - 1.001)  # uniform samples: index arithmetic
+        i = int(x)
+        allow = self._v_allow_list[i] + (x - i) * (self._v_allow_list[i + 1] - self._v_allow_list[i])
         if allow >= self.scenario_params.speed_limit_mps - 0.05:
             return math.inf
         return (allow - v) / tau
@@ -439,13 +442,13 @@ class World:
         return self._run(self._changes)
 
     def _run(self, changes: tuple[tuple[float, str], ...]) -> Drive:
+        """Simulate lead and expert with `changes` as the light's timing (plain floats: this loop is the cost)."""
         self._changes = changes
-        sc, lim = self.scenario_params, self.limits
-        steps = int(round((sc.duration_s + SIM_EXTRA_S) / SIM_DT_S)) + 1
-        t = np.arange(steps) * SIM_DT_S
-        s, v, a = np.zeros(steps), np.zeros(steps), np.zeros(steps)
-        ls, lv, la = np.full(steps, np.nan), np.full(steps, np.nan), np.full(steps, np.nan)
-        binding = np.empty(steps, dtype=object)
+        sc, lim, dt = self.scenario_params, self.limits, SIM_DT_S
+        steps = int(round((sc.duration_s + SIM_EXTRA_S) / dt)) + 1
+        s, v, a = [0.0] * steps, [0.0] * steps, [0.0] * steps
+        ls, lv, la = [math.nan] * steps, [math.nan] * steps, [math.nan] * steps
+        binding = [""] * steps
         v[0] = sc.ego_v0_mps
         lead = self.lead_plan
         if lead is not None:
@@ -453,44 +456,47 @@ class World:
         brake_start = lead.brake_at_s if lead is not None else None
         braking = {"ego": False, "lead": False}  # braking for the red light
         for k in range(steps):
-            tk = t[k]
+            tk = k * dt
+            last = k + 1 == steps
             # lead vehicle: its own cruise/brake plan, the curves and the light
             if lead is not None:
-                gap_ego = ls[k] - (s[k] + EGO_FRONT_M)
-                if brake_start is None and lead.brake_at_gap_m is not None and gap_ego < lead.brake_at_gap_m \
-                        and v[k] > 5.0:
+                if brake_start is None and lead.brake_at_gap_m is not None and v[k] > 5.0 \
+                        and ls[k] - (s[k] + EGO_FRONT_M) < lead.brake_at_gap_m:
                     brake_start = tk
                 target = lead.cruise_mps if tk >= lead.start_at_s else 0.0
-                if brake_start is not None and brake_start <= tk < brake_start + (lead.cruise_mps - lead.brake_to_mps) / lead.brake_decel + lead.hold_s:
+                if brake_start is not None and brake_start <= tk < brake_start + lead.hold_s + (
+                        lead.cruise_mps - lead.brake_to_mps) / lead.brake_decel:
                     target = lead.brake_to_mps
-                plan = float(np.clip((target - lv[k]) / 0.5, -lead.brake_decel, lim.max_accel))
+                plan = min(max((target - lv[k]) / 0.5, -lead.brake_decel), lim.max_accel)
                 light, braking["lead"] = self._light_accel(tk, ls[k] + VEHICLE_LENGTH_M, lv[k], braking["lead"])
                 la[k] = max(min(plan, self._curve_accel(ls[k], lv[k]), light), -lim.max_decel)
-                if k + 1 < steps:
-                    lv[k + 1] = max(0.0, lv[k] + la[k] * SIM_DT_S)
-                    ls[k + 1] = ls[k] + 0.5 * (lv[k] + lv[k + 1]) * SIM_DT_S
-            # ego: IDM against each obstacle, the least acceleration wins and names the binding constraint
-            limit = sc.speed_limit_mps
+                if not last:
+                    lv[k + 1] = max(0.0, lv[k] + la[k] * dt)
+                    ls[k + 1] = ls[k] + 0.5 * (lv[k] + lv[k + 1]) * dt
+            # ego: each constraint proposes an acceleration; the least wins and names the binding constraint
             front = s[k] + EGO_FRONT_M
-            options = {"cruise": _idm(v[k], limit, math.inf, 0.0, lim), "curve": self._curve_accel(s[k], v[k])}
+            options = {"cruise": _idm(v[k], sc.speed_limit_mps, math.inf, 0.0, lim),
+                       "curve": self._curve_accel(s[k], v[k])}
             light, braking["ego"] = self._light_accel(tk, front, v[k], braking["ego"])
             if braking["ego"]:
                 options["light"] = light
             if lead is not None:
-                options["lead"] = _idm(v[k], limit, ls[k] - front, v[k] - lv[k], lim)
+                options["lead"] = _idm(v[k], sc.speed_limit_mps, ls[k] - front, v[k] - lv[k], lim)
             name = min(options, key=options.get)
-            a[k] = float(np.clip(options[name], -lim.max_decel, lim.max_accel))
+            a[k] = min(max(options[name], -lim.max_decel), lim.max_accel)
             if name == "lead" and options["lead"] > min(options["cruise"], options["curve"]) - LEAD_MARGIN:
                 name = min(("cruise", "curve"), key=options.get)  # a far lead barely matters: it is not the cause
             if name == "lead" and v[k] < STOP_SPEED_MPS and a[k] < 0.3:
-                a[k] = -min(v[k] / SIM_DT_S, lim.comfortable_decel)  # end IDM's creep: rest until the lead moves off
+                a[k] = -min(v[k] / dt, lim.comfortable_decel)  # end IDM's creep: rest until the lead moves off
             if v[k] <= 0.0 and a[k] < 0.0:
                 a[k] = 0.0
             binding[k] = name
-            if k + 1 < steps:
-                v[k + 1] = max(0.0, v[k] + a[k] * SIM_DT_S)
-                s[k + 1] = s[k] + 0.5 * (v[k] + v[k + 1]) * SIM_DT_S
-        return Drive(t=t, s=s, v=v, a=a, lead_s=ls, lead_v=lv, lead_a=la, binding=binding)
+            if not last:
+                v[k + 1] = max(0.0, v[k] + a[k] * dt)
+                s[k + 1] = s[k] + 0.5 * (v[k] + v[k + 1]) * dt
+        t = np.arange(steps) * dt
+        return Drive(t=t, s=np.array(s), v=np.array(v), a=np.array(a), lead_s=np.array(ls), lead_v=np.array(lv),
+                     lead_a=np.array(la), binding=np.array(binding))
 
     def expert_pose(self, t_s: float) -> Pose2D:
         """The expert's state at world time t (0 <= t <= duration_s + 6.9 s), on the ego lane's centre."""
@@ -587,10 +593,10 @@ class World:
         coc, cause = self.coc_label(t0_s)
         return Sample(t0_s=t0_s, images=images, ego_history_xyz=history_xyz, ego_history_rot=history_rot,
                       future_xyz=future_xyz, future_rot=future_rot, coc=coc, cause=cause,
-                      interesting=self.interesting(t0_s, history_xyz, future_xyz))
+                      interesting=self.interesting(history_xyz, future_xyz))
 
     @staticmethod
-    def interesting(t0_s: float, history_xyz: np.ndarray, future_xyz: np.ndarray) -> bool:
+    def interesting(history_xyz: np.ndarray, future_xyz: np.ndarray) -> bool:
         """Whether a constant speed and yaw rate extrapolation of the history misses the 6.4 s pose by > 2 m."""
         step = history_xyz[-1, :2] - history_xyz[-2, :2]
         prev = history_xyz[-2, :2] - history_xyz[-3, :2]
@@ -617,8 +623,9 @@ class World:
         images = rays.sky.copy()
         flat = images.reshape(-1, 3)
         flat[rays.ground_index] = colour
+        objects = self._objects(t_s)
         for cam in range(len(CAMERA_NAMES)):
-            self._draw_objects(images[cam], pose, t_s, cam)
+            _draw_objects(images[cam], objects, pose, cam)
         return images
 
     def _ground_colour(self, gx, gy, rs, rd, rays: "_Rays") -> np.ndarray:
@@ -689,44 +696,45 @@ class World:
                     corners.append((x + c * dl - s * dw, y + s * dl + c * dw, z))
         return np.array(corners)
 
-    def _draw_objects(self, image: np.ndarray, pose: Pose2D, t_s: float, cam: int) -> None:
-        height, width = image.shape[:2]
-        focal = (width / 2) / math.tan(math.radians(CAMERA_FOV_DEG[cam]) / 2)
-        horizon = height * HORIZON_ROW_FRACTION
-        heading = pose.yaw + math.radians(CAMERA_YAW_DEG[cam])
-        cx = pose.x + CAMERA_FORWARD_M * math.cos(pose.yaw)
-        cy = pose.y + CAMERA_FORWARD_M * math.sin(pose.yaw)
-        c, s = math.cos(heading), math.sin(heading)
-        drawn = []
-        for kind, corners, fill in self._objects(t_s):
-            dx, dy = corners[:, 0] - cx, corners[:, 1] - cy
-            forward, left = c * dx + s * dy, -s * dx + c * dy
-            if forward.min() < 0.3 or forward.min() > VIEW_RANGE_M:
-                continue
-            u = width / 2 - focal * left / forward
-            v = horizon - focal * (corners[:, 2] - CAMERA_HEIGHT_M) / forward
-            if u.max() < 0 or u.min() > width or v.max() < 0 or v.min() > height:
-                continue
-            drawn.append((float(forward.mean()), kind, u, v, fill))
-        if not drawn:
-            return
-        canvas = PILImage.fromarray(image)
-        draw = ImageDraw.Draw(canvas)
-        for _, kind, u, v, fill in sorted(drawn, key=lambda item: -item[0]):  # far to near
-            if kind == "vehicle":
-                # the faces of a box seen from outside: draw the hull in the body colour, the roof lighter
-                hull = _hull(np.stack([u, v], axis=1))
-                draw.polygon([tuple(p) for p in hull], fill=fill)
-                roof = _hull(np.stack([u[1::2], v[1::2]], axis=1))
-                draw.polygon([tuple(p) for p in roof], fill=tuple(min(255, int(ch * 1.4) + 20) for ch in fill))
-            else:
-                left, right, top, bottom = u.min(), u.max(), v.min(), v.max()
-                if kind == "lamp":  # at least a pixel, so the traffic light's colour is seen from afar
-                    mid_u, mid_v = (left + right) / 2, (top + bottom) / 2
-                    half = max((right - left) / 2, 0.75)
-                    left, right, top, bottom = mid_u - half, mid_u + half, mid_v - half, mid_v + half
-                draw.rectangle([left, top, right, bottom], fill=fill)
-        image[:] = np.asarray(canvas)
+def _draw_objects(image: np.ndarray, objects: list, pose: Pose2D, cam: int) -> None:
+    """Draw the world's boxes (far to near) over one camera's ground image, in place."""
+    height, width = image.shape[:2]
+    focal = (width / 2) / math.tan(math.radians(CAMERA_FOV_DEG[cam]) / 2)
+    horizon = height * HORIZON_ROW_FRACTION
+    heading = pose.yaw + math.radians(CAMERA_YAW_DEG[cam])
+    cx = pose.x + CAMERA_FORWARD_M * math.cos(pose.yaw)
+    cy = pose.y + CAMERA_FORWARD_M * math.sin(pose.yaw)
+    c, s = math.cos(heading), math.sin(heading)
+    drawn = []
+    for kind, corners, fill in objects:
+        dx, dy = corners[:, 0] - cx, corners[:, 1] - cy
+        forward, left = c * dx + s * dy, -s * dx + c * dy
+        if forward.min() < 0.3 or forward.min() > VIEW_RANGE_M:
+            continue
+        u = width / 2 - focal * left / forward
+        v = horizon - focal * (corners[:, 2] - CAMERA_HEIGHT_M) / forward
+        if u.max() < 0 or u.min() > width or v.max() < 0 or v.min() > height:
+            continue
+        drawn.append((float(forward.mean()), kind, u, v, fill, np.hypot(forward, left)))
+    if not drawn:
+        return
+    canvas = PILImage.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    for _, kind, u, v, fill, distance in sorted(drawn, key=lambda item: -item[0]):  # far to near
+        if kind == "vehicle":
+            # the box's outline in the body colour, the nearer of its rear and front faces darker (a 3-D cue)
+            draw.polygon([tuple(p) for p in _hull(np.stack([u, v], axis=1))], fill=fill)
+            face = slice(0, 4) if distance[:4].mean() < distance[4:].mean() else slice(4, 8)
+            draw.polygon([tuple(p) for p in _hull(np.stack([u[face], v[face]], axis=1))],
+                         fill=tuple(int(ch * 0.75) for ch in fill))
+        else:
+            left, right, top, bottom = u.min(), u.max(), v.min(), v.max()
+            if kind == "lamp":  # at least a pixel, so the traffic light's colour is seen from afar
+                mid_u, mid_v = (left + right) / 2, (top + bottom) / 2
+                half = max((right - left) / 2, 0.75)
+                left, right, top, bottom = mid_u - half, mid_u + half, mid_v - half, mid_v + half
+            draw.rectangle([left, top, right, bottom], fill=fill)
+    image[:] = np.asarray(canvas)
 
 
 def _coverage(x: np.ndarray, centre: float, width: float, footprint: np.ndarray) -> np.ndarray:
@@ -824,7 +832,7 @@ def ground_truth(world: World, times: np.ndarray) -> dict:
         coc, cause = world.coc_label(t0)
         pose = world.expert_pose(t0)
         ticks.append({"t0_ns": START_NS + round(t0 * NS_PER_S), "t0_s": round(float(t0), 3), "coc": coc, "cause": cause,
-                      "interesting": None if history_xyz is None else world.interesting(t0, history_xyz, future_xyz),
+                      "interesting": None if history_xyz is None else world.interesting(history_xyz, future_xyz),
                       "pose": [pose.x, pose.y, pose.yaw, pose.speed], "light": world.light_state(t0),
                       "future_xyz": np.round(future_xyz[:, :2].astype(float), 4).tolist()})
     lead = world.lead_plan
