@@ -200,7 +200,7 @@ def _curve_knots(start_m: float, radius_m: float, angle_rad: float, left: bool,
 
 
 def make_scenario(name: str, seed: int) -> Scenario:
-    """Draw a scenario's parameters from `seed` (see the report/README for their ranges)."""
+    """Draw a scenario's parameters from `seed`; the ranges are below, one branch per scenario."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {SCENARIOS}")
     rng = np.random.default_rng([SCENARIOS.index(name), seed])
@@ -229,7 +229,7 @@ def make_scenario(name: str, seed: int) -> Scenario:
         lead = LeadPlan(s0_m=float(rng.uniform(18.0, 30.0)) + EGO_FRONT_M, v0_mps=cruise if v0 > 0 else 0.0,
                         cruise_mps=cruise, brake_decel=float(rng.uniform(2.5, 4.5)),
                         brake_to_mps=0.0 if rng.random() < 0.5 else float(rng.uniform(1.5, 4.0)),
-                        hold_s=float(rng.uniform(1.5, 3.5)), brake_at_s=float(rng.uniform(5.0, 9.0)))
+                        hold_s=float(rng.uniform(2.0, 5.0)), brake_at_s=float(rng.uniform(5.0, 9.0)))
     elif name == "mixed":
         duration = 30.0
         v0 = float(rng.uniform(0.8, 1.0) * limit)
@@ -532,7 +532,7 @@ class World:
                      else "Decelerate to a stop because the traffic light ahead is red.")
         elif has_lead and d.binding[k] == "lead" and v < STOP_SPEED_MPS and d.lead_v[k] < STOP_SPEED_MPS:
             label = "Stay stopped behind the lead vehicle."
-        elif has_lead and d.lead_a[k] < -BRAKE_LIGHT_DECEL and binds_within("lead", 2.0):
+        elif has_lead and self._brake_lights(k) and binds_within("lead", 2.0) and a < 0.3:
             label = "Decelerate because the lead vehicle ahead is braking."
         elif self._turned_green(t0_s) and a > 0.2:
             label = "Accelerate because the traffic light turned green."
@@ -548,6 +548,10 @@ class World:
         elif a > 0.3:
             label = "Accelerate to cruising speed because the road ahead is clear."
         return label, COC_LABELS[label]
+
+    def _brake_lights(self, k: int) -> bool:
+        """Whether the lead's brake lights are lit at simulation step k: braking or standing."""
+        return bool(self.drive.lead_a[k] < -BRAKE_LIGHT_DECEL or self.drive.lead_v[k] < STOP_SPEED_MPS)
 
     def _turned_green(self, t0_s: float) -> bool:
         """The light turned green within the last 4 s and the ego has not yet passed the line."""
@@ -680,7 +684,7 @@ class World:
             k = min(int(round(t_s / SIM_DT_S)), len(self.drive.t) - 1)
             boxes.append(("vehicle", self._box(s_rear + VEHICLE_LENGTH_M / 2, 0.0, VEHICLE_LENGTH_M, VEHICLE_WIDTH_M,
                                                0.3, VEHICLE_HEIGHT_M), LEAD_COLOUR))
-            lit = self.drive.lead_a[k] < -BRAKE_LIGHT_DECEL or self.drive.lead_v[k] < 0.1
+            lit = self._brake_lights(k)
             for side in (-1.0, 1.0):  # brake lights on the rear face
                 boxes.append(("brake light", self._box(s_rear - 0.03, side * (VEHICLE_WIDTH_M / 2 - 0.25), 0.05, 0.35,
                                                 0.75, 1.05), (255, 30, 30) if lit else (110, 20, 20)))
