@@ -623,7 +623,7 @@ class World:
         gx = pose.x + c * rays.ground[:, 0] - s * rays.ground[:, 1]
         gy = pose.y + s * rays.ground[:, 0] + c * rays.ground[:, 1]
         rs, rd = self.road.lookup(gx, gy)
-        colour = self._ground_colour(gx, gy, rs, rd, rays)
+        colour = self._ground_colour(gx, gy, rs, rd, rays, pose.yaw)
         images = rays.sky.copy()
         flat = images.reshape(-1, 3)
         flat[rays.ground_index] = colour
@@ -632,20 +632,26 @@ class World:
             _draw_objects(images[cam], objects, pose, cam)
         return images
 
-    def _ground_colour(self, gx, gy, rs, rd, rays: "_Rays") -> np.ndarray:
+    def _ground_colour(self, gx, gy, rs, rd, rays: "_Rays", yaw: float) -> np.ndarray:
         """(n, 3) uint8 colours of ground points: grass, asphalt, markings (box-filtered over the pixel), haze."""
         # grass and asphalt tinted by 2 m cells fixed in the world: texture that moves with the ego motion
         cell = (np.floor(gx * 0.5).astype(np.int32) * np.int32(73856093)) ^ (
             np.floor(gy * 0.5).astype(np.int32) * np.int32(19349663))
         noise = (cell & 255).astype(np.float32) * (1.0 / 255.0) - 0.5
         on_road = np.flatnonzero(np.isfinite(rs))
-        s, d, fp = rs[on_road], rd[on_road], rays.footprint[on_road]
+        s, d = rs[on_road], rd[on_road]
+        # the pixel's extent across (fp) and along (along_fp) the road: its ground Jacobian on the road's axes
+        index = np.clip((s * (1.0 / ROAD_STEP_M)).astype(np.int64), 0, len(self.road.s) - 1)
+        rel = self.road.heading[index].astype(np.float32) - np.float32(yaw)
+        tx, ty = np.cos(rel), np.sin(rel)
+        du, dv = rays.ground_du[on_road], rays.ground_dv[on_road]
+        fp = np.abs(du[:, 1] * tx - du[:, 0] * ty) + np.abs(dv[:, 1] * tx - dv[:, 0] * ty) + 1e-3
+        along_fp = np.abs(du[:, 0] * tx + du[:, 1] * ty) + np.abs(dv[:, 0] * tx + dv[:, 1] * ty) + 1e-3
         # asphalt: the ego lane (d = 0), the opposite lane on its left, shoulders
         inner, outer = -(LANE_HALF_WIDTH_M + SHOULDER_M), LANE_HALF_WIDTH_M + LANE_WIDTH_M + SHOULDER_M
         asphalt = _coverage(d, (inner + outer) / 2, outer - inner, fp)
         marks = np.maximum(_coverage(d, -LANE_HALF_WIDTH_M, MARKING_WIDTH_M, fp),
                            _coverage(d, LANE_HALF_WIDTH_M + LANE_WIDTH_M, MARKING_WIDTH_M, fp))
-        along_fp = fp * 3.0  # along the road a pixel spans more ground (grazing view)
         dashed = _coverage(d, LANE_HALF_WIDTH_M, MARKING_WIDTH_M, fp) * _coverage(
             np.mod(s, DASH_PERIOD_M), DASH_M / 2, DASH_M, along_fp)
         marks = np.maximum(marks, dashed)
@@ -776,11 +782,17 @@ class _Rays:
     sky: np.ndarray  # (4, H, W, 3) uint8
     ground_index: np.ndarray  # (n,) into the (4*H*W) pixels
     ground: np.ndarray  # (n, 2) base_link x forward, y left
-    footprint: np.ndarray  # (n,) float32 m: the pixel's size on the ground
+    ground_du: np.ndarray  # (n, 2) float32 m per pixel: how the ground point moves one column right ...
+    ground_dv: np.ndarray  # (n, 2) float32 ... and one row down (base_link axes)
     haze: np.ndarray  # (n,) float32 0..1: how much of the ground colour the distance fades
 
 
 _RAYS: dict[tuple[int, int], _Rays] = {}
+
+
+def _rotate(forward: np.ndarray, left: np.ndarray, yaw: float) -> np.ndarray:
+    """(n, 2) base_link vectors of (forward, left) given in a frame turned by `yaw`."""
+    return np.stack([math.cos(yaw) * forward - math.sin(yaw) * left, math.sin(yaw) * forward + math.cos(yaw) * left], axis=1)
 
 
 def _rays(height: int, width: int) -> _Rays:
@@ -794,7 +806,7 @@ def _rays(height: int, width: int) -> _Rays:
     sky_rows = np.clip(rows / horizon, 0.0, 1.0)[:, None]
     sky_line = SKY_TOP + sky_rows ** 2 * (SKY_HORIZON - SKY_TOP)
     sky = np.broadcast_to(sky_line[None, :, None, :], (len(CAMERA_NAMES), height, width, 3)).astype(np.uint8)
-    indices, points, hazes, footprints = [], [], [], []
+    indices, points, hazes, jacobians_u, jacobians_v = [], [], [], [], []
     for cam in range(len(CAMERA_NAMES)):
         focal = (width / 2) / math.tan(math.radians(CAMERA_FOV_DEG[cam]) / 2)
         yaw = math.radians(CAMERA_YAW_DEG[cam])
@@ -804,18 +816,17 @@ def _rays(height: int, width: int) -> _Rays:
         ground = down > 1e-3
         t = CAMERA_HEIGHT_M / down[ground]  # forward distance to the ground
         fwd, lft = t, t * lateral[ground]
-        x = CAMERA_FORWARD_M + math.cos(yaw) * fwd - math.sin(yaw) * lft
-        y = math.sin(yaw) * fwd + math.cos(yaw) * lft
         rng = np.sqrt(fwd ** 2 + lft ** 2 + CAMERA_HEIGHT_M ** 2)
-        # across: range / focal; along the ray: range^2 / (focal * height) (grazing); a pixel covers the larger
-        along = rng * np.sqrt(fwd ** 2 + lft ** 2) / (focal * CAMERA_HEIGHT_M)
-        flat = np.flatnonzero(ground.reshape(-1)) + cam * height * width
-        indices.append(flat)
-        points.append(np.stack([x, y], axis=1).astype(np.float32))
+        indices.append(np.flatnonzero(ground.reshape(-1)) + cam * height * width)
+        points.append(_rotate(fwd, lft, yaw) + np.array([CAMERA_FORWARD_M, 0.0]))
         hazes.append(np.clip(rng / VIEW_RANGE_M, 0.0, 1.0) ** 1.5)
-        footprints.append(np.maximum(rng / focal, np.minimum(along, 0.5 * rng / focal + along * 0.25)))
-    rays = _Rays(sky=sky.copy(), ground_index=np.concatenate(indices), ground=np.concatenate(points),
-                 footprint=np.concatenate(footprints).astype(np.float32),
+        # d(forward, left)/d(column) = (0, -t / focal); d(forward, left)/d(row) = -(t, t * lateral) / (down * focal)
+        rows_rate = -t / (down[ground] * focal)
+        jacobians_u.append(_rotate(np.zeros_like(t), -t / focal, yaw))
+        jacobians_v.append(_rotate(rows_rate, rows_rate * lateral[ground], yaw))
+    rays = _Rays(sky=sky.copy(), ground_index=np.concatenate(indices), ground=np.concatenate(points).astype(np.float32),
+                 ground_du=np.concatenate(jacobians_u).astype(np.float32),
+                 ground_dv=np.concatenate(jacobians_v).astype(np.float32),
                  haze=np.concatenate(hazes).astype(np.float32))
     _RAYS[(height, width)] = rays
     return rays
