@@ -56,6 +56,9 @@ STEP_S = 0.1
 HISTORY_POSES, FUTURE_POSES, FRAMES = 16, 64, 4
 HISTORY_S = (HISTORY_POSES - 1) * STEP_S  # 1.5 s: the earliest t0 with a full history
 FUTURE_S = FUTURE_POSES * STEP_S  # 6.4 s
+HISTORY_OFFSETS_S = STEP_S * (np.arange(HISTORY_POSES) - (HISTORY_POSES - 1))  # -1.5 ... 0 from t0
+FUTURE_OFFSETS_S = STEP_S * np.arange(1, FUTURE_POSES + 1)  # 0.1 ... 6.4 from t0
+FRAME_OFFSETS_S = STEP_S * (np.arange(FRAMES) - (FRAMES - 1))  # -0.3 ... 0 from t0
 
 # Geometry (metres). base_link is the rear axle; the ego lane's centre is d = 0, the opposite lane on the left.
 ROAD_STEP_M = 0.25  # centreline sampling
@@ -101,11 +104,11 @@ class ExpertLimits:
 
     max_lateral_accel: float = 2.0  # m/s^2 in curves (comfortable)
     max_accel: float = 1.5  # IDM a: m/s^2
-    comfortable_decel: float = 2.0  # IDM b: m/s^2; also the curve approach deceleration
+    comfortable_decel: float = 2.0  # IDM b: m/s^2
     max_decel: float = 6.0  # m/s^2, hard limit of the vehicle
     time_gap_s: float = 1.5  # IDM T
     standstill_gap_m: float = 2.5  # IDM s0, bumper to bumper
-    stop_margin_m: float = 1.0  # front bumper stops about this + a fraction of s0 before the stop line
+    stop_margin_m: float = 1.0  # the front bumper stops this far before the stop line
     light_decel: float = 1.8  # m/s^2: braking for a red light starts when stopping needs this much
     dilemma_decel: float = 3.5  # a red light needing more than this to stop is passed (never happens by design)
     curve_decel: float = 1.5  # m/s^2 braking into a curve
@@ -170,7 +173,7 @@ class LeadPlan:
     brake_decel: float  # m/s^2 of its braking
     brake_to_mps: float  # speed it brakes to (0: a stop)
     hold_s: float  # how long it stays at that speed before resuming cruise
-    brake_at_s: float | None = None  # world time the braking starts ...
+    brake_at_s: float | None = None  # world time the braking starts (mixed's Scenario: seconds after green) ...
     brake_at_gap_m: float | None = None  # ... or when the ego, driving, first comes this close (bumper to bumper)
     start_at_s: float = 0.0  # it stands still until then (mixed: when the light has turned green)
 
@@ -221,9 +224,11 @@ def make_scenario(name: str, seed: int) -> Scenario:
             changes = ((0.0, "red"),) + (((green_at, "green"),) if math.isfinite(green_at) else ())
         else:
             # green all along, or red turning green while the expert approaches (it slows, then goes)
-            changes = ((0.0, "green"),) if rng.random() < 0.5 else ((0.0, "red"), (float(rng.uniform(3.0, 6.0)), "green"))
+            turns_green = ((0.0, "red"), (float(rng.uniform(3.0, 6.0)), "green"))
+            changes = ((0.0, "green"),) if rng.random() < 0.5 else turns_green
         if rng.random() < 0.4:  # a gentle curve before the light: the light must be found in the image
-            knots = _curve_knots(15.0, float(rng.uniform(150.0, 300.0)), math.radians(20.0), bool(rng.random() < 0.5))
+            radius = float(rng.uniform(150.0, 300.0))
+            knots = _curve_knots(15.0, radius, math.radians(20.0), left=bool(rng.random() < 0.5))
     elif name == "lead_brake":
         cruise = float(rng.uniform(0.55, 0.8) * limit)
         lead = LeadPlan(s0_m=float(rng.uniform(18.0, 30.0)) + EGO_FRONT_M, v0_mps=cruise if v0 > 0 else 0.0,
@@ -238,9 +243,10 @@ def make_scenario(name: str, seed: int) -> Scenario:
         stop_line = knots[-1][0] + float(rng.uniform(35.0, 50.0))
         # the lead stands 35-45 m past the line, drives off when the light turns green and brakes to a stop 5-6.5 s
         # later, as the expert catches up (World sets both times once the light's timing is known)
-        lead = LeadPlan(s0_m=stop_line + float(rng.uniform(35.0, 45.0)), v0_mps=0.0, cruise_mps=float(rng.uniform(5.5, 7.0)),
-                        brake_decel=float(rng.uniform(2.5, 4.0)), brake_to_mps=0.0, hold_s=float(rng.uniform(1.5, 3.0)),
-                        brake_at_s=float(rng.uniform(5.0, 6.5)), start_at_s=math.inf)
+        lead = LeadPlan(s0_m=stop_line + float(rng.uniform(35.0, 45.0)), v0_mps=0.0,
+                        cruise_mps=float(rng.uniform(5.5, 7.0)), brake_decel=float(rng.uniform(2.5, 4.0)),
+                        brake_to_mps=0.0, hold_s=float(rng.uniform(1.5, 3.0)), brake_at_s=float(rng.uniform(5.0, 6.5)),
+                        start_at_s=math.inf)
         changes = ((0.0, "green"),)  # red when the expert is MIXED_RED_AT_M from the line (World), green after a wait
     return Scenario(name=name, seed=seed, duration_s=duration, curvature=tuple(knots), speed_limit_mps=limit,
                     ego_v0_mps=v0, stop_line_s=stop_line, light_changes=changes, lead=lead)
@@ -259,10 +265,6 @@ class Road:
         self.y = np.concatenate([[0.0], np.cumsum(np.sin(mid) * ROAD_STEP_M)])
         self.heading = heading
         self.tree = cKDTree(np.stack([self.x, self.y], axis=1))
-
-    @property
-    def length_m(self) -> float:
-        return float(self.s[-1])
 
     def at(self, s: np.ndarray | float, d: np.ndarray | float = 0.0):
         """World (x, y, heading) of road coordinates (s, d), linearly interpolated between samples."""
@@ -327,7 +329,8 @@ def _idm(v: float, v_free: float, gap: float, closing: float, lim: ExpertLimits)
     free = 1.0 - (v / max(v_free, 0.1)) ** 4 if v_free > 0.0 else -1.0
     if not math.isfinite(gap):
         return lim.max_accel * free
-    desired = lim.standstill_gap_m + max(0.0, v * lim.time_gap_s + v * closing / (2 * math.sqrt(lim.max_accel * lim.comfortable_decel)))
+    dynamic = v * lim.time_gap_s + v * closing / (2 * math.sqrt(lim.max_accel * lim.comfortable_decel))
+    desired = lim.standstill_gap_m + max(0.0, dynamic)
     return lim.max_accel * (free - (desired / max(gap, 0.1)) ** 2)
 
 
@@ -354,7 +357,8 @@ class World:
         self.limits = limits
         self.stop_line_s = scenario.stop_line_s
         reach = scenario.speed_limit_mps * (scenario.duration_s + SIM_EXTRA_S) + ROAD_BEYOND_M
-        lead_reach = scenario.lead.s0_m + scenario.lead.cruise_mps * (scenario.duration_s + SIM_EXTRA_S) if scenario.lead else 0.0
+        lead = scenario.lead
+        lead_reach = lead.s0_m + lead.cruise_mps * (scenario.duration_s + SIM_EXTRA_S) if lead else 0.0
         self.road = Road(scenario.curvature, max(reach, lead_reach) + VEHICLE_LENGTH_M)
         self._changes = scenario.light_changes
         self.lead_plan = scenario.lead  # mixed: its start time is set once the light's timing is known
@@ -373,6 +377,11 @@ class World:
             if t_s >= at:
                 state = new
         return state
+
+    @property
+    def light_changes(self) -> tuple[tuple[float, str], ...]:
+        """The light's timing: (world time, state from then on), the first at 0; empty without a light."""
+        return self._changes if self.stop_line_s is not None else ()
 
     def lead_vehicle(self, t_s: float) -> tuple[float, float] | None:
         """(arc length of the lead vehicle's rear bumper along the road, its speed) at t, or None."""
@@ -393,7 +402,7 @@ class World:
         cap = np.minimum(self.scenario_params.speed_limit_mps,
                          np.sqrt(lim.max_lateral_accel / np.maximum(np.abs(self.road.kappa), 1e-6)))
         allow = cap.copy()
-        for i in range(len(allow) - 2, -1, -1):  # backward pass: braking at comfortable_decel into each curve
+        for i in range(len(allow) - 2, -1, -1):  # backward pass: braking at curve_decel into each curve
             allow[i] = min(allow[i], math.sqrt(allow[i + 1] ** 2 + 2 * lim.curve_decel * ROAD_STEP_M))
         return allow
 
@@ -424,7 +433,8 @@ class World:
         return -needed, True
 
     def _simulate(self) -> Drive:
-        sc, lim = self.scenario_params, self.limits
+        """The drive; mixed first times its light and lead around the expert (three runs)."""
+        sc = self.scenario_params
         if sc.name == "mixed" and sc.lead is not None:
             # The light turns red when the expert is MIXED_RED_AT_M from the line, green 2-3 s after the expert
             # has stopped; the lead drives off then, and brakes `brake_at_s` after.
@@ -438,7 +448,8 @@ class World:
                 raise RuntimeError(f"mixed seed {sc.seed}: the expert did not stop for red")
             green_at = float(stopped.t[still[0]]) + float(rng.uniform(2.0, 3.0))
             self._changes = ((0.0, "green"), (red_at, "red"), (green_at, "green"))
-            self.lead_plan = dataclasses.replace(sc.lead, start_at_s=green_at, brake_at_s=green_at + sc.lead.brake_at_s)
+            self.lead_plan = dataclasses.replace(sc.lead, start_at_s=green_at,
+                                                 brake_at_s=green_at + sc.lead.brake_at_s)
         return self._run(self._changes)
 
     def _run(self, changes: tuple[tuple[float, str], ...]) -> Drive:
@@ -589,11 +600,10 @@ class World:
         if not (HISTORY_S - 1e-9 <= t0_s <= self.duration_s + 1e-9):
             raise ValueError(f"t0={t0_s:.2f} s: a sample needs {HISTORY_S:.1f} s of history and its future; "
                              f"t0 must be in [{HISTORY_S:.1f}, {self.duration_s:.1f}] s")
-        frame_times = t0_s + STEP_S * (np.arange(FRAMES) - (FRAMES - 1))
-        frames = [self.render(self.expert_pose(float(tf)), float(tf), height, width) for tf in frame_times]
+        frames = [self.render(self.expert_pose(float(tf)), float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
         images = np.stack(frames, axis=1)  # (cameras, frames, H, W, 3)
-        history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + STEP_S * (np.arange(HISTORY_POSES) - (HISTORY_POSES - 1)))
-        future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + STEP_S * np.arange(1, FUTURE_POSES + 1))
+        history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S)
+        future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + FUTURE_OFFSETS_S)
         coc, cause = self.coc_label(t0_s)
         return Sample(t0_s=t0_s, images=images, ego_history_xyz=history_xyz, ego_history_rot=history_rot,
                       future_xyz=future_xyz, future_rot=future_rot, coc=coc, cause=cause,
@@ -607,7 +617,7 @@ class World:
         speed = float(np.linalg.norm(step)) / STEP_S
         turn = math.atan2(step[1], step[0]) - math.atan2(prev[1], prev[0]) if speed > 0.5 else 0.0
         yaw_rate = (turn + math.pi) % (2 * math.pi) - math.pi
-        tau = STEP_S * np.arange(1, FUTURE_POSES + 1)
+        tau = FUTURE_OFFSETS_S
         yaw = yaw_rate / STEP_S * tau
         heading0 = math.atan2(step[1], step[0]) if speed > 0.5 else 0.0
         dx = np.cumsum(speed * STEP_S * np.cos(heading0 + yaw))
@@ -666,7 +676,8 @@ class World:
         w_paint[on_road] = asphalt * marks
         keep = 1.0 - rays.haze
         w_grass = (1.0 - w_asphalt - w_paint) * keep
-        ground = ((w_grass * (1.0 + 0.25 * noise))[:, None] * GRASS + (w_asphalt * keep * (1.0 + 0.06 * noise))[:, None] * ASPHALT
+        ground = ((w_grass * (1.0 + 0.25 * noise))[:, None] * GRASS
+                  + (w_asphalt * keep * (1.0 + 0.06 * noise))[:, None] * ASPHALT
                   + (w_paint * keep)[:, None] * MARKING + rays.haze[:, None] * HAZE)
         return ground.clip(0, 255).astype(np.uint8)
 
@@ -792,7 +803,8 @@ _RAYS: dict[tuple[int, int], _Rays] = {}
 
 def _rotate(forward: np.ndarray, left: np.ndarray, yaw: float) -> np.ndarray:
     """(n, 2) base_link vectors of (forward, left) given in a frame turned by `yaw`."""
-    return np.stack([math.cos(yaw) * forward - math.sin(yaw) * left, math.sin(yaw) * forward + math.cos(yaw) * left], axis=1)
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.stack([c * forward - s * left, s * forward + c * left], axis=1)
 
 
 def _rays(height: int, width: int) -> _Rays:
@@ -841,9 +853,8 @@ def ground_truth(world: World, times: np.ndarray) -> dict:
     """The sidecar's content: the scenario and per t0 the true future (ego frame at t0) and CoC."""
     ticks = []
     for t0 in times:
-        history_xyz, _ = world.trajectory_in_ego(t0, t0 + STEP_S * (np.arange(HISTORY_POSES) - (HISTORY_POSES - 1))) \
-            if t0 >= HISTORY_S - 1e-9 else (None, None)
-        future_xyz, _ = world.trajectory_in_ego(t0, t0 + STEP_S * np.arange(1, FUTURE_POSES + 1))
+        history_xyz = world.trajectory_in_ego(t0, t0 + HISTORY_OFFSETS_S)[0] if t0 >= HISTORY_S - 1e-9 else None
+        future_xyz, _ = world.trajectory_in_ego(t0, t0 + FUTURE_OFFSETS_S)
         coc, cause = world.coc_label(t0)
         pose = world.expert_pose(t0)
         ticks.append({"t0_ns": START_NS + round(t0 * NS_PER_S), "t0_s": round(float(t0), 3), "coc": coc, "cause": cause,
@@ -853,7 +864,7 @@ def ground_truth(world: World, times: np.ndarray) -> dict:
     lead = world.lead_plan
     return {"scenario": world.scenario, "seed": world.seed, "duration_s": world.duration_s,
             "stop_line_s": world.stop_line_s, "route_length_m": world.route_length_m,
-            "light_changes": [list(c) for c in world._changes] if world.stop_line_s is not None else [],
+            "light_changes": [list(c) for c in world.light_changes],
             "lead": None if lead is None else vars(lead).copy(),
             "frame": "future_xyz: (64, 2) x forward, y left in the ego frame at t0, poses at t0+0.1 ... t0+6.4 s",
             "ticks": ticks}
@@ -878,7 +889,8 @@ def write_bag(world: World, out_dir, height: int = DEFAULT_HEIGHT, width: int = 
     with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
         cams = [writer.add_connection(topic, image_type, typestore=typestore, offered_qos_profiles=SENSOR_QOS)
                 for topic in camera_topics_of(raw=False)]
-        odom = writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=typestore, offered_qos_profiles=SENSOR_QOS)
+        odom = writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=typestore,
+                                     offered_qos_profiles=SENSOR_QOS)
         tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore, offered_qos_profiles=TF_QOS)
         tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore,
                                           offered_qos_profiles=TF_STATIC_QOS)
@@ -901,8 +913,9 @@ def write_bag(world: World, out_dir, height: int = DEFAULT_HEIGHT, width: int = 
                 msg = t["nav_msgs/msg/Odometry"](
                     header=stamped_header(typestore, stamp, "odom"), child_frame_id="base_link",
                     pose=t["geometry_msgs/msg/PoseWithCovariance"](
-                        pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=pose.x, y=pose.y, z=0.0),
-                                                         orientation=yaw_quaternion(typestore, pose.yaw)),
+                        pose=t["geometry_msgs/msg/Pose"](
+                            position=t["geometry_msgs/msg/Point"](x=pose.x, y=pose.y, z=0.0),
+                            orientation=yaw_quaternion(typestore, pose.yaw)),
                         covariance=np.zeros(36)),
                     twist=t["geometry_msgs/msg/TwistWithCovariance"](
                         twist=t["geometry_msgs/msg/Twist"](
@@ -922,8 +935,9 @@ def write_bag(world: World, out_dir, height: int = DEFAULT_HEIGHT, width: int = 
             for cam, name in enumerate(CAMERA_NAMES):
                 buffer = io.BytesIO()
                 PILImage.fromarray(images[cam]).save(buffer, format="JPEG", quality=85)
-                msg = t["sensor_msgs/msg/CompressedImage"](header=stamped_header(typestore, stamp, f"camera_{name}"),
-                                                           format="jpeg", data=np.frombuffer(buffer.getvalue(), np.uint8))
+                msg = t["sensor_msgs/msg/CompressedImage"](
+                    header=stamped_header(typestore, stamp, f"camera_{name}"), format="jpeg",
+                    data=np.frombuffer(buffer.getvalue(), np.uint8))
                 writer.write(cams[cam], stamp, typestore.serialize_cdr(msg, image_type))
     times = np.arange(camera_ticks + 1) * STEP_S
     (out / GROUND_TRUTH_FILE).write_text(json.dumps(ground_truth(world, times)))

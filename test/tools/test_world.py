@@ -2,15 +2,13 @@
 
 import dataclasses
 import json
-
 from functools import lru_cache
 
 import numpy as np
 import pytest
 
 from alpamayo_ros.tools.make_sample_bag import HORIZON_ROW_FRACTION
-
-from alpamayo_ros.tools.world import (COC_LABELS, EGO_FRONT_M, FUTURE_POSES, GROUND_TRUTH_FILE,
+from alpamayo_ros.tools.world import (COC_LABELS, EGO_FRONT_M, FUTURE_OFFSETS_S, FUTURE_POSES, GROUND_TRUTH_FILE,
                                       HISTORY_POSES, LAMP_ON, LIMITS, SCENARIOS, SIM_DT_S, STEP_S, World, make_scenario,
                                       write_bag)
 from alpamayo_ros.tools.world import generate as generate_world
@@ -225,7 +223,7 @@ def test_the_bag_reads_back_with_ground_truth_beside_it(tmp_path):
     truth = json.loads((bag / GROUND_TRUTH_FILE).read_text())
     assert len(truth["ticks"]) == 31 and truth["scenario"] == "red_light"
     tick = truth["ticks"][20]
-    sample_future = world.trajectory_in_ego(2.0, 2.0 + STEP_S * np.arange(1, FUTURE_POSES + 1))[0]
+    sample_future = world.trajectory_in_ego(2.0, 2.0 + FUTURE_OFFSETS_S)[0]
     np.testing.assert_allclose(tick["future_xyz"], sample_future[:, :2], atol=1e-3)
     assert tick["coc"] == world.coc_label(2.0)[0] and tick["t0_ns"] - truth["ticks"][0]["t0_ns"] == 2_000_000_000
 
