@@ -79,6 +79,7 @@ GRID_M = 0.5  # road-coordinate lookup grid for rendering (s and d are near-line
 GRID_REACH_M = 10.0  # the grid covers this far either side of the centreline; beyond is grass
 
 SIM_DT_S = 0.01  # expert simulation step
+FRAME_CACHE = 8  # expert frames kept for model_sample
 STOP_SPEED_MPS = 0.3  # below this, braking for an obstacle brings the car to rest
 BRAKE_LIGHT_DECEL = 0.5  # m/s^2: the lead's brake lights are lit when it decelerates harder (or stands)
 LIGHT_LABEL_S = 5.0  # the red light is named the cause from this long before the expert brakes for it
@@ -365,6 +366,7 @@ class World:
         self._v_allow = self._curve_speed_profile()
         self._v_allow_list = self._v_allow.tolist()  # read per simulation step: plain floats are faster
         self.drive = self._simulate()
+        self._frames: dict[tuple[int, int, int], np.ndarray] = {}  # _expert_frame's cache, oldest first
         self.route_length_m = float(np.interp(self.duration_s, self.drive.t, self.drive.s))
 
     # --- the world's state -------------------------------------------------------------------------------------
@@ -600,7 +602,7 @@ class World:
         if not (HISTORY_S - 1e-9 <= t0_s <= self.duration_s + 1e-9):
             raise ValueError(f"t0={t0_s:.2f} s: a sample needs {HISTORY_S:.1f} s of history and its future; "
                              f"t0 must be in [{HISTORY_S:.1f}, {self.duration_s:.1f}] s")
-        frames = [self.render(self.expert_pose(float(tf)), float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
+        frames = [self._expert_frame(float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
         images = np.stack(frames, axis=1)  # (cameras, frames, H, W, 3)
         history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S)
         future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + FUTURE_OFFSETS_S)
@@ -608,6 +610,16 @@ class World:
         return Sample(t0_s=t0_s, images=images, ego_history_xyz=history_xyz, ego_history_rot=history_rot,
                       future_xyz=future_xyz, future_rot=future_rot, coc=coc, cause=cause,
                       interesting=self.interesting(history_xyz, future_xyz))
+
+    def _expert_frame(self, t_s: float, height: int, width: int) -> np.ndarray:
+        """render() at the expert's pose; the last few are kept, as consecutive samples share 3 of their 4 frames."""
+        key = (round(t_s / SIM_DT_S), height, width)
+        if key not in self._frames:
+            if len(self._frames) >= FRAME_CACHE:
+                self._frames.pop(next(iter(self._frames)))  # the oldest
+            self._frames[key] = self.render(self.expert_pose(t_s), t_s, height, width)
+            self._frames[key].flags.writeable = False
+        return self._frames[key]
 
     @staticmethod
     def interesting(history_xyz: np.ndarray, future_xyz: np.ndarray) -> bool:
