@@ -2,17 +2,18 @@
 
 `generate(scenario, seed)` builds one drive: a two-lane road (the ego lane's centreline sampled every
 `ROAD_STEP_M`, the opposite lane on its left), an optional stop line with a traffic light, an optional
-lead vehicle, and the generator's own EXPERT driver, who follows the ego lane's centre with a speed
-profile that respects curves (lateral acceleration), stops before the line on red and keeps a time gap
-to the lead vehicle (the Intelligent Driver Model for both, see `ExpertLimits`). The future is not
-readable from the history alone: the curve ahead, the light and the lead vehicle's brake lights are
-only in the images.
+lead vehicle, and the generator's own EXPERT driver, who follows the ego lane's centre: a speed profile
+that meets every curve within a lateral-acceleration limit, a constant comfortable deceleration that
+stops it before the line on red, the Intelligent Driver Model's time gap behind the lead vehicle; the
+least of these accelerations wins and names the cause (`ExpertLimits`). The future is not readable
+from the history alone: the curve ahead, the light and the lead vehicle's brake lights are only in the
+images.
 
 `World.render` draws the four cameras of the release's rig (make_sample_bag's mounting) at any vehicle
 pose and world time by casting every ground pixel's ray onto the ground plane (cached per image size),
-finding its road coordinates (arc length s, lateral offset d) from the nearest centreline sample, and
-colouring asphalt, lane markings, stop line and grass; the traffic light and the lead vehicle are
-projected boxes drawn over it. `World.model_sample` is the ground truth at t0 exactly as the model
+reading its road coordinates (arc length s, lateral offset d) from a grid precomputed around the
+centreline, and colouring asphalt, lane markings (box-filtered over the pixel's ground footprint), stop
+line and grass; the traffic light and the lead vehicle are projected boxes drawn over it. `World.model_sample` is the ground truth at t0 exactly as the model
 sees it; `World.coc_label` its Chain-of-Causation sentence, one of `COC_LABELS`.
 
 Frames: the world frame is the bag's `odom` (x east, y north, z up), the drive starts at its origin
@@ -101,7 +102,7 @@ INTERESTING_FDE_M = 2.0  # the future "differs from the history": constant speed
 
 @dataclass(frozen=True)
 class ExpertLimits:
-    """The expert's driving style (SI units). IDM: Treiber, Hennecke & Helbing 2000."""
+    """The expert's driving style (SI units). IDM (cruise and lead vehicle): Treiber, Hennecke & Helbing 2000."""
 
     max_lateral_accel: float = 2.0  # m/s^2 in curves (comfortable)
     max_accel: float = 1.5  # IDM a: m/s^2
@@ -674,8 +675,11 @@ class World:
         asphalt = _coverage(d, (inner + outer) / 2, outer - inner, fp)
         marks = np.maximum(_coverage(d, -LANE_HALF_WIDTH_M, MARKING_WIDTH_M, fp),
                            _coverage(d, LANE_HALF_WIDTH_M + LANE_WIDTH_M, MARKING_WIDTH_M, fp))
-        dashed = _coverage(d, LANE_HALF_WIDTH_M, MARKING_WIDTH_M, fp) * _coverage(
-            np.mod(s, DASH_PERIOD_M), DASH_M / 2, DASH_M, along_fp)
+        phase = np.mod(s, DASH_PERIOD_M)  # a dash on [0, DASH_M) of every period; the next one counts too
+        along = np.minimum(_coverage(phase, DASH_M / 2, DASH_M, along_fp)
+                           + _coverage(phase - DASH_PERIOD_M, DASH_M / 2, DASH_M, along_fp), 1.0)
+        along = np.where(along_fp > DASH_PERIOD_M, DASH_M / DASH_PERIOD_M, along)  # a pixel spanning dashes: the mean
+        dashed = _coverage(d, LANE_HALF_WIDTH_M, MARKING_WIDTH_M, fp) * along
         marks = np.maximum(marks, dashed)
         if self.stop_line_s is not None:
             stop = _coverage(d, 0.0, LANE_WIDTH_M, fp) * _coverage(
