@@ -240,3 +240,13 @@ def test_the_lockstep_replay_accepts_the_bag(tmp_path, tiny_model):
     counts, _ = replay_lockstep(bag, tmp_path / "out", cfg, model=tiny_model)
     # inputs need 1.5 s of history: t0 of 1.5, 2.0 and 2.5 s
     assert counts.published == 3 and counts.dropped == 0, counts.summary()
+
+
+def test_unknown_scenarios_and_existing_output_directories_are_refused(tmp_path, capsys):
+    from alpamayo_ros.tools.world import main
+
+    with pytest.raises(ValueError, match="unknown scenario 'snow'"):
+        make_scenario("snow", 0)
+    with pytest.raises(SystemExit):
+        main(["straight", "--seed", "1", str(tmp_path)])
+    assert "exists" in capsys.readouterr().err
