@@ -196,6 +196,9 @@ def test_lane_offset_measures_from_the_ego_lane_centre():
     assert s == pytest.approx(np.interp(8.0, world.drive.t, world.drive.s), abs=0.01) and abs(d) < 0.01
     left = world.lane_offset(pose.x - np.sin(pose.yaw), pose.y + np.cos(pose.yaw))
     assert left[1] == pytest.approx(1.0, abs=0.01)
+    # the closed loop may put the car anywhere: far off the road the cameras see grass and sky only
+    lost = dataclasses.replace(pose, x=pose.x + 300.0, y=pose.y - 300.0, yaw=pose.yaw + 2.0)
+    assert not road_pixels(world.render(lost, 8.0, H, W)).any()
 
 
 def short_world(seconds: float = 3.0) -> World:
