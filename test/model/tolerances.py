@@ -1,0 +1,90 @@
+"""Float32 tolerances for comparisons with NVIDIA's reference vectors and between two computational paths.
+
+An error is counted in float32 ulps of the compared quantity's magnitude M = max|expected|:
+
+    ulps = max|actual - expected| / (EPS * M),    EPS = 2**-23 (the float32 spacing at 1.0)
+
+so one ulp here is the spacing of the largest expected value (within a factor 2). Counting relative to the
+magnitude, not per element, is what float32 arithmetic bounds: a sum or dot product of n terms is off by
+at most ~n/2 ulps of the largest partial sum (sqrt(n) is typical), whatever the size of the one element
+compared, and positions that reach 40 m carry errors in ulps of 40 m. Each tolerance below is such a count
+derived from the arithmetic that produced the quantity; beside it, the worst case measured across the code
+paths README.md ("Conformance and tests") names: MKL_CBWR=COMPATIBLE / AVX2 / default,
+ATEN_CPU_CAPABILITY=default / avx2, 1 and 2 threads, on an AMD EPYC (AVX2); re-measure with
+`python test/model/measure_tolerances.py`.
+
+ALPAMAYO_NUMERICS_LOG=<file> appends each comparison's error to that file as one JSON line (the
+measurement script sets it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+EPS = torch.finfo(torch.float32).eps  # 2**-23
+
+
+def ulps_of(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float, float]:
+    """(max |actual - expected|, max |expected|, the former in ulps of the latter)."""
+    error = (actual.double() - expected.double()).abs().max().item() if expected.numel() else 0.0
+    magnitude = expected.double().abs().max().item() if expected.numel() else 0.0
+    return error, magnitude, (error / (EPS * magnitude) if magnitude else float("inf") if error else 0.0)
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, ulps: float, what: str) -> None:
+    """Assert `actual` is within `ulps` float32 ulps of `expected`'s magnitude, naming what was compared."""
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    error, magnitude, measured = ulps_of(actual, expected)
+    log = os.environ.get("ALPAMAYO_NUMERICS_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "what": what,
+                                "error": error, "magnitude": magnitude, "ulps": measured, "allowed": ulps}) + "\n")
+    if not measured <= ulps:  # also fails on NaN
+        raise AssertionError(f"{what}: max error {error:.3g} is {measured:.1f} ulps of the magnitude "
+                             f"{magnitude:.3g} (float32), allowed {ulps}")
+
+
+# How the counts are derived. Each float32 rounding is at most half an ulp of its result. Two code paths
+# (another summation order: MKL's CPU-specific kernels, SIMD width, threads; another sin/exp library)
+# differ by the rounding errors each makes. A path of N accumulated float32 operations, rounding
+# independently, is off by ~sqrt(N)/2 ulps (Higham & Mary, "A new approach to probabilistic rounding error
+# analysis", 2019); we allow 4 sigma of the difference of two paths (x sqrt(2)) and a factor 2 for
+# intermediates larger than the result: 2 * sqrt(N), rounded up to a power of two. N counts the terms of
+# every reduction along the longest chain: dot products of length n add n, an attention over L tokens
+# adds head_dim + L, a cumulative sum of W steps adds W. Measured worst cases (ulps of the magnitude),
+# over the 10 code-path variants, beside each constant: a tolerance derived this way is far above them,
+# yet orders of magnitude below any real defect (a wrong token, mask, position or op moves these values
+# by 1e-3 relative or more).
+
+# Pixels: (x * 1/255 - mean) / std, in either operation order: N = 6 elementary ops -> 2 sqrt(6) = 4.9.
+PIXELS_ULPS = 8
+# Fourier features sqrt(2) sin/cos(2 pi f x), same operation order as upstream, so the angles are bitwise
+# equal and only sin/cos differ (<= 1 ulp in SLEEF's u10 and in glibc): 2 x 1 ulp.
+FOURIER_ULPS = 4
+# The action-in MLP (60 -> 32 -> 32 -> 64 features, LayerNorm) over those features: N ~ 60 + 32 + 32 + 64.
+ACTION_IN_ULPS = 32
+# Vision tower: patch embedding n = 3*2*16*16 = 1536; 2 blocks of qkv 64, attention 32 + 96 tokens,
+# proj 64, MLP 64 + 128; merger 256 + 256: N ~ 2950 -> 2 sqrt(N) = 109.
+VISION_ULPS = 128
+# Text model over the vision output: vision N ~ 2950 plus 2 layers of qkv 128, attention 32 + 403 tokens,
+# o_proj 128, MLP 128 + 256, and lm_head 128: N ~ 5200 -> 144.
+TEXT_ULPS = 256
+# The expert's velocity at a given (x, t) over a given VLM cache: action-in projection (~190), 2 layers of
+# qkv 64, attention 32 + 467 tokens, o_proj 128, MLP 64 + 96, action_out_proj 64: N ~ 2100 -> 92.
+EXPERT_ULPS = 128
+# Speeds from the 16-pose history: a 16 x 16 normal-equation Cholesky solve (A^T A over 30 rows, factor
+# and two substitutions of 16) with the smoothing prior: N ~ 80 -> 18, times the growth the solve allows
+# for the prior's conditioning (measured: v0 7 ulps apart between two CPUs, issue 17).
+SPEED_ULPS = 32
+# Positions from actions: v0 (SPEED_ULPS, carried into every position as the same relative error) then
+# cumulative sums of 64 steps for speed, heading and position (N ~ 3 * 64 -> 28, cos/sin 1 ulp each).
+TRAJECTORY_ULPS = SPEED_ULPS + 32
+# traj_to_action: three more 64 x 64 smoothed solves (heading, speed, acceleration and curvature) on top
+# of the history speeds: N ~ 4 * (64 + 64 + 64) -> 55, plus the speeds.
+INVERSE_ULPS = SPEED_ULPS + 64
