@@ -36,15 +36,16 @@ def name_of(variant: dict[str, str | None]) -> str:
 
 def run(variant: dict[str, str | None], pytest_args: list[str]) -> tuple[int, str, dict]:
     """One pytest run of test/model; returns (exit status, summary line, worst record per comparison)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false",
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     for key, value in variant.items():
         env.pop(key, None)
         if value is not None:
             env[key] = value
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as log:
         env["ALPAMAYO_NUMERICS_LOG"] = log.name
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/model", *pytest_args],
-                              cwd=REPO, env=env, capture_output=True, text=True)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test/model", *pytest_args]
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         lines = Path(log.name).read_text().splitlines()
     worst: dict[tuple[str, str], dict] = {}
     for line in lines:
@@ -52,7 +53,8 @@ def run(variant: dict[str, str | None], pytest_args: list[str]) -> tuple[int, st
         key = (rec["test"].split("::", 1)[-1], re.sub(r"\b\d+\b", "N", rec["what"]))
         if key not in worst or not rec["ulps"] <= worst[key]["ulps"]:
             worst[key] = rec
-    summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    out = proc.stdout.strip().splitlines() or ["(no output)"]
+    summary = "; ".join([out[-1], *(line[:110] for line in out if line.startswith("FAILED"))])
     return proc.returncode, summary, worst
 
 

@@ -78,13 +78,17 @@ TEXT_ULPS = 256
 # The expert's velocity at a given (x, t) over a given VLM cache: action-in projection (~190), 2 layers of
 # qkv 64, attention 32 + 467 tokens, o_proj 128, MLP 64 + 96, action_out_proj 64: N ~ 2100 -> 92.
 EXPERT_ULPS = 128
-# Speeds from the 16-pose history: a 16 x 16 normal-equation Cholesky solve (A^T A over 30 rows, factor
-# and two substitutions of 16) with the smoothing prior: N ~ 80 -> 18, times the growth the solve allows
-# for the prior's conditioning (measured: v0 7 ulps apart between two CPUs, issue 17).
-SPEED_ULPS = 32
-# Positions from actions: v0 (SPEED_ULPS, carried into every position as the same relative error) then
-# cumulative sums of 64 steps for speed, heading and position (N ~ 3 * 64 -> 28, cos/sin 1 ulp each).
+# Speeds from the 16-pose history: normal equations of 16 unknowns solved by Cholesky. Forward error <=
+# condition x backward error: the entries of A^T A are 30-term dot products (sqrt(30)/2 ~ 3 ulps each;
+# the factorisation adds less), and the speeds' componentwise (Skeel) condition number for the
+# reference's history is 21-24 (the smoothing prior's; 44 normwise): 24 x 3 = 72 -> 64 at 4 sigma of
+# random rounding rather than the worst case. (Float32 v0 is 2.3 ulps from float64 in the vectors.)
+SPEED_ULPS = 64
+# Positions from actions: v0's relative error (SPEED_ULPS) reaches every position (x ~ v0 t), then three
+# cumulative sums of 64 steps (speed, heading, position: N = 192 -> 28) and cos/sin (1 ulp each) -> 32.
 TRAJECTORY_ULPS = SPEED_ULPS + 32
-# traj_to_action: three more 64 x 64 smoothed solves (heading, speed, acceleration and curvature) on top
-# of the history speeds: N ~ 4 * (64 + 64 + 64) -> 55, plus the speeds.
-INVERSE_ULPS = SPEED_ULPS + 64
+# traj_to_action: four chained smoothed 64-unknown solves (heading, speed, acceleration, curvature) with
+# normwise condition numbers 65, ~65, 17 and 26: condition x sqrt(N)/2 for N ~ 192 terms per entry is
+# 65 x 7 ~ 450 ulps for each float32 path, two paths -> 1024. The vectors' own float32 result is 255 ulps
+# from their float64 one, as this predicts.
+INVERSE_ULPS = 1024
