@@ -16,14 +16,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# NVIDIA reference outputs on a tiny checkpoint; CI has shared/ beside the clone.
-CONFORMANCE = Path(os.environ.get("ALPAMAYO_CONFORMANCE_DIR", REPO.parent / "shared" / "conformance"))
+# NVIDIA reference outputs on a tiny checkpoint, kept in the repository (test/conformance/README.md);
+# ALPAMAYO_CONFORMANCE_DIR points at another copy with the same layout.
+CONFORMANCE = Path(os.environ.get("ALPAMAYO_CONFORMANCE_DIR", REPO / "test" / "conformance"))
 
 
 @pytest.fixture(scope="session")
 def conformance_dir() -> Path:
+    """The conformance vectors' folder; their absence fails the test (a clone without them checks nothing)."""
     if not (CONFORMANCE / "vectors.json").is_file():
-        pytest.skip(f"conformance vectors not found at {CONFORMANCE} (set ALPAMAYO_CONFORMANCE_DIR)")
+        pytest.fail(f"conformance vectors missing: no vectors.json in {CONFORMANCE}", pytrace=False)
     return CONFORMANCE
 
 

@@ -5,8 +5,7 @@ from safetensors.torch import load_file
 
 from alpamayo_ros.model.action_projection import FourierEncoder
 from alpamayo_ros.model.config import ActionInProjConfig
-
-TOL = 1e-5
+from tolerances import ACTION_IN_ULPS, FOURIER_ULPS, close
 
 
 def test_fourier_frequencies_are_log_spaced_from_one_to_max():
@@ -27,9 +26,9 @@ def test_matches_reference(reference_model, conformance_dir):
     assert torch.equal(proj.timestep_fourier_encoder.freqs, ref["freqs_timestep"])
     with torch.inference_mode():
         features = proj.features(x, t).reshape(-1, 60)
-        assert torch.allclose(features, ref["encoder_input_features"], atol=TOL)
-        assert torch.allclose(proj.encoder(features), ref["encoder_output_pre_layernorm"], atol=TOL)
-        assert torch.allclose(proj(x, t), ref["output"], atol=TOL)
+        close(features, ref["encoder_input_features"], FOURIER_ULPS, "Fourier features")
+        close(proj.encoder(features), ref["encoder_output_pre_layernorm"], ACTION_IN_ULPS, "encoder output")
+        close(proj(x, t), ref["output"], ACTION_IN_ULPS, "action_in_proj output")
 
 
 def test_trunk_layout_matches_release_indices():

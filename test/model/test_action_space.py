@@ -9,12 +9,12 @@ from safetensors.torch import load_file
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace, yaw_of
 from alpamayo_ros.model.config import ActionSpaceConfig
 from alpamayo_ros.tools.synthetic import arc_history
+from tolerances import INVERSE_ULPS, SPEED_ULPS, TRAJECTORY_ULPS, close
 
 V0_TOL_MPS = 1e-3  # the ridge and smoothing priors bias the least-squares speed slightly
 EXACT_TOL_M = 1e-3  # float32 cumulative sums over 64 steps
 CIRCLE_TOL_M = 2e-2  # trapezoid integration of a circle at dt = 0.1 s
 ROUND_TRIP_TOL_M = 2e-2  # traj_to_action smooths; upstream's own round trip is off by 5 mm
-REFERENCE_TOL = 1e-5
 DT = 0.1
 
 
@@ -90,15 +90,15 @@ def test_matches_reference_vectors(space, conformance_dir):
     inputs = load_file(conformance_dir / "inputs.safetensors")
     ref = load_file(conformance_dir / "action_space.safetensors")
     hx, hr = inputs["ego_history_xyz"][:, 0], inputs["ego_history_rot"][:, 0]
-    assert torch.allclose(space.estimate_speeds(hx, hr), ref["v_hist"], atol=REFERENCE_TOL)
-    assert torch.allclose(space.estimate_t0_states(hx, hr), ref["v0"], atol=REFERENCE_TOL)
+    close(space.estimate_speeds(hx, hr), ref["v_hist"], SPEED_ULPS, "history speeds")
+    close(space.estimate_t0_states(hx, hr), ref["v0"], SPEED_ULPS, "v0")
     actions = inputs["actions_norm"]
     xyz, rot = space.action_to_traj(actions, hx.expand(3, -1, -1), hr.expand(3, -1, -1, -1))
-    assert torch.allclose(xyz, ref["action_to_traj_xyz"], atol=REFERENCE_TOL)
-    assert torch.allclose(rot, ref["action_to_traj_rot"], atol=REFERENCE_TOL)
+    close(xyz, ref["action_to_traj_xyz"], TRAJECTORY_ULPS, "action_to_traj xyz")
+    close(rot, ref["action_to_traj_rot"], TRAJECTORY_ULPS, "action_to_traj rot")
     fut_xyz, fut_rot = inputs["ego_future_xyz"][:, 0], inputs["ego_future_rot"][:, 0]
     action = space.traj_to_action(hx, hr, fut_xyz, fut_rot)
-    assert torch.allclose(action, ref["traj_to_action"], atol=1e-4)  # float32 Cholesky; ref vs f64: 5e-5
+    close(action, ref["traj_to_action"], INVERSE_ULPS, "traj_to_action")
     assert torch.equal(space.is_within_bounds(actions), ref["is_within_bounds_actions"].bool())
     stats = torch.stack([space.accel_mean, space.accel_std, space.curvature_mean, space.curvature_std])
     assert torch.equal(stats, ref["buffers_accel_mean_std_curv_mean_std"])

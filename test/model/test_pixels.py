@@ -7,6 +7,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 from alpamayo_ros.model.pixels import DevicePixels
 from alpamayo_ros.model.prompt import RELEASE_MAX_PIXELS, RELEASE_MIN_PIXELS
 from alpamayo_ros.tools.synthetic import road_images
+from tolerances import PIXELS_ULPS, close
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def test_device_pixels_equal_the_processor_without_resizing(release_processor, t
     pixels, grid = DevicePixels(processor, "cpu")(image)
     expected = processor(images=[image], return_tensors="pt")
     assert torch.equal(grid, expected["image_grid_thw"])
-    assert torch.allclose(pixels, expected["pixel_values"], atol=1e-6)
+    close(pixels, expected["pixel_values"], PIXELS_ULPS, "device pixels vs the processor's")
 
 
 @pytest.mark.parametrize("height,width", [(1080, 1920), (1208, 1928)])

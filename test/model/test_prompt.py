@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from alpamayo_ros.model.loading import tiny_tokenizer
 from alpamayo_ros.model.prompt import (SPECIAL_TOKEN_KEYS, PromptEncoder, TokenIds, extend_tokenizer,
                                        fuse_history, load_image_processor, load_tokenizer, prompt_text)
+from tolerances import PIXELS_ULPS, close
 
 # Reference §4.1: the release's ids (Qwen3-VL base tokenizer of 151669 tokens, 4000 trajectory tokens).
 RELEASE_SPECIAL_IDS = {
@@ -61,7 +62,7 @@ def test_prompt_matches_reference_processor_output(conformance_dir):
     images = [frame.permute(1, 2, 0).numpy() for frame in inputs["image_frames"].flatten(0, 1)]
     pixels, grids = zip(*(encoder.pixels(image) for image in images))
     assert torch.equal(torch.cat(grids), ref["image_grid_thw"])
-    assert torch.allclose(torch.cat(pixels), ref["pixel_values"], atol=1e-6)
+    close(torch.cat(pixels), ref["pixel_values"], PIXELS_ULPS, "pixel values")
     assert torch.equal(encoder.input_ids(torch.cat(grids), ref["history_token_ids"]), ref["input_ids_after_fusion"])
 
 
