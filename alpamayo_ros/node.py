@@ -424,7 +424,11 @@ def main(args: list[str] | None = None, node_class: type[Node] | None = None) ->
     if "-h" in own or "--help" in own:
         print(usage())
         return 0
-    rclpy.init(args=args)
+    try:  # rcl parses --ros-args here: a bad --log-level or -p rule is a start-up error like a bad parameter
+        rclpy.init(args=args)
+    except RuntimeError as exc:  # rclpy's RCLError
+        rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
+        return 1
     node = None
     executor = SingleThreadedExecutor()
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from alpamayo_ros.devices import device_problem
 from alpamayo_ros.pipeline.outputs import OutputLimits, Selection
 from alpamayo_ros.pipeline.runner import SamplingSettings
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES, InputLimits, SyncConfig
@@ -97,6 +98,8 @@ class NodeConfig:
                                   name="max_reverse", low=0.0, high=100.0)
 
     def __post_init__(self) -> None:
+        if device_problem(self.device):
+            raise ValueError(device_problem(self.device))
         if len(self.camera_topics) != len(CAMERA_NAMES):
             raise ValueError(f"parameter camera_topics has {len(self.camera_topics)} topics {list(self.camera_topics)}, "
                              f"expected {len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
