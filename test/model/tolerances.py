@@ -74,7 +74,7 @@ ACTION_IN_ULPS = 32  # measured worst 2.5 (MKL_CBWR=COMPATIBLE)
 VISION_ULPS = 128  # measured worst 4.1 (deepstack, MKL_CBWR=COMPATIBLE)
 # Text model over the vision output: vision N ~ 2950 plus 2 layers of qkv 128, attention 32 + 403 tokens,
 # o_proj 128, MLP 128 + 256, and lm_head 128: N ~ 5200 -> 144.
-TEXT_ULPS = 256  # measured worst 4.7 (KV cache keys), logits 3.9
+TEXT_ULPS = 256  # measured worst 5.0 (KV cache keys, MKL_CBWR=COMPATIBLE, 2 threads), logits 3.9
 # The expert's velocity at a given (x, t) over a given VLM cache: action-in projection (~190), 2 layers of
 # qkv 64, attention 32 + 467 tokens, o_proj 128, MLP 64 + 96, action_out_proj 64: N ~ 2100 -> 92.
 EXPERT_ULPS = 128  # measured worst 2.9 (MKL_CBWR=COMPATIBLE)
