@@ -63,33 +63,33 @@ def close(actual: torch.Tensor, expected: torch.Tensor, ulps: float, what: str) 
 # these values by 1e-3 relative or more, i.e. ~10^4 ulps).
 
 # Pixels: (x * 1/255 - mean) / std, in either operation order: N = 6 elementary ops -> 2 sqrt(6) = 4.9.
-PIXELS_ULPS = 8
+PIXELS_ULPS = 8  # measured worst 2.0
 # Fourier features sqrt(2) sin/cos(2 pi f x), same operation order as upstream, so the angles are bitwise
 # equal and only sin/cos differ (<= 1 ulp in SLEEF's u10 and in glibc): 2 x 1 ulp.
-FOURIER_ULPS = 4
+FOURIER_ULPS = 4  # measured 0 (bitwise)
 # The action-in MLP (60 -> 32 -> 32 -> 64 features, LayerNorm) over those features: N ~ 60 + 32 + 32 + 64.
-ACTION_IN_ULPS = 32
+ACTION_IN_ULPS = 32  # measured worst 2.5 (MKL_CBWR=COMPATIBLE)
 # Vision tower: patch embedding n = 3*2*16*16 = 1536; 2 blocks of qkv 64, attention 32 + 96 tokens,
 # proj 64, MLP 64 + 128; merger 256 + 256: N ~ 2950 -> 2 sqrt(N) = 109.
-VISION_ULPS = 128
+VISION_ULPS = 128  # measured worst 4.1 (deepstack, MKL_CBWR=COMPATIBLE)
 # Text model over the vision output: vision N ~ 2950 plus 2 layers of qkv 128, attention 32 + 403 tokens,
 # o_proj 128, MLP 128 + 256, and lm_head 128: N ~ 5200 -> 144.
-TEXT_ULPS = 256
+TEXT_ULPS = 256  # measured worst 5.0 (KV cache keys, MKL_CBWR=COMPATIBLE, 2 threads), logits 3.9
 # The expert's velocity at a given (x, t) over a given VLM cache: action-in projection (~190), 2 layers of
 # qkv 64, attention 32 + 467 tokens, o_proj 128, MLP 64 + 96, action_out_proj 64: N ~ 2100 -> 92.
-EXPERT_ULPS = 128
+EXPERT_ULPS = 128  # measured worst 2.9 (MKL_CBWR=COMPATIBLE)
 # Speeds from the 16-pose history: normal equations of 16 unknowns solved by Cholesky. Forward error <=
 # condition x backward error: the entries of A^T A are 30-term dot products (sqrt(30)/2 ~ 3 ulps each;
 # the factorisation adds less), and the speeds' componentwise (Skeel) condition number for the
 # reference's history is 21-24 (the smoothing prior's; 44 normwise): 24 x 2.7 = 65 -> 64 (the condition
 # number is already the worst case over the errors' signs). Float32 v0 is 2.3 ulps from float64 in the
 # vectors; issue 17 saw 7 ulps between two CPUs.
-SPEED_ULPS = 64
+SPEED_ULPS = 64  # measured worst 0.5 (history speeds), v0 0
 # Positions from actions: v0's relative error (SPEED_ULPS) reaches every position (x ~ v0 t), then three
 # cumulative sums of 64 steps (speed, heading, position: N = 192 -> 28) and cos/sin (1 ulp each) -> 32.
-TRAJECTORY_ULPS = SPEED_ULPS + 32
+TRAJECTORY_ULPS = SPEED_ULPS + 32  # measured worst 0.5 (issue 17's Xeon: 3.6 in pred_xyz)
 # traj_to_action: four chained smoothed 64-unknown solves (heading, speed, acceleration, curvature) with
 # normwise condition numbers 65, ~65, 17 and 26: condition x sqrt(N)/2 for N ~ 192 terms per entry is
 # 65 x 7 ~ 450 ulps for each float32 path, two paths -> 1024. The vectors' own float32 result is 255 ulps
 # from their float64 one, as this predicts.
-INVERSE_ULPS = 1024
+INVERSE_ULPS = 1024  # measured worst 104 (MKL_CBWR=COMPATIBLE and AVX2)
