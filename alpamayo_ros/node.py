@@ -5,7 +5,8 @@ Callbacks cost O(1): they keep the message's bytes with its stamp (`pipeline.Inp
 runner's worker thread, which decodes only the selected frames and runs the model. A tick that finds
 the model busy waits and runs, with the inputs of that moment, as soon as the model is free; only
 one waits, and a newer tick takes its place (the older is dropped and counted). Results come back
-through a guard condition, so all publishing happens on the executor's thread. Every output is stamped with the input time t0, never the publication time.
+through a guard condition, so all publishing happens on the executor's thread. Every output is stamped with
+the input time t0, never the publication time.
 
     ros2 run alpamayo_ros alpamayo_node --ros-args --params-file config/alpamayo.yaml
     python -m alpamayo_ros.node --ros-args -p model_path:=/models/Alpamayo-R1-10B

@@ -36,7 +36,8 @@ class SamplingSettings:
     reasoning: str = "per_sample"  # or "shared": one reasoning for all samples
 
 
-def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]:
+def model_inference(model: AlpamayoR1,
+                    settings: SamplingSettings) -> Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]:
     """The model call of tick `tick` on its decoded images."""
 
     def infer(tick: int, model_input: ModelInput, images: Sequence[np.ndarray]) -> Prediction:

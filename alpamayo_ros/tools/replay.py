@@ -25,14 +25,23 @@ import time
 from pathlib import Path
 
 from alpamayo_ros import parameters
-from alpamayo_ros.ros_env import loopback_dds_env
 from alpamayo_ros.parameters import NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs
 from alpamayo_ros.pipeline.runner import model_inference
 from alpamayo_ros.pipeline.sync import NotReady
 from alpamayo_ros.pipeline.ticker import Outcome, Status, TickCounts, Ticker
-from alpamayo_ros.tools.bag_io import (OUTPUT_QOS, SENSOR_QOS, BagError, alpamayo_typestore, new_bag, open_bag,
-                                       read_messages, require_topics, storage_of)
+from alpamayo_ros.ros_env import loopback_dds_env
+from alpamayo_ros.tools.bag_io import (
+    OUTPUT_QOS,
+    SENSOR_QOS,
+    BagError,
+    alpamayo_typestore,
+    new_bag,
+    open_bag,
+    read_messages,
+    require_topics,
+    storage_of,
+)
 
 NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
