@@ -28,7 +28,6 @@ from alpamayo_ros.tools.processes import stop
 from conftest import REPO
 
 NODE_START_TIMEOUT_S = 60.0  # imports and the tiny model
-NS_PER_S = 1_000_000_000
 
 
 def ros_env() -> dict[str, str]:

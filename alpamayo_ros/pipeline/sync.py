@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alpamayo_ros.units import NS_PER_S
+
 from .camera_buffer import CameraBuffer
 from .frames import CameraFrame
 from .pose_history import HistoryGap, PoseHistory
 
-NS_PER_S = 1_000_000_000
 CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order (release)
 
 

@@ -32,8 +32,8 @@ from alpamayo_ros.tools.bag_io import (
     require_topics,
     storage_of,
 )
+from alpamayo_ros.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 DISCOVERY_TIMEOUT_S = 60.0  # for the node's subscriptions to appear
 DISCOVERY_SETTLE_S = 1.0
 OUTPUT_WAIT_S = 2.0  # after the bag's end, for the node's last outputs
