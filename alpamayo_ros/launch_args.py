@@ -3,7 +3,8 @@ which executable runs and how autostart brings a managed (lifecycle) node up.
 
 Launch arguments arrive as strings; an empty string means "keep params_file's value". Every check raises
 LaunchArgumentError naming the argument, what it got and what it expects, so `ros2 launch` stops with that
-line before any process starts. No rclpy or launch import: unit-tested where no ROS 2 install exists.
+line before any process starts. Names, defaults and choices come from the parameter schema (`parameters`). No rclpy,
+launch, torch or transformers import: unit-tested where no ROS 2 install exists, and cheap for `ros2 launch`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from pathlib import Path
 
 import yaml
 
-from alpamayo_ros import devices
+from alpamayo_ros import devices, parameters
 from alpamayo_ros.devices import device_problem
 from alpamayo_ros.ros_env import DISCOVERY_RANGES, dds_env
 
 STRING_OVERRIDES = ("model_path", "base_model_dir", "device", "odometry_topic")  # launch argument = parameter name
-CAMERA_COUNT = 4  # the model's order: cross-left, front-wide, cross-right, front-tele
-IMAGE_TRANSPORTS = ("raw", "compressed")
+CAMERA_COUNT = len(parameters.CAMERA_NAMES)  # the model's order: cross-left, front-wide, cross-right, front-tele
+IMAGE_TRANSPORTS = tuple(transport.value for transport in parameters.ImageTransport)
 BOOLEANS = {"true": True, "false": False}
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")  # rcutils' severities (any case), as --log-level takes them
-NODE_NAME = "alpamayo"
+NODE_NAME = parameters.NODE_NAME
 PLAIN_EXECUTABLE = "alpamayo_node"  # setup.py console scripts
 LIFECYCLE_EXECUTABLE = "alpamayo_lifecycle_node"
-DEFAULT_ODOMETRY_TOPIC = "/odom"
+DEFAULT_ODOMETRY_TOPIC = parameters.NodeConfig().odometry_topic
 # Display name in config/alpamayo.rviz -> node output it shows ("" = the odometry input).
 RVIZ_TOPICS = {"AlpamayoR1 trajectory": "trajectory", "Candidates and reasoning": "candidates", "Odometry": ""}
 

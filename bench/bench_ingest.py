@@ -36,13 +36,13 @@ loopback_dds_env()  # loopback-only DDS for this distro, before rclpy loads; chi
 
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from alpamayo_msgs.msg import TickStatus  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from alpamayo_msgs.msg import TickStatus  # noqa: E402
 from alpamayo_ros import conversions  # noqa: E402
 from alpamayo_ros.pipeline.frames import decode  # noqa: E402
 from alpamayo_ros.tools.processes import stop  # noqa: E402

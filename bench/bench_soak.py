@@ -50,9 +50,9 @@ def main() -> int:
     loopback_dds_env()  # before rclpy loads here; the node and publisher inherit it
     env = dict(os.environ, PYTHONPATH=str(REPO))
     import rclpy
-    from alpamayo_msgs.msg import DrivingOutput, TickStatus
     from rclpy.executors import SingleThreadedExecutor
 
+    from alpamayo_msgs.msg import DrivingOutput, TickStatus
     from alpamayo_ros.tools.processes import stop
 
     node = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu",

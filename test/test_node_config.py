@@ -15,7 +15,7 @@ pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (mak
 
 from rclpy.parameter import Parameter  # noqa: E402
 
-from alpamayo_ros.node import AlpamayoNode, usage  # noqa: E402
+from alpamayo_ros.node import start_node, usage  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "alpamayo.yaml"
 
@@ -44,7 +44,7 @@ def test_params_file_and_overrides_read_as_ros_reads_them(tmp_path):
 
 def make_node(context, tiny_model, **overrides):
     params = [Parameter(k, value=v) for k, v in overrides.items()]
-    return AlpamayoNode(model=tiny_model, context=context, parameter_overrides=params)
+    return start_node(tiny_model, context=context, parameter_overrides=params)
 
 
 def test_parameters_become_a_typed_config(context, tiny_model):

@@ -13,8 +13,9 @@ images.
 pose and world time by casting every ground pixel's ray onto the ground plane (cached per image size),
 reading its road coordinates (arc length s, lateral offset d) from a grid precomputed around the
 centreline, and colouring asphalt, lane markings (box-filtered over the pixel's ground footprint), stop
-line and grass; the traffic light and the lead vehicle are projected boxes drawn over it. `World.model_sample` is the ground truth at t0 exactly as the model
-sees it; `World.coc_label` its Chain-of-Causation sentence, one of `COC_LABELS`.
+line and grass; the traffic light and the lead vehicle are projected boxes drawn over it.
+`World.model_sample` is the ground truth at t0 exactly as the model sees it; `World.coc_label` its
+Chain-of-Causation sentence, one of `COC_LABELS`.
 
 Frames: the world frame is the bag's `odom` (x east, y north, z up), the drive starts at its origin
 heading +x. The ego frame at t0 is x forward, y left, z up (as pipeline/sync.py builds the history).
@@ -44,10 +45,21 @@ from PIL import ImageDraw
 from scipy.spatial import cKDTree
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
-from alpamayo_ros.tools.make_sample_bag import (CAMERA_FORWARD_M, CAMERA_FOV_DEG, CAMERA_HEIGHT_M, CAMERA_HZ,
-                                                CAMERA_YAW_DEG, HORIZON_ROW_FRACTION, LANE_HALF_WIDTH_M, NS_PER_S,
-                                                ODOMETRY_HZ, START_NS, camera_topics_of, stamped_header,
-                                                yaw_quaternion)
+from alpamayo_ros.tools.make_sample_bag import (
+    CAMERA_FORWARD_M,
+    CAMERA_FOV_DEG,
+    CAMERA_HEIGHT_M,
+    CAMERA_HZ,
+    CAMERA_YAW_DEG,
+    HORIZON_ROW_FRACTION,
+    LANE_HALF_WIDTH_M,
+    NS_PER_S,
+    ODOMETRY_HZ,
+    START_NS,
+    camera_topics_of,
+    stamped_header,
+    yaw_quaternion,
+)
 
 SCENARIOS = ("straight", "curve_left", "curve_right", "red_light", "green_light", "lead_brake", "mixed")
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 96, 160  # make_sample_bag's default image size (the demo's)

@@ -8,9 +8,22 @@ import numpy as np
 import pytest
 
 from alpamayo_ros.tools.make_sample_bag import HORIZON_ROW_FRACTION
-from alpamayo_ros.tools.world import (COC_LABELS, EGO_FRONT_M, FUTURE_OFFSETS_S, FUTURE_POSES, GROUND_TRUTH_FILE,
-                                      HISTORY_POSES, LAMP_ON, LIMITS, SCENARIOS, SIM_DT_S, STEP_S, World, make_scenario,
-                                      write_bag)
+from alpamayo_ros.tools.world import (
+    COC_LABELS,
+    EGO_FRONT_M,
+    FUTURE_OFFSETS_S,
+    FUTURE_POSES,
+    GROUND_TRUTH_FILE,
+    HISTORY_POSES,
+    LAMP_ON,
+    LIMITS,
+    SCENARIOS,
+    SIM_DT_S,
+    STEP_S,
+    World,
+    make_scenario,
+    write_bag,
+)
 from alpamayo_ros.tools.world import generate as generate_world
 
 H, W = 96, 160  # the demo's image size
