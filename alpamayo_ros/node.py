@@ -315,9 +315,8 @@ class DrivingNode:
 
     def _publish(self, outcome: Outcome) -> None:
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
-        frame_id = self.inputs.odom_frame if in_odom else self.inputs.base_frame
         latency_ms = (self._now_ns() - outcome.model_input.t0_ns) / 1e6
-        messages = conversions.output_messages(outcome, frame_id, in_odom, list(self.cfg.subscribed_camera_topics),
+        messages = conversions.output_messages(outcome, in_odom, list(self.cfg.subscribed_camera_topics),
                                                self.cfg.selection.value, latency_ms)
         self._trajectory_pub.publish(messages.trajectory)
         self._reasoning_pub.publish(messages.reasoning)

@@ -100,9 +100,8 @@ class Lockstep:
     def _write_outputs(self, outcome: Outcome, now_ns: int) -> None:
         conversions = self._conversions
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
-        frame_id = self.inputs.odom_frame if in_odom else self.inputs.base_frame
         latency_ms = (now_ns - outcome.model_input.t0_ns) / 1e6
-        messages = conversions.output_messages(outcome, frame_id, in_odom, self.camera_topics,
+        messages = conversions.output_messages(outcome, in_odom, self.camera_topics,
                                                self.cfg.selection.value, latency_ms)
         measured = messages.output.timings
         timings = type(measured)(latency_ms=measured.latency_ms, decode_tokens=measured.decode_tokens)
