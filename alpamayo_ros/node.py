@@ -14,6 +14,7 @@ through a guard condition, so all publishing happens on the executor's thread. E
 from __future__ import annotations
 
 import collections
+import functools
 import queue
 import signal
 import sys
@@ -42,6 +43,7 @@ except ImportError:  # Humble
 
 from alpamayo_msgs.msg import DrivingOutput, TickStatus
 from alpamayo_ros import conversions, parameters
+from alpamayo_ros.output_qos import OutputQosWatch
 from alpamayo_ros.parameters import ImageTransport, NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.runner import Runner, model_inference
@@ -121,7 +123,8 @@ class DrivingNode:
         self._input_subscriptions = []
         self._waiting_tick = None  # a tick that found the model busy, run when it is free
 
-        publish = create_output_publisher or self.create_publisher
+        self._output_qos = OutputQosWatch(self)  # names subscribers whose QoS cannot match an output
+        publish = functools.partial(self._output_qos.publisher, create_output_publisher or self.create_publisher)
         self._destroy_output_publisher = destroy_output_publisher or self.destroy_publisher
         self._trajectory_pub = publish(Path, "~/trajectory", OUTPUT_QOS)
         self._reasoning_pub = publish(String, "~/reasoning", OUTPUT_QOS)
@@ -129,7 +132,7 @@ class DrivingNode:
         self._candidates_pub = publish(MarkerArray, "~/candidates", OUTPUT_QOS)
         self._tick_pub = publish(TickStatus, "~/tick", TICK_QOS)
         # /diagnostics is a plain publisher: an inactive or failing node still reports.
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._diagnostics_pub = self._output_qos.publisher(self.create_publisher, DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._outcome_ready = self.create_guard_condition(self._on_outcomes)
         self.runner = Runner(self._on_outcome_from_worker)
@@ -374,6 +377,7 @@ class DrivingNode:
                  "last_error": self._last_error or "-"}
         name = self.get_fully_qualified_name()
         failed = level == DiagnosticStatus.ERROR
+        unmatched = self._output_qos.problems()
         status = [
             conversions.diagnostic_status(f"{name}: inputs", DiagnosticStatus.WARN if faults else DiagnosticStatus.OK,
                                           "; ".join(faults) if faults else "all inputs arriving",
@@ -382,6 +386,9 @@ class DrivingNode:
             conversions.diagnostic_status(f"{name}: model", DiagnosticStatus.ERROR if failed else DiagnosticStatus.OK,
                                           f"the model raised: {self._last_error}" if failed else
                                           f"running on {self.model.device} ({self._dtype_name})", model, name),
+            conversions.diagnostic_status(f"{name}: outputs", DiagnosticStatus.WARN if unmatched else DiagnosticStatus.OK,
+                                          "; ".join(unmatched) or "no subscriber with incompatible QoS",
+                                          self._output_qos.values(), name),
         ]
         self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=status))
 
