@@ -86,9 +86,9 @@ class SyntheticPublisher(Node):
     def _elapsed_s(self) -> float:
         return (self.get_clock().now().nanoseconds - self.wall_start_ns) / 1e9
 
-    def _stamp_ns(self) -> int:
-        """The stamp of data produced now: wall time, or the simulated clock."""
-        now = self.get_clock().now().nanoseconds
+    def _stamp_ns(self, now: int | None = None) -> int:
+        """The stamp of data produced now (or at wall time `now`): wall time, or the simulated clock."""
+        now = self.get_clock().now().nanoseconds if now is None else now
         if not self.args.sim_time:
             return now
         return SIM_START_NS + (now - self.wall_start_ns) + self.clock_offset_ns
@@ -152,8 +152,8 @@ class SyntheticPublisher(Node):
     def _publish_odometry(self) -> None:
         if self._fault("odom_gap"):
             return
-        stamp_ns = self._stamp_ns()
-        elapsed_s = self._elapsed_s()
+        now = self.get_clock().now().nanoseconds  # one reading for the stamp and the pose, however loaded the CPU
+        stamp_ns, elapsed_s = self._stamp_ns(now), (now - self.wall_start_ns) / 1e9
         position, yaw = arc_pose(elapsed_s, self.args.speed, self.args.yaw_rate)
         frame_id, xy, yaw = self.reported.report(elapsed_s, position[:2], yaw)
         position = np.array([xy[0], xy[1], 0.0])
