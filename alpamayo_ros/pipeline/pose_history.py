@@ -51,6 +51,7 @@ class Discontinuity:
     allowed_deg: float
 
     def text(self) -> str:
+        """'pose jumped 31.2 m / 20 deg in 20 ms (allowed 1.08 m / 5.6 deg)'."""
         return (f"pose jumped {self.position_m:.1f} m / {self.rotation_deg:.0f} deg in {abs(self.dt_ns) / 1e6:.0f} ms "
                 f"(allowed {self.allowed_m:.2f} m / {self.allowed_deg:.1f} deg)")
 
