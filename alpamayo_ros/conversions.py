@@ -81,7 +81,7 @@ def camera_frame(msg: Image | CompressedImage, topic: str) -> CameraFrame:
 
 
 def pose_from_odometry(msg: Odometry, topic: str) -> PoseSample:
-    """nav_msgs/Odometry -> pose sample in its header frame, quaternion normalised."""
+    """nav_msgs/Odometry -> pose sample in its header frame, quaternion normalised, twist in the child frame."""
     p, q = msg.pose.pose.position, msg.pose.pose.orientation
     position = np.array([p.x, p.y, p.z], dtype=np.float64)
     quat = np.array([q.x, q.y, q.z, q.w], dtype=np.float64)
@@ -90,12 +90,16 @@ def pose_from_odometry(msg: Odometry, topic: str) -> PoseSample:
     norm = float(np.linalg.norm(quat)) if np.isfinite(quat).all() else float("nan")
     if not abs(norm - 1.0) <= QUATERNION_NORM_TOL:
         raise InvalidMessage(topic, "pose.pose.orientation", quat.tolist(), "a unit quaternion")
-    linear = msg.twist.twist.linear
-    speed = float(np.linalg.norm([linear.x, linear.y, linear.z]))
-    if not np.isfinite(speed):
-        raise InvalidMessage(topic, "twist.twist.linear", [linear.x, linear.y, linear.z], "finite velocity")
+    linear, angular = msg.twist.twist.linear, msg.twist.twist.angular
+    velocity = np.array([linear.x, linear.y, linear.z], dtype=np.float64)
+    angular_velocity = np.array([angular.x, angular.y, angular.z], dtype=np.float64)
+    if not np.isfinite(velocity).all():
+        raise InvalidMessage(topic, "twist.twist.linear", velocity.tolist(), "finite velocity")
+    if not np.isfinite(angular_velocity).all():
+        raise InvalidMessage(topic, "twist.twist.angular", angular_velocity.tolist(), "finite angular velocity")
     return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=position, orientation=quat / norm,
-                      speed_mps=speed)
+                      speed_mps=float(np.linalg.norm(velocity)), velocity_mps=velocity,
+                      angular_velocity_rps=angular_velocity)
 
 
 def take_image(inputs: Inputs, camera: int, msg: Image | CompressedImage, now_ns: int,
@@ -181,11 +185,16 @@ class OutputMessages:
     candidates: MarkerArray
 
 
-def output_messages(outcome: Outcome, frame_id: str, in_odometry_frame: bool, camera_topics: list[str],
+def output_messages(outcome: Outcome, in_odometry_frame: bool, camera_topics: list[str],
                     selection: str, latency_ms: float) -> OutputMessages:
-    """The messages of a PUBLISHED outcome; trajectories in the odometry frame (by the t0 pose) or the ego frame."""
+    """The messages of a PUBLISHED outcome; trajectories in the odometry frame (by the t0 pose) or the ego frame.
+
+    Every message is labelled with the frame its poses are in: the input's own odometry frame (its t0
+    pose's `header.frame_id`), or its vehicle frame (`child_frame_id`, the ego frame at t0).
+    """
     pred, model_input, selected = outcome.prediction, outcome.model_input, outcome.selected
     p0, r0 = (model_input.t0_position, model_input.t0_rotation) if in_odometry_frame else (None, None)
+    frame_id = model_input.odom_frame if in_odometry_frame else model_input.base_frame
     xyz, rot = pred.xyz.numpy(), pred.rot.numpy()
     order = list(outcome.valid)
     paths = {i: path_msg(*to_output_frame(xyz[i], rot[i], p0, r0), model_input.t0_ns, frame_id) for i in order}

@@ -46,6 +46,7 @@ except ImportError:  # Humble
 
 from alpamayo_msgs.msg import DrivingOutput, TickStatus
 from alpamayo_ros import conversions, parameters
+from alpamayo_ros.output_qos import OutputQosWatch
 from alpamayo_ros.parameters import ImageTransport, NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.outcome import ClockJump, Level, Status, TickReport
@@ -105,8 +106,10 @@ class AlpamayoNode(LifecycleNode):
         self._outputs: dict[str, object] = {}
         self._input_subscriptions: list = []
         self._tick_timer = self._results_ready = None
+        self._output_qos = OutputQosWatch(self)  # names subscribers whose QoS cannot match an output
         # The one /diagnostics publisher, on the steady clock: it reports in every state, and when sim time stalls.
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self._diagnostics_pub = self._output_qos.publisher(self.create_publisher, DiagnosticArray, "/diagnostics",
+                                                           OUTPUT_QOS)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     @property
@@ -135,7 +138,7 @@ class AlpamayoNode(LifecycleNode):
             outputs = (("trajectory", Path, OUTPUT_QOS), ("reasoning", String, OUTPUT_QOS),
                        ("output", DrivingOutput, OUTPUT_QOS), ("candidates", MarkerArray, OUTPUT_QOS),
                        ("tick", TickStatus, TICK_QOS))
-            self._outputs = {name: self.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
+            self._outputs = {name: self._output_qos.publisher(self.create_lifecycle_publisher, msg_type, f"~/{name}", qos)
                              for name, msg_type, qos in outputs}
         except Exception as exc:  # checkpoint missing, mismatched, unreadable, or a bug: say what and where
             self._teardown()
@@ -298,8 +301,7 @@ class AlpamayoNode(LifecycleNode):
 
     def _publish_outputs(self, report: TickReport) -> None:
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
-        frame_id = self.inputs.odom_frame if in_odom else self.inputs.base_frame
-        messages = conversions.output_messages(report.outcome, frame_id, in_odom,
+        messages = conversions.output_messages(report.outcome, in_odom,
                                                list(self.cfg.subscribed_camera_topics), self.cfg.selection.value,
                                                report.latency_ms)
         for name in ("trajectory", "reasoning", "output", "candidates"):
@@ -346,6 +348,7 @@ class AlpamayoNode(LifecycleNode):
                  "dtype": self._dtype_name, "reasoning_mode": self.cfg.reasoning_mode,
                  "image_preprocessing": self.cfg.image_preprocessing, "compile_flow": self.cfg.compile_flow,
                  "last_error": engine.model_error or "-"}
+        unmatched = self._output_qos.problems()
         return [
             conversions.diagnostic_status(f"{name}: inputs", DiagnosticStatus.WARN if faults else DiagnosticStatus.OK,
                                           "; ".join(faults) if faults else "all inputs arriving",
@@ -355,6 +358,9 @@ class AlpamayoNode(LifecycleNode):
             conversions.diagnostic_status(f"{name}: model", DiagnosticStatus.ERROR if failed else DiagnosticStatus.OK,
                                           f"the model raised: {engine.model_error}" if failed else
                                           f"running on {self.model.device} ({self._dtype_name})", model, name),
+            conversions.diagnostic_status(f"{name}: outputs", DiagnosticStatus.WARN if unmatched else DiagnosticStatus.OK,
+                                          "; ".join(unmatched) or "no subscriber with incompatible QoS",
+                                          self._output_qos.values(), name),
         ]
 
 

@@ -72,6 +72,12 @@ class NodeConfig:
     max_input_age_s: float = _param(0.5, "Seconds t0 may lag the node clock", name="max_input_age", low=0.01, high=10.0)
     max_odometry_gap_s: float = _param(0.25, "Seconds between odometry messages beyond which the history is "
                                              "refused", name="max_odometry_gap", low=0.01, high=2.0)
+    max_pose_jump_m: float = _param(1.0, "m an odometry pose may lie from where the previous pose and the twist put "
+                                         "it (plus half the speed times the time between them) before the history "
+                                         "restarts", name="max_pose_jump", low=0.05, high=100.0)
+    max_yaw_jump_deg: float = _param(5.0, "deg an odometry pose may be turned from where the previous pose and the "
+                                          "twist put it (plus 30 deg/s times the time between them) before the "
+                                          "history restarts", name="max_yaw_jump", low=0.1, high=180.0)
     output_frame: OutputFrame = _param(OutputFrame.ODOM, "odom (transform by the pose at t0) or base_link "
                                                          "(ego frame at t0)")
     selection: Selection = _param(Selection.FIRST, "Published sample: first, or medoid of the valid samples")
@@ -117,7 +123,8 @@ class NodeConfig:
     def sync(self) -> SyncConfig:
         return SyncConfig(sync_tolerance_ns=round(self.sync_tolerance_s * NS_PER_S),
                           max_input_age_ns=round(self.max_input_age_s * NS_PER_S),
-                          max_odometry_gap_ns=round(self.max_odometry_gap_s * NS_PER_S))
+                          max_odometry_gap_ns=round(self.max_odometry_gap_s * NS_PER_S),
+                          max_pose_jump_m=self.max_pose_jump_m, max_yaw_jump_deg=self.max_yaw_jump_deg)
 
     @property
     def sampling(self) -> SamplingSettings:

@@ -23,7 +23,9 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from alpamayo_msgs.msg import DrivingOutput, TickStatus
+from alpamayo_ros.conversions import pose_from_odometry
 from alpamayo_ros.conversions import stamp_to_ns as stamp_ns
+from alpamayo_ros.pipeline.pose_history import discontinuity
 from alpamayo_ros.tools.processes import stop
 from conftest import REPO
 
@@ -62,10 +64,11 @@ class Received:
 
 
 def run_scenario(node_params: dict[str, object], publisher_args: list[str], until: Callable[[Received], bool],
-                 timeout_s: float, cpu_hogs: int = 0) -> Received:
+                 timeout_s: float, cpu_hogs: int = 0, extra_subscriptions: tuple = ()) -> Received:
     """Start publisher and node, listen until `until(received)` or the timeout, then stop both cleanly.
 
     `cpu_hogs` busy-loop processes run beside them the whole time (a loaded vehicle computer).
+    `extra_subscriptions`: (message type, topic, QoS profile) the listener also subscribes with, hearing nothing.
     """
     env = ros_env()
     params = {"device": "cpu", "dtype": "float32", "rate_hz": 2.0, "max_reasoning_tokens": 6, **node_params}
@@ -84,6 +87,8 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
                                   (TickStatus, "/alpamayo/tick", received.ticks)]:
         listener.create_subscription(msg_type, topic, sink.append, 100)
     listener.create_subscription(Odometry, "/odom", received.odometry.append, qos_profile_sensor_data)
+    for msg_type, topic, qos in extra_subscriptions:
+        listener.create_subscription(msg_type, topic, lambda msg: None, qos)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(listener)
     spinner = threading.Thread(target=executor.spin)
@@ -129,3 +134,58 @@ def assert_paths_valid(received: Received) -> None:
         t0 = stamp_ns(out.header.stamp)
         offsets = np.array([stamp_ns(s) - t0 for s in out.camera_stamps]).reshape(4, 4) / 1e6
         assert np.all(np.abs(offsets - np.array([-300, -200, -100, 0])) <= 50), offsets
+
+
+# -- egomotion: where the odometry jumped or changed frames, and whether outputs respect it ------------------
+
+NEAR_CAR_M = 3.0  # a path's first pose lies ~0.8 m ahead of the car (8 m/s x 0.1 s); the output checks allow 0.5 m
+
+
+def odometry_events(odometry: list, min_jump_m: float = 0.3, min_turn_deg: float = 2.0) -> list[tuple[int, str]]:
+    """(stamp of the first pose after it, what) for every jump or change of frame in heard odometry messages.
+
+    Thresholds far below the node's tolerance, so jumps it must ignore are found too.
+    """
+    events = []
+    for before, after in zip(odometry, odometry[1:]):
+        t = stamp_ns(after.header.stamp)
+        if (before.header.frame_id, before.child_frame_id) != (after.header.frame_id, after.child_frame_id):
+            events.append((t, f"frame {before.header.frame_id} -> {after.header.frame_id}"))
+            continue
+        jump = discontinuity(pose_from_odometry(before, "/odom"), pose_from_odometry(after, "/odom"), min_jump_m,
+                             min_turn_deg)
+        if jump is not None:
+            events.append((t, jump.text()))
+    return events
+
+
+def spanning(outputs: list, t_ns: int) -> list[int]:
+    """t0 of the outputs (DrivingOutput) whose history spans `t_ns`: begins before it and ends at or after it."""
+    return [stamp_ns(o.header.stamp) for o in outputs if stamp_ns(o.history_start) < t_ns <= stamp_ns(o.history_end)]
+
+
+def resumed_from(outputs: list, t_ns: int) -> bool:
+    """Some output's whole history lies at or after `t_ns`."""
+    return any(stamp_ns(o.history_start) >= t_ns for o in outputs)
+
+
+def assert_paths_near_the_car(paths: list, odometry: list, max_m: float = NEAR_CAR_M) -> None:
+    """Every path's first pose lies within `max_m` of the car's pose, in the frame the path names, at that time.
+
+    A path in the vehicle frame (an odometry child_frame_id: the ego frame at t0) starts near its origin; one
+    in an odometry frame starts near the odometry pose in that frame nearest the first pose's stamp.
+    """
+    vehicle_frames = {m.child_frame_id for m in odometry}
+    for path in paths:
+        frame, first = path.header.frame_id, path.poses[0]
+        p = np.array([first.pose.position.x, first.pose.position.y])
+        if frame in vehicle_frames:
+            assert np.linalg.norm(p) < max_m, f"path in {frame} starts at {p}, not at the car"
+            continue
+        t1 = stamp_ns(first.header.stamp)
+        same_frame = [m for m in odometry if m.header.frame_id == frame]
+        assert same_frame, f"path labelled {frame!r}: no odometry pose was in that frame"
+        car = min(same_frame, key=lambda m: abs(stamp_ns(m.header.stamp) - t1))
+        assert abs(stamp_ns(car.header.stamp) - t1) <= 200_000_000, f"no odometry in {frame} near {t1 / 1e9:.3f} s"
+        c = np.array([car.pose.pose.position.x, car.pose.pose.position.y])
+        assert np.linalg.norm(p - c) < max_m, f"path in {frame} starts {np.linalg.norm(p - c):.1f} m from the car"

@@ -161,9 +161,10 @@ def test_unfinished_reasoning_is_published_flagged_and_kept_apart_from_the_refer
     model_input = ModelInput(t0_ns=5 * 10**9, frames=(), frame_stamps_ns=np.full((4, 4), 5 * 10**9),
                              ego_history_xyz=np.zeros((16, 3), np.float32),
                              ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
-                             t0_position=np.zeros(3), t0_rotation=np.eye(3), history_span_ns=(35 * 10**8, 5 * 10**9))
+                             t0_position=np.zeros(3), t0_rotation=np.eye(3), history_span_ns=(35 * 10**8, 5 * 10**9),
+                             odom_frame="odom", base_frame="base_link")
     outcome = Outcome(tick=7, status=Status.PUBLISHED, model_input=model_input, prediction=pred, valid=(0, 1), selected=0)
-    messages = conversions.output_messages(outcome, "odom", True, ["/a", "/b", "/c", "/d"], "first", 12.0)
+    messages = conversions.output_messages(outcome, True, ["/a", "/b", "/c", "/d"], "first", 12.0)
     assert messages.reasoning.data == "[truncated] Nudge left to pass"
     assert list(messages.output.reasoning) == ["", "Slow for the bus."]  # the reference's text
     assert list(messages.output.partial_reasoning) == ["Nudge left to pass", "Slow for the bus."]

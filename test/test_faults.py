@@ -20,7 +20,17 @@ pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (mak
 from alpamayo_msgs.msg import TickStatus  # noqa: E402
 from alpamayo_ros.units import NS_PER_S  # noqa: E402
 from conftest import REPO  # noqa: E402
-from dds import Received, assert_paths_valid, ros_env, run_scenario, stamp_ns  # noqa: E402
+from dds import (  # noqa: E402
+    Received,
+    assert_paths_near_the_car,
+    assert_paths_valid,
+    odometry_events,
+    resumed_from,
+    ros_env,
+    run_scenario,
+    spanning,
+    stamp_ns,
+)
 
 FAULT_START_S, FAULT_END_S = 4.0, 7.0
 SCENARIO_TIMEOUT_S = 90.0  # an upper bound: each scenario ends as soon as its condition holds
@@ -94,6 +104,111 @@ def test_camera_silent_from_start():
     assert not received.paths and not received.outputs
     not_ready = [t.reason for t in received.ticks if t.outcome == TickStatus.NOT_READY]
     assert not_ready[-1] == "camera cross_right: no frames received"
+
+
+# -- egomotion: relocalization jumps and changes of frame never reach the model --------------------------------
+# At 8 m/s and 50 Hz the tolerance is 1.0 m + 0.5 * 8 m/s * 20 ms = 1.08 m and 5 deg + 30 deg/s * 20 ms = 5.6 deg.
+JUST_UNDER = (1.0, 5.0)  # m, deg: must not restart the history
+
+
+def restarts(received: Received) -> int:
+    """The node's own count of restarted odometry histories, from its latest inputs status."""
+    values = [{kv.key: kv.value for kv in s.values} for d in received.diagnostics for s in d.status
+              if s.name.endswith(": inputs")]
+    return int(values[-1]["/odom history_restarts"])
+
+
+def test_relocalization_jumps_restart_the_history_and_one_just_under_the_tolerance_does_not():
+    big = "pose jumped 31.2 m / 20 deg"
+    # The jump under the tolerance comes once outputs flow (2-3 s after the start), so that they must span it.
+    received = run_scenario({}, ["--odometry-event", f"4.5:odom:{JUST_UNDER[0]}:{JUST_UNDER[1]}",
+                                 "--odometry-event", "7:odom:31.2:20"], timeout_s=SCENARIO_TIMEOUT_S,
+                            until=lambda r: named(r, big, "history restarted") and resumed_after(r, 7.0 + 1.5 + 0.5))
+    check(received, big, "history restarted", resume_after_s=7.0 + 1.5 + 0.5)
+    events = odometry_events(received.odometry)
+    assert [what.split(" in ")[0] for _, what in events] == [
+        f"pose jumped {JUST_UNDER[0]:.1f} m / {JUST_UNDER[1]:.0f} deg", big], events
+    (small_ns, _), (big_ns, _) = events
+    t0s = [(stamp_ns(o.header.stamp) - small_ns) / 1e9 for o in received.outputs]
+    assert spanning(received.outputs, small_ns), f"no output spans the jump under the tolerance: t0 - jump {t0s}"
+    assert not spanning(received.outputs, big_ns), "an output's history spans the relocalization"
+    assert resumed_from(received.outputs, big_ns)
+    assert restarts(received) == 1, sorted({s.message for s in received.statuses()})
+    assert_paths_near_the_car(received.paths, received.odometry)
+
+
+def test_a_change_of_odometry_frame_and_back_restarts_the_history_and_labels_each_output_with_its_own():
+    to_map, back = "frame changed (frame_id 'odom' -> 'map')", "frame changed (frame_id 'map' -> 'odom')"
+    received = run_scenario({}, ["--odometry-event", "4:map", "--odometry-event", "7:odom"],
+                            timeout_s=SCENARIO_TIMEOUT_S,
+                            until=lambda r: named(r, back) and resumed_after(r, 7.0 + 1.5 + 0.5))
+    check(received, back, resume_after_s=7.0 + 1.5 + 0.5)
+    assert named(received, to_map), "the change to map was not named"
+    events = odometry_events(received.odometry)
+    assert [what for _, what in events] == ["frame odom -> map", "frame map -> odom"], events
+    (map_ns, _), (odom_ns, _) = events
+    for t_ns in (map_ns, odom_ns):
+        assert not spanning(received.outputs, t_ns), "an output's history spans a change of frame"
+    in_map = [o for o in received.outputs if map_ns <= stamp_ns(o.history_start) and stamp_ns(o.header.stamp) < odom_ns]
+    assert in_map and all(o.header.frame_id == "map" and o.trajectories[0].header.frame_id == "map" for o in in_map)
+    assert resumed_from(received.outputs, odom_ns) and received.outputs[-1].header.frame_id == "odom"
+    assert restarts(received) == 2
+    assert_paths_near_the_car(received.paths, received.odometry)  # map paths 1.7 km from odom ones: never mixed
+
+
+# The sample drive (8 m/s straight, then a 0.2 rad/s left curve from 4 s, braking from 8 s, standing 11-13 s),
+# replayed in lockstep with ticks every 0.5 s: (s, frame, metres left, degrees, restarts the history).
+LOCKSTEP_EVENTS = [(2.0, "odom", *JUST_UNDER, False), (3.0, "odom", 31.2, 20.0, True),  # the second at a tick
+                   (5.23, "odom", 3.0, 0.0, True), (7.37, "odom", 0.0, 12.0, True),
+                   (9.5, "map", 0.0, 0.0, True), (12.0, "odom", 0.0, 0.0, True)]
+LOCKSTEP_BAG_S = 14.0
+
+
+def test_jumps_and_frame_changes_in_lockstep_replay(tmp_path):
+    from alpamayo_ros import parameters
+    from alpamayo_ros.tools.bag_io import alpamayo_typestore, open_bag, read_messages
+    from alpamayo_ros.tools.make_sample_bag import START_NS, write_bag
+    from alpamayo_ros.tools.replay import replay_lockstep
+    from alpamayo_ros.tools.synthetic import OdometryEvent
+
+    events = tuple(OdometryEvent(t, frame, shift, turn) for t, frame, shift, turn, _ in LOCKSTEP_EVENTS)
+    bag = write_bag(tmp_path / "drive", duration_s=LOCKSTEP_BAG_S, height=48, width=80, odometry_events=events)
+    cfg = parameters.from_values({"device": "cpu", "dtype": "float32", "image_transport": "compressed",
+                                  "max_reasoning_tokens": 4, "rate_hz": 2.0})
+    counts, lockstep = replay_lockstep(bag, tmp_path / "out", cfg)
+    typestore = alpamayo_typestore()
+    reader = open_bag([tmp_path / "out"], typestore)
+    try:
+        heard = {}
+        for connection, _, raw in read_messages(reader):
+            heard.setdefault(connection.topic, []).append(typestore.deserialize_cdr(raw, connection.msgtype))
+    finally:
+        reader.close()
+    outputs, odometry = heard["/alpamayo/output"], heard["/odom"]
+    restarted = [text for text in lockstep.refused if "history restarted" in text]
+    assert restarted == [
+        "odometry: /odom: pose jumped 31.2 m / 20 deg in 20 ms (allowed 1.08 m / 5.6 deg); history restarted",
+        "odometry: /odom: pose jumped 3.0 m / 0 deg in 20 ms (allowed 1.08 m / 5.6 deg); history restarted",
+        "odometry: /odom: pose jumped 0.0 m / 12 deg in 20 ms (allowed 1.08 m / 5.6 deg); history restarted",
+        "odometry: /odom: frame changed (frame_id 'odom' -> 'map'); history restarted",
+        "odometry: /odom: frame changed (frame_id 'map' -> 'odom'); history restarted"], lockstep.refused
+    assert lockstep.inputs.history_restarts == 5
+    ticks = heard["/alpamayo/tick"]
+    for t_s, frame, _, _, restarts_history in LOCKSTEP_EVENTS:
+        t_ns = START_NS + round(t_s * NS_PER_S)
+        if not restarts_history:
+            assert spanning(outputs, t_ns), f"the jump at {t_s} s (under the tolerance) restarted the history"
+            continue
+        assert not spanning(outputs, t_ns), f"an output's history spans the event at {t_s} s"
+        resumed = [o for o in outputs if stamp_ns(o.history_start) >= t_ns]
+        assert resumed and resumed[0].header.frame_id == frame, f"no output after the event at {t_s} s"
+        named_at = [t.reason for t in ticks if t.outcome == TickStatus.NOT_READY
+                    and t_ns <= stamp_ns(t.header.stamp) < t_ns + 1_500_000_000]
+        assert named_at and all("history restarted at" in r for r in named_at), named_at
+    at_tick = [t for t in ticks if stamp_ns(t.header.stamp) == START_NS + 3 * NS_PER_S]
+    assert [t.outcome for t in at_tick] == [TickStatus.NOT_READY], at_tick  # the jump's own tick runs nothing
+    assert_paths_near_the_car(heard["/alpamayo/trajectory"], odometry)
+    assert counts.published == len(outputs) >= 10, counts.summary()
 
 
 def sim_time_params() -> dict:

@@ -10,20 +10,24 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rcl
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
 from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
 from alpamayo_msgs.msg import TickStatus  # noqa: E402
-from dds import Received, assert_paths_valid, run_scenario, stamp_ns  # noqa: E402
+from dds import Received, assert_paths_near_the_car, assert_paths_valid, run_scenario, stamp_ns  # noqa: E402
 
 OUTPUT_WAIT_TIMEOUT_S = 120.0  # node start (imports, tiny model) plus buffering 1.5 s of odometry
 FIRST_POSE_TOL_M = 0.5  # first pose ~ v0 * 0.1 s = 0.8 m ahead; accel bounds and float slack
+# A consumer that wants the last trajectory on connecting: the node offers volatile, so this one hears nothing.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def run_drive(transport: str, output_frame: str, hogs: int = 0, **params) -> Received:
+def run_drive(transport: str, output_frame: str, hogs: int = 0, extra_subscriptions: tuple = (),
+              **params) -> Received:
     received = run_scenario({"num_samples": 3, "selection": "medoid", "image_transport": transport,
                              "output_frame": output_frame, **params}, ["--transport", transport],
                             until=lambda r: r.complete() and len(r.paths) >= 3, timeout_s=OUTPUT_WAIT_TIMEOUT_S,
-                            cpu_hogs=hogs)
+                            cpu_hogs=hogs, extra_subscriptions=extra_subscriptions)
     assert received.complete(), f"node log:\n{received.node_log[-4000:]}\npublisher log:\n{received.publisher_log[-2000:]}"
     assert received.node_returncode == 0, f"node exited {received.node_returncode}:\n{received.node_log[-4000:]}"
     assert "Traceback" not in received.node_log, received.node_log[-4000:]
@@ -47,7 +51,7 @@ def check_path_shape(path: Path, frame_id: str) -> int:
 
 @pytest.fixture(scope="module")
 def raw_drive() -> Received:
-    return run_drive("raw", "odom")
+    return run_drive("raw", "odom", extra_subscriptions=((Path, "/alpamayo/trajectory", LATCHED),))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,24 @@ def test_trajectory_in_odom_starts_at_the_vehicle_and_heads_its_way(raw_drive):
     speed = odom.twist.twist.linear.x
     assert abs(np.linalg.norm(step) - speed * 0.1) < FIRST_POSE_TOL_M
     assert step @ heading > 0.9 * np.linalg.norm(step)  # ahead, along the odometry heading
+
+
+def test_every_trajectory_starts_at_the_car_in_the_frame_it_names(raw_drive, compressed_drive):
+    assert_paths_near_the_car(raw_drive.paths, raw_drive.odometry)  # odom
+    assert_paths_near_the_car(compressed_drive.paths, compressed_drive.odometry)  # base_link: the ego frame at t0
+    assert {p.header.frame_id for p in raw_drive.paths} == {"odom"}
+    assert {p.header.frame_id for p in compressed_drive.paths} == {"base_link"}
+
+
+def test_a_subscriber_whose_qos_cannot_match_is_named_on_diagnostics(raw_drive):
+    outputs = [s for d in raw_drive.diagnostics for s in d.status if s.name.endswith(": outputs")]
+    named = [s for s in outputs if s.level == b"\x01" and "/alpamayo/trajectory: subscriber /alpamayo_test_listener "
+             "cannot match the offered QoS" in s.message]
+    assert named, sorted({s.message for s in outputs})
+    assert "transient local" in named[-1].message.lower(), named[-1].message
+    values = {kv.key: kv.value for kv in named[-1].values}
+    assert int(values["/alpamayo/trajectory incompatible_qos"]) >= 1 and int(values["/alpamayo/trajectory subscribers"]) >= 2
+    assert "requests QoS incompatible" in raw_drive.node_log  # and logged as it happened
 
 
 def test_driving_output_carries_every_sample_and_its_inputs(raw_drive):
@@ -102,7 +124,7 @@ def test_reasoning_and_markers_match_the_published_sample(raw_drive):
 
 def test_diagnostics_report_inputs_and_ticks(raw_drive):
     status = {s.name.split(": ")[-1]: s for s in raw_drive.diagnostics[-1].status}
-    assert set(status) == {"inputs", "inference", "model"}
+    assert set(status) == {"inputs", "inference", "model", "outputs"}
     inputs = {kv.key: kv.value for kv in status["inputs"].values}
     assert float(inputs["/cameras/front_wide/image rate_hz"]) > 0 and float(inputs["/odom rate_hz"]) > 0
     # Periods come from the stamps: the publisher's 10 Hz cameras and 50 Hz odometry.

@@ -4,6 +4,8 @@ The node's callbacks and the in-process replay feed the same object, one message
 O(1) (no decoding). A message that cannot be used is refused with a sentence naming the source, what
 was wrong and what happens to it; the caller logs it. Resets (the clock jumped back, the odometry
 source restarted) clear the buffers and bump `epoch`, so results from older inputs can be withheld.
+An odometry pose that jumps (`pose_history.discontinuity`) or comes in other frames restarts the pose
+history the same way: no history ever spans a relocalization or mixes two frames.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from .camera_buffer import CameraBuffer
 from .frames import CameraFrame
 from .monitor import RECENT_FAULT_S, TopicMonitor
-from .pose_history import PoseHistory, PoseSample
+from .pose_history import PoseHistory, PoseSample, discontinuity
 from .sync import CAMERA_NAMES, SyncConfig
 
 ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps mean the source restarted
@@ -22,7 +24,8 @@ ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps m
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A message that was not buffered, and why (a full sentence for the log and /diagnostics)."""
+    """A message that was not buffered (or that restarted the odometry history), and why: a full sentence
+    for the log and /diagnostics."""
 
     topic: str
     text: str
@@ -41,8 +44,9 @@ class Inputs:
         self.poses = PoseHistory()
         self.monitors = {topic: TopicMonitor(topic, f"camera {name}") for topic, name in zip(camera_topics, CAMERA_NAMES)}
         self.monitors[odometry_topic] = TopicMonitor(odometry_topic, "odometry")
-        self.odom_frame, self.base_frame = "odom", "base_link"
         self.epoch = 0  # counts resets
+        self.history_restarts = 0  # odometry histories restarted by a jump or a change of frames
+        self._history_restart: tuple[float, str] | None = None  # (monotonic s, why) of the latest
         self._sizes: dict[int, tuple[int, int]] = {}  # camera -> (H, W) of its first frame
         self._camera_lag: dict[int, tuple[float, str]] = {}  # camera -> (monotonic s, what was seen)
         self._odometry_backwards = 0
@@ -75,9 +79,13 @@ class Inputs:
             self._check_camera_lag(frame.stamp_ns, now_mono_s)
         return None
 
-    def add_pose(self, sample: PoseSample, now_ns: int, now_mono_s: float, frame_id: str = "",
-                 child_frame_id: str = "") -> Refused | None:
-        """Buffer one odometry pose; None when accepted. 25 backwards stamps in a row: the source restarted."""
+    def add_pose(self, sample: PoseSample, now_ns: int, now_mono_s: float, frame_id: str = "odom",
+                 child_frame_id: str = "base_link") -> Refused | None:
+        """Buffer one odometry pose (`sample` in `frame_id`, of `child_frame_id`); None when accepted as it is.
+
+        25 backwards stamps in a row: the source restarted. A pose in other frames than the history's, or
+        one that jumped (see `pose_history.discontinuity`), restarts the history with itself.
+        """
         topic = self.odometry_topic
         ahead = self._ahead_text(sample.stamp_ns, now_ns, topic, "odometry", "message")
         if ahead:
@@ -97,11 +105,34 @@ class Inputs:
             self.monitors[topic].reset()
             self.epoch += 1
         self._odometry_backwards = 0
-        self.odom_frame = frame_id or self.odom_frame
-        self.base_frame = child_frame_id or self.base_frame
         self.monitors[topic].accepted(sample.stamp_ns, now_ns)
+        frames = (frame_id, child_frame_id)
+        why = self._discontinuity(sample, frames)
+        if why:
+            self.poses.restart(sample, frames, why)
+            self.epoch += 1  # an input selected before now is withheld (`Ticker.finish`)
+            self.history_restarts += 1
+            text = f"odometry: {topic}: {why}; history restarted"
+            self._history_restart = (now_mono_s, text)
+            return Refused(topic, text)
+        if len(self.poses) == 0:
+            self.poses.frames = frames
         self.poses.push(sample)
         return refused
+
+    def _discontinuity(self, sample: PoseSample, frames: tuple[str, str]) -> str:
+        """Why `sample` cannot continue the stored history (other frames, or a jump), or ""."""
+        neighbour = self.poses.neighbour(sample.stamp_ns)
+        if neighbour is None:
+            return ""
+        if frames != self.poses.frames:
+            changed = [f"{name} {old!r} -> {new!r}" for name, old, new in
+                       zip(("frame_id", "child_frame_id"), self.poses.frames, frames) if old != new]
+            return f"frame changed ({', '.join(changed)})"
+        if abs(sample.stamp_ns - neighbour.stamp_ns) > self.sync.max_odometry_gap_ns:
+            return ""  # a gap the history is never interpolated across: it separates histories already
+        jump = discontinuity(neighbour, sample, self.sync.max_pose_jump_m, self.sync.max_yaw_jump_deg)
+        return "" if jump is None else jump.text()
 
     def forget_frame(self, camera: int, stamp_ns: int, text: str, now_mono_s: float) -> Refused:
         """A buffered frame failed to decode: drop it so later ticks choose others, and say so."""
@@ -162,10 +193,13 @@ class Inputs:
         for monitor in self.monitors.values():
             faults += monitor.faults(now_mono_s, now_ns, self.sync.max_input_age_ns)
         faults += [text for seen, text in self._camera_lag.values() if now_mono_s - seen <= RECENT_FAULT_S]
+        if self._history_restart is not None and now_mono_s - self._history_restart[0] <= RECENT_FAULT_S:
+            faults.append(self._history_restart[1])
         return faults
 
     def values(self, now_mono_s: float, now_ns: int) -> dict[str, object]:
         values: dict[str, object] = {}
         for monitor in self.monitors.values():
             values.update(monitor.values(now_mono_s, now_ns))
+        values[f"{self.odometry_topic} history_restarts"] = self.history_restarts
         return values

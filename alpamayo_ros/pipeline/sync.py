@@ -6,7 +6,9 @@ t0 is the newest stamp of the reference camera (front-wide) at which every camer
 `sync_tolerance` of each of t0 - 0.3, -0.2, -0.1 and 0 s, and odometry covers t0 - 1.5 ... t0 without a
 gap longer than `max_odometry_gap`. The 16 history poses are interpolated at exact 0.1 s steps and
 expressed in the ego frame at t0 (x forward, y left, z up): p_ego = R0^T (p - p0), R_ego = R0^T R.
-Anything missing gives a `NotReady` naming what, where and when. Nothing is guessed.
+The input carries the frames of the pose history it was built from (one pair per history), so its
+outputs are labelled with the frame their poses are in. Anything missing gives a `NotReady` naming
+what, where and when. Nothing is guessed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the 
 
 @dataclass(frozen=True, slots=True)
 class SyncConfig:
-    """Timing rules for `select_inputs`; durations in integer nanoseconds."""
+    """Timing rules for `select_inputs` and the odometry history; durations in integer nanoseconds."""
 
     sync_tolerance_ns: int = 50_000_000  # a frame may be this far from its target time
     max_input_age_ns: int = 500_000_000  # t0 may be this far behind `now`
@@ -37,11 +39,16 @@ class SyncConfig:
     history_poses: int = 16  # t0 - 1.5 s ... t0
     history_step_ns: int = 100_000_000
     reference_camera: int = 1  # front-wide, index in the model's camera order
+    max_pose_jump_m: float = 1.0  # floors of the continuity tolerance (`pose_history.discontinuity`)
+    max_yaw_jump_deg: float = 5.0
 
     def __post_init__(self) -> None:
         if self.sync_tolerance_ns <= 0 or self.max_input_age_ns <= 0 or self.max_odometry_gap_ns <= 0:
             raise ValueError(f"sync_tolerance_ns={self.sync_tolerance_ns}, max_input_age_ns={self.max_input_age_ns} "
                              f"and max_odometry_gap_ns={self.max_odometry_gap_ns} must all be > 0")
+        if self.max_pose_jump_m <= 0 or self.max_yaw_jump_deg <= 0:
+            raise ValueError(f"max_pose_jump_m={self.max_pose_jump_m} and max_yaw_jump_deg={self.max_yaw_jump_deg} "
+                             "must both be > 0")
         if self.sync_tolerance_ns * 2 > self.history_step_ns:  # with the strict check, one frame never fills two slots
             raise ValueError(f"sync_tolerance_ns={self.sync_tolerance_ns} must be at most half the frame spacing "
                              f"({self.history_step_ns // 2}) or one frame could serve two slots")
@@ -59,6 +66,8 @@ class ModelInput:
     t0_position: np.ndarray  # (3,) float64, odometry frame: where the ego frame sits
     t0_rotation: np.ndarray  # (3, 3) float64, odometry frame
     history_span_ns: tuple[int, int]  # first and last history pose time
+    odom_frame: str  # header.frame_id of the history's poses: the frame of t0_position / t0_rotation
+    base_frame: str  # their child_frame_id: the vehicle frame whose pose at t0 is the ego frame
     odometry_speed_mps: float = float("nan")  # reported by the odometry at t0
 
     @property
@@ -138,7 +147,7 @@ def _input_at(t0: int, cameras: Sequence[CameraBuffer], poses: PoseHistory, cfg:
                       frame_stamps_ns=np.asarray(stamps, dtype=np.int64).reshape(len(cameras), len(cfg.frame_offsets_ns)),
                       ego_history_xyz=xyz.astype(np.float32), ego_history_rot=rot.astype(np.float32),
                       t0_position=p0.copy(), t0_rotation=r0.as_matrix(), history_span_ns=(int(times[0]), int(times[-1])),
-                      odometry_speed_mps=poses.speed_at(int(t0)))
+                      odom_frame=poses.frames[0], base_frame=poses.frames[1], odometry_speed_mps=poses.speed_at(int(t0)))
 
 
 @dataclass(frozen=True, slots=True)

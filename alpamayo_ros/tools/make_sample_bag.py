@@ -25,6 +25,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 from alpamayo_ros.tools.bag_io import SENSOR_QOS, TF_QOS, TF_STATIC_QOS
+from alpamayo_ros.tools.synthetic import OdometryEvent, ReportedOdometry
 from alpamayo_ros.units import NS_PER_S
 
 START_NS = 1_700_000_000 * NS_PER_S  # bag start time (sim time), an arbitrary epoch
@@ -147,12 +148,12 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
               height: int = 96, width: int = 160, camera_topics: tuple[str, ...] | None = None,
               odometry_topic: str = "/odom", camera_hz: float = CAMERA_HZ, odometry_hz: float = ODOMETRY_HZ,
               odom_frame: str = "odom", origin_xy: tuple[float, float] = (0.0, 0.0), jitter_ms: float = 0.0,
-              seed: int = 0) -> Path:
+              seed: int = 0, odometry_events: tuple[OdometryEvent, ...] = ()) -> Path:
     """Write the synthetic drive to `out` (a new rosbag2 directory); returns it.
 
     The defaults are the sample bag; the options make a bag as another stack records one: other rates,
     each camera's stamps jittered by up to +-`jitter_ms` (messages logged at their stamps), odometry in
-    another frame far from its origin.
+    another frame far from its origin, relocalization jumps and changes of frame (`odometry_events`).
     """
     rng = np.random.default_rng(seed)
     typestore = get_typestore(Stores.ROS2_HUMBLE)
@@ -160,6 +161,7 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
     camera_topics = camera_topics or camera_topics_of(raw)
     path = drive(duration_s)
     renderer = RoadRenderer(path, height, width)
+    reported = ReportedOdometry(odometry_events, odom_frame)
     image_type = "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage"
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(out, version=8, storage_plugin=plugin) as writer:
@@ -191,8 +193,9 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
             x, y, yaw, speed, yaw_rate = path.at(offset_ns / NS_PER_S)
             x, y = x + origin_xy[0], y + origin_xy[1]
             if kind == ODOMETRY:
+                frame, (x, y), yaw = reported.report(offset_ns / NS_PER_S, np.array([x, y]), yaw)
                 msg = t["nav_msgs/msg/Odometry"](
-                    header=stamped_header(typestore, stamp, odom_frame), child_frame_id="base_link",
+                    header=stamped_header(typestore, stamp, frame), child_frame_id="base_link",
                     pose=t["geometry_msgs/msg/PoseWithCovariance"](
                         pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=x, y=y, z=0.0),
                                                          orientation=yaw_quaternion(typestore, yaw)),
@@ -203,7 +206,7 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
                         covariance=np.zeros(36)))
                 writer.write(odom, stamp, typestore.serialize_cdr(msg, "nav_msgs/msg/Odometry"))
                 transform = t["geometry_msgs/msg/TransformStamped"](
-                    header=stamped_header(typestore, stamp, odom_frame), child_frame_id="base_link",
+                    header=stamped_header(typestore, stamp, frame), child_frame_id="base_link",
                     transform=t["geometry_msgs/msg/Transform"](
                         translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=0.0), rotation=yaw_quaternion(typestore, yaw)))
                 writer.write(tf, stamp, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=[transform]),

@@ -104,8 +104,7 @@ class Lockstep:
     def _write_outputs(self, report: TickReport, now_ns: int) -> None:
         conversions = self._conversions
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
-        frame_id = self.inputs.odom_frame if in_odom else self.inputs.base_frame
-        messages = conversions.output_messages(report.outcome, frame_id, in_odom, self.camera_topics,
+        messages = conversions.output_messages(report.outcome, in_odom, self.camera_topics,
                                                self.cfg.selection.value, report.latency_ms)
         measured = messages.output.timings
         timings = type(measured)(latency_ms=measured.latency_ms, decode_tokens=measured.decode_tokens)

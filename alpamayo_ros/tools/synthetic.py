@@ -1,7 +1,8 @@
 """A synthetic drive: camera images and an egomotion history on a constant-curvature road.
 
 Used by the demo, the tests and the benchmarks, so that every run exercises the real code paths on
-inputs with the release's shapes. The ego frame at t0 is x forward, y left, z up.
+inputs with the release's shapes. The ego frame at t0 is x forward, y left, z up. `ReportedOdometry`
+turns a true pose into what a localizer reports: relocalization jumps and changes of frame.
 """
 
 from __future__ import annotations
@@ -67,3 +68,61 @@ def synthetic_drive(speed_mps: float = 8.0, yaw_rate_rps: float = 0.05, height: 
     xyz, rot = arc_history(speed_mps, yaw_rate_rps)
     return SyntheticDrive(images=road_images(height, width, lane_shift_px, seed), ego_history_xyz=xyz,
                           ego_history_rot=rot)
+
+
+# Where frames other than the drive's own odometry frame sit: (x m, y m, yaw deg) of the odometry frame's
+# origin in them. Far away and turned, so a pose labelled with the wrong frame is obviously misplaced.
+FRAME_OFFSETS = {"map": (1700.0, -300.0, 40.0)}
+
+
+@dataclass(frozen=True, slots=True)
+class OdometryEvent:
+    """From `t_s` on, odometry is reported in `frame`, and there the pose snaps `shift_m` to the car's left and
+    turns `turn_deg` about the car (a relocalization; the twist, in the body frame, is unaffected)."""
+
+    t_s: float
+    frame: str
+    shift_m: float = 0.0
+    turn_deg: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> OdometryEvent:
+        """'T:FRAME[:SHIFT_M[:TURN_DEG]]', e.g. '5:odom:31.2:20' or '4:map'."""
+        parts = text.split(":")
+        if not 2 <= len(parts) <= 4:
+            raise ValueError(f"odometry event {text!r}: expected T:FRAME[:SHIFT_M[:TURN_DEG]]")
+        return cls(float(parts[0]), parts[1], *(float(p) for p in parts[2:]))
+
+
+class ReportedOdometry:
+    """The planar pose an odometry source reports for the true one (in `base_frame`), through `events`.
+
+    Each frame holds a rigid transform of the true pose; an event changes the reporting frame and snaps
+    that frame's transform about the car's position at the first pose reported at or after it.
+    """
+
+    def __init__(self, events: tuple[OdometryEvent, ...] | list[OdometryEvent], base_frame: str = "odom") -> None:
+        self._events = sorted(events, key=lambda e: e.t_s)
+        self.frame = base_frame
+        self._transforms = {base_frame: (0.0, np.zeros(2))}  # frame -> (yaw rad, translation): true -> reported
+        for name, (x, y, yaw_deg) in FRAME_OFFSETS.items():
+            self._transforms.setdefault(name, (np.radians(yaw_deg), np.array([x, y])))
+
+    def report(self, t_s: float, xy: np.ndarray, yaw: float) -> tuple[str, np.ndarray, float]:
+        """(frame, position (2,), yaw rad) reported at time `t_s` for the true position `xy` and `yaw`."""
+        while self._events and self._events[0].t_s <= t_s:
+            event = self._events.pop(0)
+            theta, shift = self._transforms.get(event.frame, (0.0, np.zeros(2)))
+            before = _rotate(theta, xy) + shift
+            heading = yaw + theta
+            left = event.shift_m * np.array([-np.sin(heading), np.cos(heading)])
+            theta += np.radians(event.turn_deg)
+            self._transforms[event.frame] = (theta, before + left - _rotate(theta, xy))
+            self.frame = event.frame
+        theta, shift = self._transforms[self.frame]
+        return self.frame, _rotate(theta, xy) + shift, yaw + theta
+
+
+def _rotate(theta: float, xy: np.ndarray) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([c * xy[0] - s * xy[1], s * xy[0] + c * xy[1]])

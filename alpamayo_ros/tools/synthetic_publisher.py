@@ -3,6 +3,8 @@
 The vehicle drives a constant-speed left arc in the `odom` frame; cameras publish at 10 Hz, odometry
 at 50 Hz (--odometry-hz). Used by the DDS tests and the fault matrix to feed the node without a bag. A fault applies
 between --fault-start and --fault-end seconds after start (to one camera where it concerns cameras).
+--odometry-event T:FRAME[:SHIFT_M[:TURN_DEG]] (repeatable) reports odometry in FRAME from T s on, the pose
+snapped SHIFT_M to the car's left and TURN_DEG about it (a relocalization; `tools.synthetic.ReportedOdometry`).
 With --sim-time the publisher also drives `/clock`, and every stamp follows that clock.
 
     python -m alpamayo_ros.tools.synthetic_publisher --transport compressed --duration 30
@@ -29,7 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from alpamayo_ros.conversions import ns_to_stamp
-from alpamayo_ros.tools.synthetic import road_images
+from alpamayo_ros.tools.synthetic import OdometryEvent, ReportedOdometry, road_images
 
 DEFAULT_TOPICS = ("/cameras/cross_left/image", "/cameras/front_wide/image", "/cameras/cross_right/image",
                   "/cameras/front_tele/image")
@@ -74,6 +76,7 @@ class SyntheticPublisher(Node):
         self.encoded = [[self._encode(self.frames[c, f]) for f in range(4)] for c in range(4)]
         self.camera_count = 0
         self.pending: list[tuple[int, int, object]] = []  # (due wall ns, camera, message): the late camera
+        self.reported = ReportedOdometry(args.odometry_event)
         self.create_timer(0.1, self._publish_cameras)
         self.create_timer(1.0 / args.odometry_hz, self._publish_odometry)
         self.create_timer(0.01, self._publish_pending_and_clock)
@@ -83,9 +86,9 @@ class SyntheticPublisher(Node):
     def _elapsed_s(self) -> float:
         return (self.get_clock().now().nanoseconds - self.wall_start_ns) / 1e9
 
-    def _stamp_ns(self) -> int:
-        """The stamp of data produced now: wall time, or the simulated clock."""
-        now = self.get_clock().now().nanoseconds
+    def _stamp_ns(self, now: int | None = None) -> int:
+        """The stamp of data produced now (or at wall time `now`): wall time, or the simulated clock."""
+        now = self.get_clock().now().nanoseconds if now is None else now
         if not self.args.sim_time:
             return now
         return SIM_START_NS + (now - self.wall_start_ns) + self.clock_offset_ns
@@ -149,13 +152,16 @@ class SyntheticPublisher(Node):
     def _publish_odometry(self) -> None:
         if self._fault("odom_gap"):
             return
-        stamp_ns = self._stamp_ns()
-        position, yaw = arc_pose(self._elapsed_s(), self.args.speed, self.args.yaw_rate)
+        now = self.get_clock().now().nanoseconds  # one reading for the stamp and the pose, however loaded the CPU
+        stamp_ns, elapsed_s = self._stamp_ns(now), (now - self.wall_start_ns) / 1e9
+        position, yaw = arc_pose(elapsed_s, self.args.speed, self.args.yaw_rate)
+        frame_id, xy, yaw = self.reported.report(elapsed_s, position[:2], yaw)
+        position = np.array([xy[0], xy[1], 0.0])
         if self._fault("odom_backwards"):
             stamp_ns -= 5_000_000_000
         if self._fault("nan_pose"):
             position = np.array([float("nan"), 0.0, 0.0])
-        msg = Odometry(header=Header(stamp=ns_to_stamp(stamp_ns), frame_id="odom"), child_frame_id="base_link")
+        msg = Odometry(header=Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id), child_frame_id="base_link")
         msg.pose.pose.position.x, msg.pose.pose.position.y = float(position[0]), float(position[1])
         msg.pose.pose.orientation = Quaternion(z=math.sin(yaw / 2), w=math.cos(yaw / 2))
         msg.twist.twist.linear.x = self.args.speed
@@ -179,6 +185,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fault-camera", type=int, default=2, help="camera index the fault applies to")
     parser.add_argument("--fault-start", type=float, default=4.0, help="s after start")
     parser.add_argument("--fault-end", type=float, default=8.0, help="s after start")
+    parser.add_argument("--odometry-event", type=OdometryEvent.parse, action="append", default=[],
+                        metavar="T:FRAME[:SHIFT_M[:TURN_DEG]]", help="from T s on, odometry in FRAME, snapped (repeatable)")
     return parser.parse_args(argv)
 
 
