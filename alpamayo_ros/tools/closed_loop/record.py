@@ -91,3 +91,21 @@ class RunBag:
 
 def _quaternion(typestore, yaw: float):
     return typestore.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
+
+
+def topic_digests(path: Path) -> dict[str, str]:
+    """sha256 per topic of a bag's (stamp, bytes) in log order: equal digests, equal messages at equal times."""
+    import hashlib
+
+    from alpamayo_ros.tools.bag_io import open_bag, read_messages
+
+    reader = open_bag([Path(path)], alpamayo_typestore())
+    try:
+        hashes: dict[str, hashlib._Hash] = {}
+        for connection, stamp, raw in read_messages(reader):
+            digest = hashes.setdefault(connection.topic, hashlib.sha256())
+            digest.update(int(stamp).to_bytes(8, "little"))
+            digest.update(bytes(raw))
+    finally:
+        reader.close()
+    return {topic: digest.hexdigest() for topic, digest in sorted(hashes.items())}
