@@ -141,3 +141,19 @@ def test_lockstep_runs_with_a_fixed_latency_are_identical(tmp_path):
     assert runs[0][1]["/alpamayo/trajectory"]  # something was published
     assert runs[0][0]["published"] >= 3, runs[0][0]
     assert runs[0] == runs[1]
+
+
+def test_closed_loop_benchmark_smoke_run_reports_every_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "bench_closed_loop.py"), "--smoke", "--models", "random",
+                    "--out", str(out)], check=True, timeout=300, capture_output=True)
+    report = json.loads(out.read_text())
+    assert report["summary"]["random"]["runs"] == 1 and report["runs"][0]["published"] >= 1
+    assert set(report["runs"][0]) >= {"passed", "progress_ratio", "max_lane_offset_m", "red_violations", "collisions",
+                                      "real_time_factor"}
