@@ -67,6 +67,9 @@ class LockstepAutopilot:
         self.next_tick_ns = (start_ns // self.period_ns + 1) * self.period_ns  # the timer's first firing
         self.latencies_ms: list[float] = []
 
+    def begin_step(self, stamp_ns: int) -> None:
+        pass  # the engine's clock is the stamps it is handed
+
     def camera(self, camera: int, msg, stamp_ns: int) -> None:
         self.engine.take_image(camera, msg, stamp_ns)
 

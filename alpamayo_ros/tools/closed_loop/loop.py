@@ -43,6 +43,9 @@ COLLISION_LATERAL_M = (VEHICLE_WIDTH_M + EGO_WIDTH_M) / 2  # the lead and the ca
 class Autopilot(Protocol):
     """What drives the car: the node's tick engine in this process (lockstep) or the node over DDS."""
 
+    def begin_step(self, stamp_ns: int) -> None:
+        """Simulated time is now `stamp_ns` (before this step's sensors)."""
+
     def camera(self, camera: int, msg, stamp_ns: int) -> None: ...
 
     def odometry(self, msg, stamp_ns: int) -> None: ...
@@ -117,6 +120,7 @@ def simulate(world: World, autopilot: Autopilot, start_ns: int, compressed: bool
         recorder.write_tf_static(start_ns)
     for t_ns in range(0, end_ns + 1, STEP_NS):
         t_s, stamp = t_ns / NS_PER_S, start_ns + t_ns
+        autopilot.begin_step(stamp)
         if t_ns % CAMERA_PERIOD_NS == 0:
             images = world.render(Pose2D(state.x, state.y, state.yaw), t_s)
             for camera in range(len(CAMERA_NAMES)):
