@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from alpamayo_ros.tools.closed_loop.controller import (HOLD_DECEL_MPS2, NO_PLAN_DECEL_MPS2, Mode, Plan, Tracker)
+from alpamayo_ros.tools.closed_loop.controller import HOLD_DECEL_MPS2, NO_PLAN_DECEL_MPS2, Mode, Plan, Tracker
 from alpamayo_ros.tools.closed_loop.vehicle import LIMITS, Command, VehicleState, step
 
 DT_S = 0.01

@@ -27,7 +27,7 @@ from alpamayo_ros.tools.world import EGO_FRONT_M, HISTORY_S, VEHICLE_LENGTH_M, V
 
 from . import sensors
 from .controller import Mode, Plan, Tracker
-from .vehicle import LIMITS, VehicleLimits, VehicleState, step, steer_for
+from .vehicle import LIMITS, VehicleLimits, VehicleState, steer_for, step
 
 NS_PER_S = 1_000_000_000
 STEP_NS = 10_000_000  # physics and control at 100 Hz

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from alpamayo_ros.tools.world import (EGO_FRONT_M, LANE_WIDTH_M, VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, World)
+from alpamayo_ros.tools.world import EGO_FRONT_M, LANE_WIDTH_M, VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, World
 
 from .loop import EGO_WIDTH_M, Trace
 

@@ -20,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
+
 from .vehicle import LIMITS, VehicleLimits, VehicleState
 
 NS_PER_S = 1_000_000_000
