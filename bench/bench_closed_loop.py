@@ -30,10 +30,14 @@ loopback_dds_env()  # rclpy's serializer is used; never multicast
 
 from alpamayo_ros import parameters  # noqa: E402
 from alpamayo_ros.model.loading import tiny  # noqa: E402
+from alpamayo_ros.pipeline.ticker import TickCounts  # noqa: E402
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.closed_loop import metrics  # noqa: E402
 from alpamayo_ros.tools.closed_loop.__main__ import node_config  # noqa: E402
-from alpamayo_ros.tools.closed_loop.lockstep import Latency, run_lockstep  # noqa: E402
+from alpamayo_ros.tools.closed_loop.lockstep import Latency, RunResult, run_lockstep  # noqa: E402
+from alpamayo_ros.tools.closed_loop.loop import simulate  # noqa: E402
+from alpamayo_ros.tools.closed_loop.oracle import LaneCentreOracle  # noqa: E402
+from alpamayo_ros.tools.make_sample_bag import START_NS  # noqa: E402
 
 HELD_OUT_SEEDS = (1000, 1001, 1002)  # the driver trains on seeds below 1000 (tools/train_driver.py)
 SMOKE_DURATION_S = 2.5
@@ -47,7 +51,12 @@ def run_model(label: str, model, cfg, latency: Latency, scenarios, seeds, durati
             if duration_s is not None:
                 params = dataclasses.replace(params, duration_s=duration_s)
             world = world_module.World(params)
-            result = run_lockstep(world, cfg, latency, model=model, keep_frames=False)
+            if model == "oracle":
+                trace = simulate(world, LaneCentreOracle(world, START_NS, cfg.rate_hz), START_NS, True,
+                                 keep_frames=False, cameras=False)
+                result = RunResult(trace, TickCounts(), "lane-centre oracle")
+            else:
+                result = run_lockstep(world, cfg, latency, model=model, keep_frames=False)
             row = metrics.compute(result.trace, world, result.counts)
             row.update(model=label, passed=metrics.passes(row),
                        compute_p50_s=round(statistics.median(result.compute_s), 4) if result.compute_s else None)
@@ -66,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", default="fixed:300", help="measured | fixed:MS (default %(default)s)")
     parser.add_argument("--rate-hz", type=float, default=2.0)
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="node parameter")
-    parser.add_argument("--models", nargs="+", default=["default", "random"], choices=("default", "random"),
-                        help="default: the package's default model (model_path empty); random: tiny random weights")
+    parser.add_argument("--models", nargs="+", default=["default", "random", "oracle"],
+                        choices=("default", "random", "oracle"),
+                        help="default: the package's default model (model_path empty); random: tiny random weights; "
+                             "oracle: the lane centre at the expert's pace, no model (the controller's bound)")
     parser.add_argument("--smoke", action="store_true", help="one short run per model (checks the script works)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_closed_loop.json")
     args = parser.parse_args(argv)
@@ -85,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_model("default", model, cfg, latency, args.scenarios, args.seeds, duration)
     if "random" in args.models:
         rows += run_model("random", tiny(seed=cfg.seed), cfg, latency, args.scenarios, args.seeds, duration)
+    if "oracle" in args.models:
+        rows += run_model("oracle", "oracle", cfg, latency, args.scenarios, args.seeds, duration)
     summary = {}
     for label in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == label]

@@ -169,3 +169,18 @@ def test_the_node_process_closes_the_loop_over_dds(tmp_path):
     assert result.trace.plans and "track" in result.trace.mode  # the car followed what the node published
     digests = topic_digests(tmp_path / "bag")
     assert {"/alpamayo/trajectory", "/alpamayo/tick", "/odom", "/tf"} <= set(digests)
+
+
+def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_do():
+    from alpamayo_ros.pipeline.ticker import TickCounts
+    from alpamayo_ros.tools.closed_loop.loop import simulate
+    from alpamayo_ros.tools.closed_loop.oracle import LaneCentreOracle
+    from alpamayo_ros.tools.make_sample_bag import START_NS
+
+    world = world_module.generate("mixed", 1000)  # a curve, a red light it must stop for, a lead that brakes
+    trace = simulate(world, LaneCentreOracle(world, START_NS), START_NS, True, keep_frames=False, cameras=False)
+    measured = metrics.compute(trace, world, TickCounts())
+    stood = [s for s, state, light in zip(trace.s, trace.state, trace.light) if light == "red" and state.speed == 0.0]
+    assert stood and max(stood) + world_module.EGO_FRONT_M < world.stop_line_s  # it stood before the line on red
+    assert metrics.passes(measured), measured
+    assert measured["completed"] and measured["min_gap_m"] > 0

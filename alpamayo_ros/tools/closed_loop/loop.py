@@ -105,10 +105,10 @@ def _expert_state(world: World, t_s: float) -> VehicleState:
 
 
 def simulate(world: World, autopilot: Autopilot, start_ns: int, compressed: bool, recorder=None,
-             limits: VehicleLimits = LIMITS, keep_frames: bool = True, on_step=None) -> Trace:
+             limits: VehicleLimits = LIMITS, keep_frames: bool = True, cameras: bool = True) -> Trace:
     """Run the loop over the world's duration; `recorder` (a RunBag) gets the sensors; returns the trace.
 
-    `on_step(t_s)`: called once per simulated step (a progress bar, or the DDS mode's pacing).
+    `cameras=False` renders nothing (an autopilot that does not look: the oracle).
     """
     tracker, trace = Tracker(limits), Trace()
     end_ns = round(world.duration_s * NS_PER_S)
@@ -121,7 +121,7 @@ def simulate(world: World, autopilot: Autopilot, start_ns: int, compressed: bool
     for t_ns in range(0, end_ns + 1, STEP_NS):
         t_s, stamp = t_ns / NS_PER_S, start_ns + t_ns
         autopilot.begin_step(stamp)
-        if t_ns % CAMERA_PERIOD_NS == 0:
+        if cameras and t_ns % CAMERA_PERIOD_NS == 0:
             images = world.render(Pose2D(state.x, state.y, state.yaw), t_s)
             for camera in range(len(CAMERA_NAMES)):
                 msg = sensors.camera_message(camera, images[camera], stamp, compressed)
@@ -149,8 +149,6 @@ def simulate(world: World, autopilot: Autopilot, start_ns: int, compressed: bool
         trace.d.append(d)
         trace.light.append(world.light_state(t_s))
         trace.lead_s.append(math.nan if lead is None else lead[0])
-        if on_step is not None:
-            on_step(t_s)
         if t_ns < handover_ns:
             trace.mode.append("expert")
             state = _expert_state(world, (t_ns + STEP_NS) / NS_PER_S)
