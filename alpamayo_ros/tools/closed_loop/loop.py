@@ -118,9 +118,12 @@ def simulate(world: World, autopilot: Autopilot, start_ns: int, compressed: bool
     started = time.perf_counter()
     if recorder is not None:
         recorder.write_tf_static(start_ns)
+        recorder.write_road(world, start_ns)
     for t_ns in range(0, end_ns + 1, STEP_NS):
         t_s, stamp = t_ns / NS_PER_S, start_ns + t_ns
         autopilot.begin_step(stamp)
+        if recorder is not None and t_ns % CAMERA_PERIOD_NS == 0:
+            recorder.write_world(world, t_s, stamp)
         if cameras and t_ns % CAMERA_PERIOD_NS == 0:
             images = world.render(Pose2D(state.x, state.y, state.yaw), t_s)
             for camera in range(len(CAMERA_NAMES)):
