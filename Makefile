@@ -51,6 +51,7 @@ demo: $(MSGS_STAMP)
 	$(PY) -m alpamayo_ros.tools.demo $(DEMO_ARGS)
 
 test: $(MSGS_STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(TESTS)
 
 bench: $(MSGS_STAMP)

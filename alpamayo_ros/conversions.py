@@ -28,11 +28,11 @@ from alpamayo_ros.pipeline import frames
 from alpamayo_ros.pipeline.frames import CameraFrame
 from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.pose_history import PoseSample
+from alpamayo_ros.units import NS_PER_S
 
 if TYPE_CHECKING:  # the ticker imports the model (torch); conversions only reads its outcomes
     from alpamayo_ros.pipeline.ticker import Outcome
 
-NS_PER_S = 1_000_000_000
 QUATERNION_NORM_TOL = 0.1  # |q| may be this far from 1 before the odometry message is rejected
 
 

@@ -3,7 +3,8 @@ which executable runs and how autostart brings a managed (lifecycle) node up.
 
 Launch arguments arrive as strings; an empty string means "keep params_file's value". Every check raises
 LaunchArgumentError naming the argument, what it got and what it expects, so `ros2 launch` stops with that
-line before any process starts. No rclpy or launch import: unit-tested where no ROS 2 install exists.
+line before any process starts. Names, defaults and choices come from the parameter schema (`parameters`). No rclpy,
+launch, torch or transformers import: unit-tested where no ROS 2 install exists, and cheap for `ros2 launch`.
 """
 
 from __future__ import annotations
@@ -14,22 +15,33 @@ from pathlib import Path
 
 import yaml
 
+from alpamayo_ros import devices, parameters
+from alpamayo_ros.devices import device_problem
 from alpamayo_ros.ros_env import DISCOVERY_RANGES, dds_env
 
 STRING_OVERRIDES = ("model_path", "base_model_dir", "device", "odometry_topic")  # launch argument = parameter name
-CAMERA_COUNT = 4  # the model's order: cross-left, front-wide, cross-right, front-tele
-IMAGE_TRANSPORTS = ("raw", "compressed")
+CAMERA_COUNT = len(parameters.CAMERA_NAMES)  # the model's order: cross-left, front-wide, cross-right, front-tele
+IMAGE_TRANSPORTS = tuple(transport.value for transport in parameters.ImageTransport)
 BOOLEANS = {"true": True, "false": False}
-NODE_NAME = "alpamayo"
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")  # rcutils' severities (any case), as --log-level takes them
+NODE_NAME = parameters.NODE_NAME
 PLAIN_EXECUTABLE = "alpamayo_node"  # setup.py console scripts
 LIFECYCLE_EXECUTABLE = "alpamayo_lifecycle_node"
-DEFAULT_ODOMETRY_TOPIC = "/odom"
+DEFAULT_ODOMETRY_TOPIC = parameters.NodeConfig().odometry_topic
 # Display name in config/alpamayo.rviz -> node output it shows ("" = the odometry input).
 RVIZ_TOPICS = {"AlpamayoR1 trajectory": "trajectory", "Candidates and reasoning": "candidates", "Odometry": ""}
 
 
 class LaunchArgumentError(ValueError):
     """A launch argument that cannot be used; the message names it, the value and what is expected."""
+
+
+class NodeFailed(RuntimeError):
+    """The node could not start or go on: raised from an event handler so that `ros2 launch` exits non-zero.
+
+    launch's `Shutdown` action is an orderly end (exit code 0); an exception in an event handler makes
+    LaunchService log "Caught exception in launch (see debug for traceback): <message>", shut down and return 1.
+    """
 
 
 # Autostart (managed:=true autostart:=true) watches the node's lifecycle transition events, named by the
@@ -82,6 +94,13 @@ def autostart_failure_reason(node: str, start_state: str, goal_state: str) -> st
     return f"{node} {what}; it is {goal_state}, autostart cannot go on: ending the launch"
 
 
+def parse_log_level(value: str) -> str:
+    """The `log_level` argument as `--log-level` takes it; raises naming the argument unless rcutils knows it."""
+    if value.lower() not in LOG_LEVELS:
+        raise LaunchArgumentError(f"log_level:={value}: expected one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
 def parse_camera_topics(value: str) -> list[str]:
     """Four base topics, comma-separated (`/a,/b,/c,/d` or `[/a, /b, /c, /d]`), in the model's camera order."""
     topics = [t.strip().strip("'\"") for t in value.strip().strip("[]").split(",")]
@@ -94,6 +113,8 @@ def parse_camera_topics(value: str) -> list[str]:
 def parameter_overrides(arguments: Mapping[str, str]) -> dict[str, object]:
     """Node parameters from the launch arguments that were given; empty or absent ones keep params_file's."""
     overrides: dict[str, object] = {name: arguments[name] for name in STRING_OVERRIDES if arguments.get(name)}
+    if "device" in overrides and device_problem(arguments["device"]):
+        raise LaunchArgumentError(f"device:={arguments['device']}: {devices.EXPECTED}")
     if arguments.get("camera_topics"):
         overrides["camera_topics"] = parse_camera_topics(arguments["camera_topics"])
     transport = arguments.get("image_transport", "")

@@ -1,27 +1,30 @@
 """alpamayo_ros node: four cameras and odometry in; AlpamayoR1 trajectories, reasoning and diagnostics out.
 
-Callbacks cost O(1): they keep the message's bytes with its stamp (`pipeline.Inputs`). A timer at
-`rate_hz` selects a time-consistent input by stamps (`pipeline.Ticker.select`) and hands it to the
-runner's worker thread, which decodes only the selected frames and runs the model. A tick that finds
-the model busy waits and runs, with the inputs of that moment, as soon as the model is free; only
-one waits, and a newer tick takes its place (the older is dropped and counted). Results come back
-through a guard condition, so all publishing happens on the executor's thread. Every output is stamped with the input time t0, never the publication time.
+One lifecycle node serves both executables: `alpamayo_lifecycle_node` waits for a lifecycle manager;
+`alpamayo_node` brings itself to active at start, as Nav2's servers are brought up by a plain launch.
+
+    unconfigured --configure--> inactive --activate--> active --deactivate--> inactive --cleanup--> unconfigured
+
+configure reads the parameters, loads the model and builds the tick engine (`pipeline.engine`); activate
+subscribes and starts the tick timer; deactivate stops both (outputs are lifecycle publishers); cleanup frees the
+model. This file is ROS wiring only: callbacks hand messages to `pipeline.Inputs` (`conversions`), the timer hands
+the clock to the engine, and what the engine reports is published. Results come back from the engine's worker
+through a guard condition, so all publishing happens on the executor's thread. Every output is stamped with the
+input time t0, never the publication time. `/diagnostics` reports in every state.
 
     ros2 run alpamayo_ros alpamayo_node --ros-args --params-file config/alpamayo.yaml
     python -m alpamayo_ros.node --ros-args -p model_path:=/models/Alpamayo-R1-10B
+    ros2 run alpamayo_ros alpamayo_lifecycle_node   # then: ros2 lifecycle set /alpamayo configure / activate
 """
 
 from __future__ import annotations
 
-import collections
-import queue
 import signal
 import sys
 import threading
 import time
 import traceback
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry, Path
@@ -29,6 +32,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -44,12 +48,10 @@ from alpamayo_msgs.msg import DrivingOutput, TickStatus
 from alpamayo_ros import conversions, parameters
 from alpamayo_ros.parameters import ImageTransport, NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs, Refused
-from alpamayo_ros.pipeline.runner import Runner, model_inference
-from alpamayo_ros.pipeline.sync import CAMERA_NAMES, NotReady
-from alpamayo_ros.pipeline.ticker import Outcome, Status, Ticker
+from alpamayo_ros.pipeline.outcome import ClockJump, Level, Status, TickReport
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 
 LOG_THROTTLE_S = 5.0
-LATENCY_WINDOW = 200  # latencies kept for percentiles
 STOP_POLL_S = 0.1  # the executor checks this often whether a signal asked it to stop
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 TICK_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -61,6 +63,8 @@ ODOMETRY_QOS = QoSProfile(depth=100, reliability=qos_profile_sensor_data.reliabi
                           durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
 MESSAGE_TYPE_NAMES = {Image: "sensor_msgs/msg/Image", CompressedImage: "sensor_msgs/msg/CompressedImage",
                       Odometry: "nav_msgs/msg/Odometry"}
+# A bad parameter, topic name or checkpoint: `cannot start: ...` (plain) or a failed transition (managed).
+START_ERRORS = (ValueError, FileNotFoundError, OSError, ParameterException, NameValidationException)
 
 
 def declare_config(node: Node) -> NodeConfig:
@@ -83,119 +87,145 @@ def declare_config(node: Node) -> NodeConfig:
                                    for spec in parameters.parameter_specs()})
 
 
-class DrivingNode:
-    """The driving node's behaviour, shared by the plain node and the lifecycle (managed) node.
+class AlpamayoNode(LifecycleNode):
+    """The driving node. `model` may be injected (tests). `managed=False` (the `alpamayo_node` executable): start-up
+    failures are raised by `start_node` instead of logged as failed transitions."""
 
-    Set-up comes in steps so a lifecycle node can take them on its transitions:
-    `_configure` (model, buffers, runner, publishers), `_start_inputs` (subscriptions, tick timer),
-    `_stop_inputs`, `_teardown`. A plain node runs the first two in its constructor.
-    """
-
-    # What exists only between `_configure` and `_teardown`; None (or empty) outside, so tearing down is
-    # safe at any point, also after a `_configure` that failed half-way.
-    model = ticker = inputs = runner = None
-    _trajectory_pub = _reasoning_pub = _output_pub = _candidates_pub = _tick_pub = None
-    _diagnostics_pub = _diagnostics_timer = _outcome_ready = _tick_timer = _waiting_tick = None
-    _input_subscriptions: tuple | list = ()
-    _inputs_active = False
-
-    def _configure(self, model=None, create_output_publisher=None, destroy_output_publisher=None) -> None:
-        """Load the model and build everything but the inputs; `create_/destroy_output_publisher`: the outputs'
-        factory and its undo (lifecycle publishers for the managed node)."""
-        if model is None and not self.cfg.model_path:
-            self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
-                                      "trajectories and reasoning are noise, never drive with them")
-        elif model is None:
-            self.get_logger().info(f"loading AlpamayoR1 from {self.cfg.model_path} on {self.cfg.device} "
-                                   f"({self.cfg.dtype})")
-        self.model, _ = parameters.load_model(self.cfg, model)
-        self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync)
-        self.ticker = Ticker(self.inputs, self.cfg.tick_settings, model_inference(self.model, self.cfg.sampling),
-                             self.model.action_space, on_reset=self.model.clear_vision_cache)
-        self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
-        self._last_not_ready = ""
-        self._last_error = ""
-        self._last_outcome = "starting"
-        self._reported_drops = 0
-        self._image_type = Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
-        self._input_subscriptions = []
-        self._waiting_tick = None  # a tick that found the model busy, run when it is free
-
-        publish = create_output_publisher or self.create_publisher
-        self._destroy_output_publisher = destroy_output_publisher or self.destroy_publisher
-        self._trajectory_pub = publish(Path, "~/trajectory", OUTPUT_QOS)
-        self._reasoning_pub = publish(String, "~/reasoning", OUTPUT_QOS)
-        self._output_pub = publish(DrivingOutput, "~/output", OUTPUT_QOS)
-        self._candidates_pub = publish(MarkerArray, "~/candidates", OUTPUT_QOS)
-        self._tick_pub = publish(TickStatus, "~/tick", TICK_QOS)
-        # /diagnostics is a plain publisher: an inactive or failing node still reports.
+    def __init__(self, model=None, *, managed: bool = True, **kwargs) -> None:
+        super().__init__(parameters.NODE_NAME, **kwargs)
+        self._injected_model = model
+        self._managed = managed
+        self.cfg: NodeConfig | None = None
+        self.start_error: BaseException | None = None  # why the last configure or activate failed
+        try:  # declared at once so `ros2 param` shows them; a bad value fails `configure`, naming it
+            self.cfg = declare_config(self)
+        except (ValueError, ParameterException) as exc:
+            self.start_error = exc
+        self.model = self.engine = self.inputs = None
+        self._outputs: dict[str, object] = {}
+        self._input_subscriptions: list = []
+        self._tick_timer = self._results_ready = None
+        # The one /diagnostics publisher, on the steady clock: it reports in every state, and when sim time stalls.
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
-        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._outcome_ready = self.create_guard_condition(self._on_outcomes)
-        self.runner = Runner(self._on_outcome_from_worker)
-        # Diagnostics run on the steady clock: they must keep coming when sim time stalls or jumps.
-        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
-                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-    def _start_inputs(self) -> None:
-        """Subscribe to the cameras and odometry and start ticking."""
+    @property
+    def _config_error(self) -> str:
+        return "" if self.start_error is None else str(self.start_error)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        if self.cfg is None:
+            return self._failed("configure", self.start_error)
+        from alpamayo_ros.pipeline.engine import build_model, model_engine  # torch: loaded with the model
+
+        try:
+            if self._injected_model is None and not self.cfg.model_path:
+                self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
+                                          "trajectories and reasoning are noise, never drive with them")
+            elif self._injected_model is None:
+                self.get_logger().info(f"loading AlpamayoR1 from {self.cfg.model_path} on {self.cfg.device} "
+                                       f"({self.cfg.dtype})")
+            self.model, _ = build_model(self.cfg.model_settings, self._injected_model)
+            self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync)
+            self._results_ready = self.create_guard_condition(self._on_results)
+            self.engine = model_engine(self.inputs, self.model, self.cfg.tick_settings, self.cfg.sampling,
+                                       worker=True, on_result=self._results_ready.trigger)
+            outputs = (("trajectory", Path, OUTPUT_QOS), ("reasoning", String, OUTPUT_QOS),
+                       ("output", DrivingOutput, OUTPUT_QOS), ("candidates", MarkerArray, OUTPUT_QOS),
+                       ("tick", TickStatus, TICK_QOS))
+            self._outputs = {name: self.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
+                             for name, msg_type, qos in outputs}
+        except Exception as exc:  # checkpoint missing, mismatched, unreadable, or a bug: say what and where
+            self._teardown()
+            return self._failed("configure", exc)
+        self.start_error = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._subscribe_inputs()
+        except Exception as exc:  # e.g. an invalid topic name
+            self._stop_inputs()
+            return self._failed("activate", exc)
+        self.engine.resume()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _failed(self, transition: str, exc: BaseException) -> TransitionCallbackReturn:
+        """A transition failed: keep why; a managed node logs it (rclpy would not say a word)."""
+        self.start_error = exc
+        if self._managed:
+            detail = "" if isinstance(exc, START_ERRORS) else f"\n{traceback.format_exc()}"
+            text = str(exc) if isinstance(exc, START_ERRORS) else f"{type(exc).__name__}: {exc}"
+            self.get_logger().fatal(f"cannot {transition}: {text}{detail}")
+        return TransitionCallbackReturn.FAILURE
+
+    def _subscribe_inputs(self) -> None:
+        image_type = self._image_type
         for index, topic in enumerate(self.cfg.subscribed_camera_topics):
             self._input_subscriptions.append(self._subscribe(
-                self._image_type, topic, lambda msg, i=index: self._on_image(msg, i), CAMERA_QOS))
+                image_type, topic, lambda msg, i=index: self._on_image(msg, i), CAMERA_QOS))
         self._input_subscriptions.append(self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry,
                                                          ODOMETRY_QOS))
         self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
-        self._inputs_active = True
         cameras = ", ".join(f"{name} {topic}" for name, topic in zip(CAMERA_NAMES, self.cfg.subscribed_camera_topics))
-        self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[self._image_type]}) {cameras}; odometry "
+        self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[image_type]}) {cameras}; odometry "
                                f"(nav_msgs/msg/Odometry) {self.cfg.odometry_topic}")
         self.get_logger().info(f"ready: {self.cfg.rate_hz} Hz, {self.cfg.num_samples} sample(s), output frame "
                                f"{self.cfg.output_frame.value}, model on {self.model.device} ({self._dtype_name})")
 
     def _stop_inputs(self) -> None:
         """Unsubscribe and stop ticking; a tick already running finishes, its outputs withheld."""
-        self._inputs_active = False
         for subscription in self._input_subscriptions:
             self.destroy_subscription(subscription)
         self._input_subscriptions = []
         if self._tick_timer is not None:
             self.destroy_timer(self._tick_timer)
             self._tick_timer = None
-        if self._waiting_tick is not None:
-            self._drop(self._waiting_tick, "the node stopped ticking")
-            self._waiting_tick = None
-        if self.ticker is not None:
-            self.ticker.forget_clock()
-
-    def _teardown(self) -> None:
-        """Stop the runner (finishing its tick) and release what `_configure` made (idempotent; also after a
-        `_configure` that failed half-way)."""
-        self._stop_inputs()
-        if self.runner is not None:
-            self.runner.stop()
-        self.runner = None
-        for name in ("_trajectory_pub", "_reasoning_pub", "_output_pub", "_candidates_pub", "_tick_pub"):
-            if getattr(self, name) is not None:
-                self._destroy_output_publisher(getattr(self, name))
-                setattr(self, name, None)
-        for name, destroy in (("_diagnostics_pub", self.destroy_publisher), ("_diagnostics_timer", self.destroy_timer),
-                              ("_outcome_ready", self.destroy_guard_condition)):
-            if getattr(self, name) is not None:
-                destroy(getattr(self, name))
-                setattr(self, name, None)
-        # The ticker holds the model (its inference closure, the cache reset, the action space) and the
-        # inputs hold buffered frames: let all of it go.
-        self.model = self.ticker = self.inputs = None
+        if self.engine is not None:
+            self._publish_events(self.engine.pause())
 
     def shutdown(self) -> None:
         """Stop everything before the node is destroyed (idempotent)."""
         self._teardown()
 
-    # -- set-up ------------------------------------------------------------------------------------
+    def _teardown(self) -> None:
+        """Stop the worker (finishing its tick) and release what configure made (idempotent, also half-way)."""
+        self._stop_inputs()
+        if self.engine is not None:
+            self.engine.close()
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = {}
+        if self._results_ready is not None:
+            self.destroy_guard_condition(self._results_ready)
+            self._results_ready = None
+        # The engine holds the model (its inference closure, the cache reset) and the inputs hold buffered
+        # frames: let all of it go.
+        self.model = self.engine = self.inputs = None
+
+    # -- inputs: O(1) per message --------------------------------------------------------------------
 
     @property
-    def _dtype_name(self) -> str:
-        return str(self.model.dtype).removeprefix("torch.")
+    def _image_type(self) -> type:
+        return Image if self.cfg.image_transport is ImageTransport.RAW else CompressedImage
 
     def _subscribe(self, msg_type, topic: str, callback, qos: QoSProfile):
         """A subscription whose lost-message events are counted for /diagnostics.
@@ -209,11 +239,11 @@ class DrivingNode:
         try:
             return self.create_subscription(msg_type, topic, callback, qos,
                                             event_callbacks=SubscriptionEventCallbacks(message_lost=lost))
+        except NameValidationException:
+            raise
         except Exception:  # an RMW without the message-lost event: subscribe without it
             self.get_logger().info(f"{topic}: lost-message events unavailable on this RMW", once=True)
             return self.create_subscription(msg_type, topic, callback, qos)
-
-    # -- inputs: O(1) per message --------------------------------------------------------------------
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -228,106 +258,58 @@ class DrivingNode:
         if refused is not None:  # one call site for every topic: the text names the source
             self.get_logger().warning(refused.text, throttle_duration_sec=LOG_THROTTLE_S)
 
-    # -- ticks ---------------------------------------------------------------------------------------
-
-    def _report_tick(self, tick: int, status: Status, reason: str = "", t0_ns: int = 0) -> None:
-        self._tick_pub.publish(conversions.tick_status(tick, status, self._now_ns(), reason, t0_ns))
+    # -- ticks: the engine decides, the node publishes -------------------------------------------------
 
     def _on_tick(self) -> None:
-        if self._waiting_tick is not None:  # waiting still (or freed an instant ago): this newer tick replaces it
-            self._drop(self._waiting_tick, "model busy with an earlier tick; a newer tick took its place")
-            self._waiting_tick = None
-        if self.runner.busy:
-            # The model is still on an earlier tick: this one waits and runs, with the inputs of that moment,
-            # as soon as the model is free. Only one waits; a newer tick takes an older waiting one's place.
-            self.ticker.observe_clock(self._now_ns())
-            self._waiting_tick = self.ticker.new_tick()
-            return
-        self._run_tick(self.ticker.new_tick())
+        self._publish_events(self.engine.tick(self._now_ns()))
 
-    def _run_tick(self, tick: int) -> None:
-        tick, selected = self.ticker.select(self._now_ns(), tick)
-        if self.ticker.last_clock_jump:
-            self.get_logger().warning(self.ticker.last_clock_jump, throttle_duration_sec=LOG_THROTTLE_S)
-        if isinstance(selected, NotReady):
-            self._last_not_ready = selected.reason
-            self._last_outcome = f"not ready: {selected.reason}"
-            self.get_logger().info(f"tick {tick}: not ready: {selected.reason}", throttle_duration_sec=LOG_THROTTLE_S)
-            self._report_tick(tick, Status.NOT_READY, selected.reason)
-            return
-        epoch = self.inputs.epoch
-        if self.runner.submit(lambda: self.ticker.run(tick, selected, epoch)):
-            self.ticker.submitted(tick, selected)
-            self._report_tick(tick, Status.SUBMITTED, t0_ns=selected.t0_ns)
-        else:  # cannot happen from the executor's thread (only it submits), kept for safety
-            self._drop(tick, "model busy with an earlier tick", selected.t0_ns)
+    def _on_results(self) -> None:
+        if self.engine is not None:  # torn down while the last tick ran
+            self._publish_events(self.engine.collect(self._now_ns()))
 
-    def _drop(self, tick: int, reason: str, t0_ns: int = 0) -> None:
-        self.ticker.dropped()
-        self.get_logger().debug(f"tick {tick}: dropped: {reason}")
-        self._report_tick(tick, Status.DROPPED_BUSY, reason, t0_ns)
-
-    def _on_outcome_from_worker(self, outcome: Outcome) -> None:
-        self._outcomes.put(outcome)  # worker thread: hand over, publish on the executor's thread
-        self._outcome_ready.trigger()
-
-    def _on_outcomes(self) -> None:
-        while True:
-            try:
-                outcome = self._outcomes.get_nowait()
-            except queue.Empty:
-                break
-            if self.ticker is None:
-                break  # torn down while the last tick ran
-            if outcome.status is Status.PUBLISHED and not self._inputs_active:
-                outcome = Outcome(outcome.tick, Status.REJECTED, outcome.model_input, outcome.prediction,
-                                  reason="the node stopped ticking (deactivated) while the model ran",
-                                  epoch=outcome.epoch)
-            outcome, refused = self.ticker.finish(outcome, self._now_ns())
-            self._log_refused(refused)
-            t0_ns = outcome.model_input.t0_ns
-            if outcome.status is Status.PUBLISHED:
+    def _publish_events(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, ClockJump):
+                self.get_logger().warning(event.text, throttle_duration_sec=LOG_THROTTLE_S)
+                continue
+            report = event
+            self._log_refused(report.refused)
+            if report.status is Status.PUBLISHED:
                 try:
-                    self._publish(outcome)
-                    continue
-                except Exception as exc:  # a bug in output handling must not take the node down
-                    error = traceback.format_exc()
-                    self.ticker.counts.published -= 1
-                    self.ticker.counts.model_errors += 1
-                    outcome = Outcome(outcome.tick, Status.MODEL_ERROR, outcome.model_input,
-                                      reason=f"output handling failed: {exc!r}", error=error)
-            if outcome.status is Status.MODEL_ERROR:
-                self._last_error = outcome.reason
-                self._last_outcome = f"model error: {outcome.reason}"
-                self.get_logger().error(f"tick {outcome.tick}: model failed, nothing published:\n{outcome.error}")
-            elif outcome.bad_frame is not None:
-                self._last_outcome = f"input rejected: {outcome.reason}"
-                self.get_logger().warning(f"tick {outcome.tick}: {outcome.reason}; nothing published",
-                                          throttle_duration_sec=LOG_THROTTLE_S)
-            else:
-                self._last_outcome = f"output withheld: {outcome.reason}"
-                self.get_logger().warning(f"tick {outcome.tick}: {outcome.reason}; nothing published",
-                                          throttle_duration_sec=LOG_THROTTLE_S)
-            self._report_tick(outcome.tick, outcome.status, outcome.reason, t0_ns)
-        if self._waiting_tick is not None and self._inputs_active and not self.runner.busy:
-            tick, self._waiting_tick = self._waiting_tick, None
-            self._run_tick(tick)
+                    self._publish_outputs(report)
+                except Exception:  # a bug in output handling must not take the node down
+                    report = self.engine.output_failed(report, traceback.format_exc())
+            self._log_report(report)
+            if "tick" in self._outputs:
+                self._outputs["tick"].publish(conversions.tick_status(report.tick, report.status, self._now_ns(),
+                                                                      report.reason, report.t0_ns))
 
-    def _publish(self, outcome: Outcome) -> None:
+    def _log_report(self, report: TickReport) -> None:
+        if report.status is Status.NOT_READY:
+            self.get_logger().info(f"tick {report.tick}: not ready: {report.reason}",
+                                   throttle_duration_sec=LOG_THROTTLE_S)
+        elif report.level is Level.ERROR:
+            self.get_logger().error(f"tick {report.tick}: model failed, nothing published:\n{report.outcome.error}")
+        elif report.status is Status.REJECTED:
+            self.get_logger().warning(f"tick {report.tick}: {report.reason}; nothing published",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+        elif report.status is Status.DROPPED_BUSY:
+            self.get_logger().debug(f"tick {report.tick}: dropped: {report.reason}")
+
+    def _publish_outputs(self, report: TickReport) -> None:
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
         frame_id = self.inputs.odom_frame if in_odom else self.inputs.base_frame
-        latency_ms = (self._now_ns() - outcome.model_input.t0_ns) / 1e6
-        messages = conversions.output_messages(outcome, frame_id, in_odom, list(self.cfg.subscribed_camera_topics),
-                                               self.cfg.selection.value, latency_ms)
-        self._trajectory_pub.publish(messages.trajectory)
-        self._reasoning_pub.publish(messages.reasoning)
-        self._output_pub.publish(messages.output)
-        self._candidates_pub.publish(messages.candidates)
-        self._latencies_ms.append(latency_ms)
-        self._last_outcome = "published"
-        self._report_tick(outcome.tick, Status.PUBLISHED, t0_ns=outcome.model_input.t0_ns)
+        messages = conversions.output_messages(report.outcome, frame_id, in_odom,
+                                               list(self.cfg.subscribed_camera_topics), self.cfg.selection.value,
+                                               report.latency_ms)
+        for name in ("trajectory", "reasoning", "output", "candidates"):
+            self._outputs[name].publish(getattr(messages, name))
 
     # -- diagnostics ---------------------------------------------------------------------------------
+
+    @property
+    def _dtype_name(self) -> str:
+        return str(self.model.dtype).removeprefix("torch.")
 
     def _check_publisher_types(self) -> None:
         """Name a publisher of another message type on a subscribed topic (it would never be heard)."""
@@ -343,66 +325,52 @@ class DrivingNode:
             self.inputs.monitors[topic].type_problem = problem
 
     def _publish_diagnostics(self) -> None:
+        name = self.get_fully_qualified_name()
+        if self.engine is None:  # unconfigured, or configure failed: say where the node stands
+            error = self._config_error
+            status = [conversions.diagnostic_status(
+                f"{name}: model", DiagnosticStatus.ERROR if error else DiagnosticStatus.WARN,
+                f"cannot configure: {error}" if error else "unconfigured (lifecycle)", {}, name)]
+        else:
+            status = self._engine_diagnostics(name)
+        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                      status=status))
+
+    def _engine_diagnostics(self, name: str) -> list[DiagnosticStatus]:
         now_mono, now_ns = time.monotonic(), self._now_ns()
         self._check_publisher_types()
-        faults = self.inputs.faults(now_mono, now_ns)
-        if self.ticker.last_clock_jump:
-            faults.append(self.ticker.last_clock_jump)
-            self.ticker.last_clock_jump = ""
-        counts = self.ticker.counts
-        lat = np.percentile(self._latencies_ms, [50, 90]) if self._latencies_ms else None
-        ticks = {"ticks": counts.ticks, "published": counts.published, "not_ready": sum(counts.not_ready.values()),
-                 "dropped_busy": counts.dropped, "model_errors": counts.model_errors + self.runner.failed,
-                 "rejected_outputs": counts.rejected, "last_not_ready": self._last_not_ready or "-",
-                 "frames_decoded": self.ticker.decoder.decoded, "frames_reused": self.ticker.decoder.reused,
-                 "latency_ms_p50": "-" if lat is None else f"{lat[0]:.0f}",
-                 "latency_ms_p90": "-" if lat is None else f"{lat[1]:.0f}",
-                 "latency_ms_max": "-" if lat is None else f"{max(self._latencies_ms):.0f}"}
-        new_drops = counts.dropped != self._reported_drops
-        if self._last_outcome.startswith("model error"):
-            level = DiagnosticStatus.ERROR
-        elif self._last_outcome == "published" and not new_drops:
-            level = DiagnosticStatus.OK
-        else:
-            level = DiagnosticStatus.WARN
-        message = self._last_outcome
-        if new_drops:
-            message += f"; {counts.dropped - self._reported_drops} tick(s) dropped: the model is slower than rate_hz"
-            self._reported_drops = counts.dropped
+        engine = self.engine.status()
+        faults = self.inputs.faults(now_mono, now_ns) + ([engine.clock_jump] if engine.clock_jump else [])
+        failed = engine.level is Level.ERROR
         model = {"model_path": self.cfg.model_path or "(tiny random demo model)", "device": str(self.model.device),
                  "dtype": self._dtype_name, "reasoning_mode": self.cfg.reasoning_mode,
                  "image_preprocessing": self.cfg.image_preprocessing, "compile_flow": self.cfg.compile_flow,
-                 "last_error": self._last_error or "-"}
-        name = self.get_fully_qualified_name()
-        failed = level == DiagnosticStatus.ERROR
-        status = [
+                 "last_error": engine.model_error or "-"}
+        return [
             conversions.diagnostic_status(f"{name}: inputs", DiagnosticStatus.WARN if faults else DiagnosticStatus.OK,
                                           "; ".join(faults) if faults else "all inputs arriving",
                                           self.inputs.values(now_mono, now_ns), name),
-            conversions.diagnostic_status(f"{name}: inference", level, message, ticks, name),
+            conversions.diagnostic_status(f"{name}: inference", bytes([engine.level]), engine.message, engine.values,
+                                          name),
             conversions.diagnostic_status(f"{name}: model", DiagnosticStatus.ERROR if failed else DiagnosticStatus.OK,
-                                          f"the model raised: {self._last_error}" if failed else
+                                          f"the model raised: {engine.model_error}" if failed else
                                           f"running on {self.model.device} ({self._dtype_name})", model, name),
         ]
-        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=status))
 
 
-
-class AlpamayoNode(DrivingNode, Node):
-    """The driving node; `model` may be injected (tests), otherwise it is loaded from the parameters."""
-
-    def __init__(self, model=None, **kwargs) -> None:
-        Node.__init__(self, "alpamayo", **kwargs)
-        self.cfg = declare_config(self)
-        try:
-            self._configure(model)
-            self._start_inputs()
-        except BaseException:  # e.g. an invalid topic name: stop the runner thread, or the process never exits
-            self._teardown()
-            raise
+def start_node(model=None, **kwargs) -> AlpamayoNode:
+    """An `AlpamayoNode` brought to active (the `alpamayo_node` executable, and tests); raises what stopped it."""
+    node = AlpamayoNode(model, managed=False, **kwargs)
+    for transition in (node.trigger_configure, node.trigger_activate):
+        if transition() != TransitionCallbackReturn.SUCCESS:
+            node.shutdown()
+            node.destroy_node()
+            raise node.start_error
+    return node
 
 
 USAGE = """usage: alpamayo_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]
+       alpamayo_lifecycle_node [the same]   (waits for configure / activate from a lifecycle manager)
 
 AlpamayoR1 driving node: 4 cameras + odometry in, nav_msgs/Path trajectories, reasoning and
 /diagnostics out. Parameters (all read-only, read once at start-up):
@@ -417,22 +385,25 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(args: list[str] | None = None, node_class: type[Node] | None = None) -> int:
-    """Entry point for `ros2 run` and `python -m alpamayo_ros.node` (`node_class`: the lifecycle node's main)."""
+def main(args: list[str] | None = None, managed: bool = False) -> int:
+    """Entry point for `ros2 run` and `python -m alpamayo_ros.node` (`managed`: the lifecycle node's main)."""
     args = list(args if args is not None else sys.argv)
     own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
     if "-h" in own or "--help" in own:
         print(usage())
         return 0
-    rclpy.init(args=args)
+    try:  # rcl parses --ros-args here: a bad --log-level or -p rule is a start-up error like a bad parameter
+        rclpy.init(args=args)
+    except RuntimeError as exc:  # rclpy's RCLError
+        rclpy.logging.get_logger(parameters.NODE_NAME).fatal(f"cannot start: {exc}")
+        return 1
     node = None
     executor = SingleThreadedExecutor()
     try:
         try:
-            node = (node_class or AlpamayoNode)()
-        except (ValueError, FileNotFoundError, ParameterException, NameValidationException) as exc:  # parameters,
-            # topic names or checkpoint
-            rclpy.logging.get_logger("alpamayo").fatal(f"cannot start: {exc}")
+            node = AlpamayoNode() if managed else start_node()
+        except START_ERRORS as exc:
+            rclpy.logging.get_logger(parameters.NODE_NAME).fatal(f"cannot start: {exc}")
             return 1
         executor.add_node(node)
         # SIGINT/SIGTERM only set a flag. Left to Python's default handler, a KeyboardInterrupt that lands

@@ -1,8 +1,9 @@
 """The node's parameters, declared once: one frozen dataclass whose fields carry name, default, description, range.
 
 The node declares its ROS parameters from these fields (`node.py`); the in-process replay reads the
-same YAML and `NAME:=VALUE` overrides through `from_values`. No rclpy here. Values are checked once,
-stopping with the name, the value and what was expected.
+same YAML and `NAME:=VALUE` overrides through `from_values`; the launch file's helper reads names and defaults
+here. No rclpy, torch or transformers here. Values are checked once, stopping with the name, the value and what
+was expected.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from alpamayo_ros.pipeline.outputs import OutputLimits, Selection
-from alpamayo_ros.pipeline.runner import SamplingSettings
+from alpamayo_ros.devices import device_problem
+from alpamayo_ros.pipeline.settings import ModelSettings, OutputLimits, SamplingSettings, Selection, TickSettings
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES, InputLimits, SyncConfig
-from alpamayo_ros.pipeline.ticker import TickSettings
+from alpamayo_ros.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
+NODE_NAME = "alpamayo"  # the node's default name: its topics are ~/trajectory = /alpamayo/trajectory
 
 
 class OutputFrame(enum.Enum):
@@ -97,6 +98,8 @@ class NodeConfig:
                                   name="max_reverse", low=0.0, high=100.0)
 
     def __post_init__(self) -> None:
+        if device_problem(self.device):
+            raise ValueError(device_problem(self.device))
         if len(self.camera_topics) != len(CAMERA_NAMES):
             raise ValueError(f"parameter camera_topics has {len(self.camera_topics)} topics {list(self.camera_topics)}, "
                              f"expected {len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
@@ -121,6 +124,12 @@ class NodeConfig:
         return SamplingSettings(num_samples=self.num_samples, diffusion_steps=self.diffusion_steps,
                                 max_reasoning_tokens=self.max_reasoning_tokens, temperature=self.temperature,
                                 top_p=self.top_p, seed=self.seed, reasoning=self.reasoning_mode)
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(model_path=self.model_path, base_model_dir=self.base_model_dir, device=self.device,
+                             dtype=self.dtype, seed=self.seed, image_preprocessing=self.image_preprocessing,
+                             compile_flow=self.compile_flow, torch_threads=self.torch_threads)
 
     @property
     def tick_settings(self) -> TickSettings:
@@ -195,7 +204,7 @@ def _checked(spec: ParameterSpec, value: object) -> object:
     return spec.enum_type(value) if spec.enum_type is not None else value
 
 
-def read_params_file(path: Path, node_name: str = "alpamayo") -> dict[str, object]:
+def read_params_file(path: Path, node_name: str = NODE_NAME) -> dict[str, object]:
     """The `ros__parameters` a YAML parameter file gives this node (`/**`, `name` or `/name` sections, merged)."""
     try:
         document = yaml.safe_load(Path(path).read_text())
@@ -217,28 +226,3 @@ def parse_override(text: str) -> tuple[str, object]:
     if not sep or not name:
         raise ValueError(f"--param {text!r}: expected NAME:=VALUE")
     return name, yaml.safe_load(raw) if raw else ""
-
-
-def load_model(cfg: NodeConfig, model=None):
-    """The configured model: `model` if given (tests), else the checkpoint at `model_path`, else the tiny random one.
-
-    Applies the preprocessing and compile options; returns (model, what was loaded in words).
-    """
-    import torch
-
-    from alpamayo_ros.model.loading import from_pretrained, tiny
-
-    torch.set_num_threads(cfg.torch_threads)  # process-wide: the node's (and replay's) only torch user
-
-    if model is not None:
-        what = "an injected model"
-    elif not cfg.model_path:
-        model, what = tiny(seed=cfg.seed), "the TINY RANDOM demo model (its trajectories and reasoning are noise)"
-    else:
-        model = from_pretrained(cfg.model_path, base_model_dir=cfg.base_model_dir or None, device=cfg.device,
-                                dtype=cfg.dtype)
-        what = f"AlpamayoR1 from {cfg.model_path}"
-    model.set_image_preprocessing(cfg.image_preprocessing)
-    if cfg.compile_flow != "off":
-        model.compile_flow(cfg.compile_flow)
-    return model, what

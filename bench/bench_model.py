@@ -54,7 +54,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alpamayo_ros.model.alpamayo_r1 import Timings, _StageClock  # noqa: E402
+from alpamayo_ros.model.alpamayo_r1 import Timings  # noqa: E402
 from alpamayo_ros.model.config import ActionInProjConfig, ExpertConfig  # noqa: E402
 from alpamayo_ros.model.flow_matching import euler_integrate, time_grid  # noqa: E402
 from alpamayo_ros.model.loading import QWEN_BASE_VOCAB, random_model, release_config, tiny_config  # noqa: E402
@@ -64,6 +64,29 @@ from alpamayo_ros.tools.synthetic import road_images, synthetic_drive  # noqa: E
 STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
 WARMUP = 3  # untimed ticks per option: they fill the vision cache, compile, and record CUDA graphs
 ARITHMETIC_TICKS = 3  # profiled ticks per option after the timed ones (see `arithmetic_ms`)
+# --smoke: a check that the benchmark runs (the test suite), seconds not minutes; its numbers mean nothing.
+# One option of each kind, and the baseline: compiling takes 10-40 s on a CPU and the 6-sample prefills are the
+# slowest ticks (tests/model check those paths themselves).
+SMOKE = {"configs": ["tiny"], "ticks": 1, "tokens": 3, "warmup": 0, "arithmetic_ticks": 1,
+         "options": ["plain", "vision reuse", "device preprocessing", "6 shared reasoning", "reference-shaped"]}
+
+
+class LapClock:
+    """Milliseconds between successive `lap()` calls, waiting for queued GPU work first."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.last = self.now()
+
+    def now(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter_ns()
+
+    def lap(self) -> float:
+        now = self.now()
+        elapsed, self.last = (now - self.last) / 1e6, now
+        return elapsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +145,7 @@ def reference_shaped_sample(model, images: list[np.ndarray], hist_xyz: np.ndarra
     """One inference laid out as upstream's `sample_trajectories_from_data_with_vlm_rollout`, on greedy
     tokens. Returns the stage times and the (S, 64, 3) positions."""
     ids, device = model.token_ids, model.device
-    clock = _StageClock(device)
+    clock = LapClock(device)
     processed = model.prompt_encoder.image_processor(images=images, return_tensors="pt")
     grids = processed["image_grid_thw"]
     history = history_token_ids(torch.as_tensor(hist_xyz)[None], model.config.hist_traj_tokenizer_cfg,
@@ -226,11 +249,12 @@ def camera_frames(height: int, width: int, count: int) -> list[np.ndarray]:
 
 
 def run_config(name: str, ticks: int, tokens: int, device: str, options: list[str],
-               frames_hw: tuple[int, int] | None = None, profile_arithmetic: bool = False) -> dict:
+               frames_hw: tuple[int, int] | None = None, profile_arithmetic: bool = False, warmup: int = WARMUP,
+               arithmetic_ticks: int = ARITHMETIC_TICKS) -> dict:
     make_config, height, width, dtype, vocab = CONFIGS[name]
     height, width = frames_hw or (height, width)
     config, vlm_config = make_config()
-    frames = camera_frames(height, width, WARMUP + ticks + ARITHMETIC_TICKS + 3)
+    frames = camera_frames(height, width, warmup + ticks + arithmetic_ticks + 3)
     drive = synthetic_drive(height=height, width=width)
     history = (drive.ego_history_xyz, drive.ego_history_rot)
     model = random_model(config, vlm_config, seed=0, device=device, dtype=dtype, base_vocab_size=vocab)
@@ -253,18 +277,18 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
         return timings, (time.perf_counter_ns() - start) / 1e6
 
     # Options take turns tick by tick on the same model, so slow drifts of the machine affect all alike.
-    for k in range(WARMUP + ticks):
+    for k in range(warmup + ticks):
         for label in options:
             timings, wall_ms = tick(label, k)
-            if k >= WARMUP:
+            if k >= warmup:
                 measured[label].append((timings, wall_ms))
-        print(f"  {name}: tick {k + 1}/{WARMUP + ticks}" + (" (warm-up)" if k < WARMUP else ""), flush=True)
+        print(f"  {name}: tick {k + 1}/{warmup + ticks}" + (" (warm-up)" if k < warmup else ""), flush=True)
     # A few more ticks per option under the profiler: the median time in the kernels every exact path runs.
     arithmetic = {}
     if profile_arithmetic:
         for label in options:
-            arithmetic[label] = statistics.median(arithmetic_ms(lambda: tick(label, WARMUP + ticks + j))
-                                                  for j in range(ARITHMETIC_TICKS))
+            arithmetic[label] = statistics.median(arithmetic_ms(lambda: tick(label, warmup + ticks + j))
+                                                  for j in range(arithmetic_ticks))
     results = {}
     for label, runs in measured.items():
         results[label] = {stage: summarise([getattr(t, stage) for t, _ in runs]) for stage in STAGES}
@@ -339,8 +363,15 @@ def main() -> int:
     parser.add_argument("--no-arithmetic", action="store_true", help=f"skip the {ARITHMETIC_TICKS} profiled ticks "
                         "per option that measure its time in matrix products, convolution, attention and "
                         "activations (CPU only)")
+    parser.add_argument("--smoke", action="store_true", help=f"a quick check that it runs: {SMOKE}; the numbers "
+                        "mean nothing")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_model.json"))
     args = parser.parse_args()
+    warmup, arithmetic_ticks = WARMUP, ARITHMETIC_TICKS
+    if args.smoke:
+        args.configs, args.ticks, args.tokens = SMOKE["configs"], SMOKE["ticks"], SMOKE["tokens"]
+        warmup, arithmetic_ticks = SMOKE["warmup"], SMOKE["arithmetic_ticks"]
+        args.options = SMOKE["options"]
     configs = args.configs or (["tiny", "medium"] + (["full"] if args.device.startswith("cuda") else []))
     if "full" in configs and not args.device.startswith("cuda"):
         parser.error("the full-size config needs a GPU (--device cuda)")
@@ -348,7 +379,8 @@ def main() -> int:
     for name in configs:
         frames = tuple(int(v) for v in args.frames.split("x")) if args.frames else None
         report = run_config(name, args.ticks, args.tokens, args.device, args.options, frames,
-                            profile_arithmetic=not args.no_arithmetic and not args.device.startswith("cuda"))
+                            profile_arithmetic=not args.no_arithmetic and not args.device.startswith("cuda"),
+                            warmup=warmup, arithmetic_ticks=arithmetic_ticks)
         print_table(report)
         reports.append(report)
     meta = {"device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,

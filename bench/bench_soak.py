@@ -5,6 +5,7 @@ model time; compares the first and last minute. Loopback-only DDS on its own dom
 and writes JSON to bench/results/.
 
     python bench/bench_soak.py --minutes 10 --rate-hz 2
+    python bench/bench_soak.py --smoke    # 6 s, memory every second: checks that it runs (the test suite)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY_S = 10.0
+START_TIMEOUT_S = 180.0  # node start and the first output (imports, tiny model, 1.5 s of history) when loaded
+SMOKE = {"minutes": 0.1, "samples": 1, "sample_every_s": 1.0}  # --smoke: seconds, not minutes
 
 
 def rss_mb(pid: int) -> float:
@@ -34,17 +37,22 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate-hz", type=float, default=2.0)
     parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help=f"a quick check that everything runs: {SMOKE}; "
+                        "the numbers mean nothing")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "bench_soak.json"))
     args = parser.parse_args()
+    sample_every_s = SAMPLE_EVERY_S
+    if args.smoke:
+        args.minutes, args.samples, sample_every_s = SMOKE["minutes"], SMOKE["samples"], SMOKE["sample_every_s"]
     sys.path.insert(0, str(REPO))
     from alpamayo_ros.ros_env import loopback_dds_env
 
     loopback_dds_env()  # before rclpy loads here; the node and publisher inherit it
     env = dict(os.environ, PYTHONPATH=str(REPO))
     import rclpy
-    from alpamayo_msgs.msg import DrivingOutput, TickStatus
     from rclpy.executors import SingleThreadedExecutor
 
+    from alpamayo_msgs.msg import DrivingOutput, TickStatus
     from alpamayo_ros.tools.processes import stop
 
     node = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu",
@@ -67,13 +75,18 @@ def main() -> int:
     spinner.start()
     memory: list[tuple[float, float]] = []
     try:
+        waiting = time.monotonic()
         while not outputs and node.poll() is None:  # warm-up: until the first output
+            if time.monotonic() - waiting > START_TIMEOUT_S:
+                raise SystemExit(f"no output from the node within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.5)
+        if node.poll() is not None:
+            raise SystemExit(f"the node exited with code {node.returncode} before its first output")
         start = time.monotonic()
         end = start + args.minutes * 60
         while time.monotonic() < end and node.poll() is None:
             memory.append((time.monotonic() - start, rss_mb(node.pid)))
-            time.sleep(SAMPLE_EVERY_S)
+            time.sleep(sample_every_s)
         memory.append((time.monotonic() - start, rss_mb(node.pid)))
         alive = node.poll() is None
     finally:

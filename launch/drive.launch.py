@@ -5,10 +5,10 @@
 
 Parameters come from `params_file`; the launch arguments below override it only when given (empty = keep
 params_file's value). The DDS settings are set on this file's processes only, never on a launch file that
-includes it. When the node ends (or cannot start) the launch ends with it. managed:=true starts the lifecycle
-node instead; autostart (default) configures and then activates it, and ends the launch if it cannot; with
-autostart:=false a lifecycle manager brings it up. The checks, messages and the RViz config live in
-alpamayo_ros/launch_args.py, unit-tested without ROS.
+includes it. When the node ends the launch ends with it; when it cannot start (or, managed, cannot be configured
+and activated) `ros2 launch` exits 1 with the reason. managed:=true starts the lifecycle node instead;
+autostart (default) configures and then activates it; with autostart:=false a lifecycle manager brings it up.
+The checks, messages and the RViz config live in alpamayo_ros/launch_args.py, unit-tested without ROS.
 """
 
 import os
@@ -78,8 +78,16 @@ def _end_launch_with_node(executable: str):
         if context.is_shutdown:  # Ctrl-C or another process ended the launch first
             return None
         reason = launch_args.exit_reason(executable, event.returncode)
+        if event.returncode != 0:  # `ros2 launch` exits 1 with this line (a Shutdown would exit 0)
+            raise launch_args.NodeFailed(reason)
         return [LogInfo(msg=reason), Shutdown(reason=reason)]
     return on_exit
+
+
+def _fail(reason: str) -> OpaqueFunction:
+    def fail(context):
+        raise launch_args.NodeFailed(reason)
+    return OpaqueFunction(function=fail)
 
 
 def _change_state(node: LifecycleNode, transition_id: int) -> EmitEvent:
@@ -96,7 +104,7 @@ def _autostart(node: LifecycleNode, node_name: str) -> list:
         reason = launch_args.autostart_failure_reason(node_name, start_state, goal_state)
         actions.append(RegisterEventHandler(OnStateTransition(
             target_lifecycle_node=node, start_state=start_state, goal_state=goal_state,
-            entities=[LogInfo(msg=reason), Shutdown(reason=reason)])))
+            entities=[_fail(reason)])))
     return [*actions, _change_state(node, Transition.TRANSITION_CONFIGURE)]
 
 
@@ -109,12 +117,13 @@ def _processes(context, *args, **kwargs):
     managed = launch_args.parse_boolean("managed", value["managed"])
     autostart = launch_args.parse_boolean("autostart", value["autostart"])
     rviz = launch_args.parse_boolean("rviz", value["rviz"])
+    log_level = launch_args.parse_log_level(value["log_level"])
     executable = launch_args.node_executable(managed)
     node_class = LifecycleNode if managed else Node  # LifecycleNode requires name and namespace: both given
     node = node_class(package="alpamayo_ros", executable=executable, name=launch_args.NODE_NAME,
                       namespace=value["namespace"], output="screen", emulate_tty=True,
                       parameters=[str(params_file), overrides], env=env,
-                      arguments=["--ros-args", "--log-level", value["log_level"]],
+                      arguments=["--ros-args", "--log-level", log_level],
                       sigterm_timeout=_stop_timeout(value["node_stop_timeout"]))
     actions = [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_end_launch_with_node(executable)))]
     if managed and autostart:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
-from alpamayo_msgs.msg import DrivingOutput, TickStatus
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.executors import SingleThreadedExecutor
@@ -23,12 +22,12 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from alpamayo_msgs.msg import DrivingOutput, TickStatus
 from alpamayo_ros.conversions import stamp_to_ns as stamp_ns
 from alpamayo_ros.tools.processes import stop
 from conftest import REPO
 
 NODE_START_TIMEOUT_S = 60.0  # imports and the tiny model
-NS_PER_S = 1_000_000_000
 
 
 def ros_env() -> dict[str, str]:

@@ -6,8 +6,7 @@ from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import StoragePlugin
 
 from alpamayo_ros.tools import evaluate
-from alpamayo_ros.tools.bag_io import (OUTPUT_QOS, SENSOR_QOS, TF_STATIC_QOS, BagError, alpamayo_typestore, new_bag,
-                                       open_bag)
+from alpamayo_ros.tools.bag_io import OUTPUT_QOS, SENSOR_QOS, TF_STATIC_QOS, BagError, alpamayo_typestore, new_bag, open_bag
 
 
 def _text_bag(path, storage=StoragePlugin.MCAP, qos=SENSOR_QOS):

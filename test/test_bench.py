@@ -1,51 +1,53 @@
-"""The model benchmark runs and reports every stage and ratio (timings themselves are never asserted)."""
+"""Every benchmark runs (`--smoke`: tiny sizes, a few iterations) and reports what it measures; timings are never
+asserted, only that each stage was measured and the report has its parts."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_model.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TIMEOUT_S = 600  # a loaded 2-core machine; each smoke run takes seconds to a few minutes there
 
 
-def tiny_report(tmp_path: Path, options: list[str], ticks: int) -> dict:
-    """The tiny config's report for these options (3 greedy tokens, CPU)."""
-    out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(BENCH), "--configs", "tiny", "--ticks", str(ticks), "--tokens", "3",
-                    "--device", "cpu", "--out", str(out), "--options", *options], check=True, timeout=300,
-                   capture_output=True)
-    return json.loads(out.read_text())["reports"][0]
+def smoke(tmp_path: Path, script: str, *extra: str) -> dict:
+    out = tmp_path / f"{script}.json"
+    result = subprocess.run([sys.executable, str(BENCH / script), "--smoke", "--out", str(out), *extra],
+                            capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return json.loads(out.read_text())
 
 
 def test_model_benchmark_reports_each_option_against_the_plain_path(tmp_path):
-    options = ["plain", "vision reuse", "6 shared reasoning"]
-    report = tiny_report(tmp_path, options, ticks=2)
-    assert list(report["results"]) == options
-    for stats in report["results"].values():
+    report = smoke(tmp_path, "bench_model.py", "--device", "cpu")["reports"][0]
+    assert list(report["results"]) == ["plain", "vision reuse", "device preprocessing", "6 shared reasoning",
+                                       "reference-shaped"]
+    for label, stats in report["results"].items():
         assert all(stats[stage]["p50"] > 0 and stats[stage]["p90"] >= stats[stage]["p50"]
-                   for stage in ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "total_ms"))
-        assert stats["decode_tokens"] == [3, 3]  # equal work in every option
-    assert {"vision stage: plain / vision reuse", "total: 6 shared reasoning / plain"} <= set(report["ratios"])
+                   for stage in ("vision_ms", "decode_ms", "expert_ms", "total_ms")), label
+        assert stats["decode_tokens"] == [3], label  # equal work in every option, the baseline's included
+        assert stats["arithmetic_ms"] > 0, label  # the profiled tick: time in the kernels an exact path runs
+    assert {"vision stage: plain / vision reuse", "total: 6 shared reasoning / plain",
+            "speed-up, 1 sample, fresh call: reference-shaped / plain",
+            "ceiling, 1 sample, fresh call: reference-shaped / plain's arithmetic"} <= set(report["ratios"])
 
 
 def test_full_size_benchmark_refuses_to_run_without_a_gpu(tmp_path):
-    result = subprocess.run([sys.executable, str(BENCH), "--configs", "full", "--device", "cpu",
+    result = subprocess.run([sys.executable, str(BENCH / "bench_model.py"), "--configs", "full", "--device", "cpu",
                              "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "needs a GPU" in result.stderr
 
 
-def test_reference_shaped_baseline_does_the_options_work_and_is_compared(tmp_path):
-    # Greedy tokens through vlm.generate: the baseline decodes as many tokens as the options do.
-    options = ["plain", "vision reuse", "reference-shaped"]
-    report = tiny_report(tmp_path, options, ticks=1)
-    assert [report["results"][label]["decode_tokens"] for label in options] == [[3]] * 3
-    assert report["results"]["reference-shaped"]["decode_ms"]["p50"] > 0
-    assert {"speed-up, 1 sample, fresh call: reference-shaped / plain",
-            "speed-up, 1 sample, tick with reuse: reference-shaped / vision reuse"} <= set(report["ratios"])
-    # The profiled ticks (not the timed ones): every option's time in the kernels an exact path runs,
-    # measured and of the order of its timed total.
-    for label in options:
-        stats = report["results"][label]
-        assert 0 < stats["arithmetic_ms"] < stats["total_ms"]["max"] * 2
-    assert {"ceiling, 1 sample, fresh call: reference-shaped / plain's arithmetic",
-            "ceiling, 1 sample, tick with reuse: reference-shaped / vision reuse's arithmetic"} <= set(report["ratios"])
+def test_ingest_benchmark_times_the_callback_and_a_dds_run(tmp_path):
+    report = smoke(tmp_path, "bench_ingest.py")
+    assert set(report["callbacks"]) == {"raw rgb8", "JPEG"}
+    assert all(c["callback_us_p50"] > 0 and c["decode_on_arrival_us_p50"] > 0 for c in report["callbacks"].values())
+    (run,) = report["dds"]
+    assert run["ticks"] >= 1 and sum(run["outcomes"].values()) == run["ticks"]
+    assert run["odometry_rate_hz"] is not None  # the node's own /diagnostics arrived
+
+
+def test_soak_benchmark_samples_memory_and_latency(tmp_path):
+    report = smoke(tmp_path, "bench_soak.py")
+    assert report["node_alive"] and len(report["memory_samples"]) >= 2
+    assert report["outputs"] >= 1 and report["ticks"]["model_error"] == 0

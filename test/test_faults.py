@@ -18,9 +18,9 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
 from alpamayo_msgs.msg import TickStatus  # noqa: E402
-from dds import NS_PER_S, Received, assert_paths_valid, ros_env, run_scenario, stamp_ns  # noqa: E402
-
+from alpamayo_ros.units import NS_PER_S  # noqa: E402
 from conftest import REPO  # noqa: E402
+from dds import Received, assert_paths_valid, ros_env, run_scenario, stamp_ns  # noqa: E402
 
 FAULT_START_S, FAULT_END_S = 4.0, 7.0
 SCENARIO_TIMEOUT_S = 90.0  # an upper bound: each scenario ends as soon as its condition holds

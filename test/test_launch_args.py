@@ -32,6 +32,8 @@ def test_given_arguments_become_typed_parameters():
     ({"camera_topics": "/a,,/c,/d"}, "expected 4"),
     ({"image_transport": "theora"}, "image_transport:=theora: expected one of raw, compressed"),
     ({"use_sim_time": "yes"}, "use_sim_time:=yes: expected true or false"),
+    ({"device": "nonsense"}, "device:=nonsense: expected cpu, cuda or cuda:N"),
+    ({"device": "gpu:0"}, "device:=gpu:0: expected cpu, cuda or cuda:N"),
 ])
 def test_bad_arguments_are_refused_by_name(arguments, message):
     with pytest.raises(LaunchArgumentError, match=message):
@@ -161,3 +163,22 @@ def test_exit_reason_names_the_executable_and_the_code():
 def test_an_exception_in_a_transition_points_to_where_its_traceback_shows():
     reason = launch_args.autostart_failure_reason("/alpamayo", "errorprocessing", "unconfigured")
     assert "does not log" in reason and "managed:=false" in reason
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12"])
+def test_devices_the_node_runs_on_pass(device):
+    assert launch_args.parameter_overrides({"device": device}) == {"device": device}
+
+
+@pytest.mark.parametrize(("value", "level"), [("info", "info"), ("DEBUG", "debug"), ("Warn", "warn"),
+                                              ("fatal", "fatal")])
+def test_log_levels_are_rcutils_severities_in_any_case(value, level):
+    assert launch_args.parse_log_level(value) == level
+
+
+@pytest.mark.parametrize("value", ["verbose", "", "warning", "rcl:=debug"])
+def test_other_log_levels_are_refused_by_name(value):
+    with pytest.raises(LaunchArgumentError, match=f"log_level:={value}: expected one of debug, info, warn, error, "
+                                                  "fatal"):
+        launch_args.parse_log_level(value)
+

@@ -8,7 +8,7 @@ pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (mak
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from alpamayo_ros.lifecycle_node import AlpamayoLifecycleNode  # noqa: E402
+from alpamayo_ros.node import AlpamayoNode  # noqa: E402
 
 
 def subscribed_topics(node) -> set[str]:
@@ -16,10 +16,10 @@ def subscribed_topics(node) -> set[str]:
 
 
 def test_transitions_load_subscribe_stop_and_free(context, tiny_model):
-    node = AlpamayoLifecycleNode(model=tiny_model, context=context,
+    node = AlpamayoNode(model=tiny_model, context=context,
                                  parameter_overrides=[Parameter("image_transport", value="compressed")])
     try:
-        assert getattr(node, "model", None) is None and node.runner is None  # nothing loaded before configure
+        assert node.model is None and node.engine is None  # nothing loaded before configure
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.model is tiny_model and node._input_subscriptions == [] and node._tick_timer is None
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -27,9 +27,9 @@ def test_transitions_load_subscribe_stop_and_free(context, tiny_model):
         assert {"/cameras/front_wide/image/compressed", "/odom"} <= topics and node._tick_timer is not None
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert not {"/cameras/front_wide/image/compressed", "/odom"} & {s.topic_name for s in node.subscriptions}
-        assert node._tick_timer is None and node.runner is not None
+        assert node._tick_timer is None and node.engine is not None
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-        assert node.model is None and node.runner is None
+        assert node.model is None and node.engine is None
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS  # and again, from scratch
     finally:
         node.trigger_shutdown()
@@ -37,7 +37,7 @@ def test_transitions_load_subscribe_stop_and_free(context, tiny_model):
 
 
 def test_bad_parameter_fails_configure_naming_it(context, tiny_model):
-    node = AlpamayoLifecycleNode(model=tiny_model, context=context,
+    node = AlpamayoNode(model=tiny_model, context=context,
                                  parameter_overrides=[Parameter("selection", value="best")])
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
@@ -48,7 +48,7 @@ def test_bad_parameter_fails_configure_naming_it(context, tiny_model):
 
 def test_unexpected_error_in_configure_fails_it_loudly_and_diagnostics_say_why(context, tmp_path):
     (tmp_path / "config.json").write_text("[]")  # not a config: loading raises something other than ValueError
-    node = AlpamayoLifecycleNode(context=context, parameter_overrides=[
+    node = AlpamayoNode(context=context, parameter_overrides=[
         Parameter("model_path", value=str(tmp_path)), Parameter("device", value="cpu"),
         Parameter("dtype", value="float32")])
     try:
@@ -81,7 +81,7 @@ def test_cleanup_lets_the_model_go(context):
     from alpamayo_ros.model.loading import tiny
 
     model = tiny(seed=0)
-    node = AlpamayoLifecycleNode(model=model, context=context)
+    node = AlpamayoNode(model=model, context=context)
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         node._injected_model = None

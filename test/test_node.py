@@ -9,10 +9,11 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip ros-rclpy==9.1.2, see README)")
 pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
 
-from alpamayo_msgs.msg import TickStatus  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
-from dds import Received, assert_paths_valid, run_scenario, stamp_ns  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
+
+from alpamayo_msgs.msg import TickStatus  # noqa: E402
+from dds import Received, assert_paths_valid, run_scenario, stamp_ns  # noqa: E402
 
 OUTPUT_WAIT_TIMEOUT_S = 120.0  # node start (imports, tiny model) plus buffering 1.5 s of odometry
 FIRST_POSE_TOL_M = 0.5  # first pose ~ v0 * 0.1 s = 0.8 m ahead; accel bounds and float slack

@@ -15,7 +15,7 @@ pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (mak
 
 from rclpy.parameter import Parameter  # noqa: E402
 
-from alpamayo_ros.node import AlpamayoNode, usage  # noqa: E402
+from alpamayo_ros.node import start_node, usage  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "alpamayo.yaml"
 
@@ -44,7 +44,7 @@ def test_params_file_and_overrides_read_as_ros_reads_them(tmp_path):
 
 def make_node(context, tiny_model, **overrides):
     params = [Parameter(k, value=v) for k, v in overrides.items()]
-    return AlpamayoNode(model=tiny_model, context=context, parameter_overrides=params)
+    return start_node(tiny_model, context=context, parameter_overrides=params)
 
 
 def test_parameters_become_a_typed_config(context, tiny_model):
@@ -79,6 +79,8 @@ def test_model_options_reach_the_model(context):
     ("reasoning_mode", "both", "reasoning_mode='both'"),
     ("image_preprocessing", "gpu", "image_preprocessing='gpu': expected one of \\['host', 'device'\\]"),
     ("compile_flow", "on", "compile_flow='on'"),
+    ("device", "nonsense", "device 'nonsense': expected cpu, cuda or cuda:N"),
+    ("device", "cuda:", "device 'cuda:': expected cpu, cuda or cuda:N"),
 ])
 def test_bad_parameters_stop_startup_with_name_and_value(context, tiny_model, name, value, message):
     with pytest.raises(ValueError, match=message):
@@ -118,3 +120,16 @@ def test_invalid_topic_name_stops_startup_without_leaving_the_runner_thread(cont
     with pytest.raises(NameValidationException):
         make_node(context, tiny_model, camera_topics=["/a", "b c", "/d", "/e"])
     assert {t for t in threading.enumerate() if t.name == "alpamayo-runner"} == before  # or the process hangs
+
+
+@pytest.mark.parametrize(("ros_args", "message"), [
+    (["--log-level", "verbose"], "cannot start: failed to initialize rcl: Couldn't parse log level"),
+    (["-p", "device:=nonsense"], "cannot start: device 'nonsense': expected cpu, cuda or cuda:N"),
+])
+def test_start_up_errors_end_main_with_code_1_and_one_line(capfd, ros_args, message):
+    """rcl's own argument parsing fails like a bad parameter: `cannot start: ...`, no traceback, exit code 1."""
+    from alpamayo_ros.node import main
+
+    assert main(["alpamayo_node", "--ros-args", *ros_args]) == 1
+    output = "".join(capfd.readouterr())
+    assert message in output and "Traceback" not in output, output

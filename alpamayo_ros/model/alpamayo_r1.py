@@ -27,8 +27,8 @@ from .flow_matching import euler_integrate, time_grid
 from .kv_cache import reserve
 from .pixels import DevicePixels
 from .prompt import PromptEncoder, read_reasoning
-from .vision_cache import EncodedImage, VisionCache
 from .trajectory_tokens import history_token_ids
+from .vision_cache import EncodedImage, VisionCache
 
 logger = logging.getLogger(__name__)
 

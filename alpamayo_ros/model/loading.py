@@ -25,8 +25,15 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageP
 
 from .alpamayo_r1 import AlpamayoR1
 from .config import ActionInProjConfig, AlpamayoR1Config, ExpertConfig
-from .prompt import (RELEASE_MAX_PIXELS, RELEASE_MIN_PIXELS, PromptEncoder, TokenIds, extend_tokenizer,
-                     load_image_processor, load_tokenizer)
+from .prompt import (
+    RELEASE_MAX_PIXELS,
+    RELEASE_MIN_PIXELS,
+    PromptEncoder,
+    TokenIds,
+    extend_tokenizer,
+    load_image_processor,
+    load_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -7,29 +7,13 @@ lies further behind the vehicle than a reversing manoeuvre could take it.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import Prediction
 
-
-@dataclass(frozen=True, slots=True)
-class OutputLimits:
-    """Physical plausibility of a sampled trajectory (ego frame at t0)."""
-
-    max_first_pose_error_m: float = 0.5  # |x_1 - v0 dt|; the accel bound alone allows 0.05 m
-    max_reverse_m: float = 1.0  # no pose further behind the t0 position than this
-
-
-class Selection(enum.Enum):
-    """How the published sample is chosen among the valid ones."""
-
-    FIRST = "first"
-    MEDOID = "medoid"  # the sample with the least total ADE to the others
+from .settings import OutputLimits, Selection
 
 
 def sample_problems(pred: Prediction, action_space: UnicycleAccelCurvatureActionSpace,

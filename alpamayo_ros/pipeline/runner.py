@@ -1,7 +1,7 @@
 """The model on one worker thread: submit returns at once, a busy worker drops the tick.
 
 A job (a tick's `Ticker.run`) runs on the worker; its result comes back through a callback on the
-worker thread, and the caller hands it to its own thread. `model_inference` is the model call a tick makes.
+worker thread, and the tick engine hands it to its caller's thread. `model_inference` is the model call a tick makes.
 """
 
 from __future__ import annotations
@@ -10,33 +10,21 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
 from alpamayo_ros.model.alpamayo_r1 import AlpamayoR1, Prediction
 
+from .settings import SamplingSettings
 from .sync import ModelInput
 
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 
 
-@dataclass(frozen=True, slots=True)
-class SamplingSettings:
-    """How each tick samples the model."""
-
-    num_samples: int = 1
-    diffusion_steps: int = 10
-    max_reasoning_tokens: int = 256
-    temperature: float = 0.6  # 0 = greedy reasoning
-    top_p: float = 0.98
-    seed: int = 0  # tick k uses seed + k: reproducible under replay, different across ticks
-    reasoning: str = "per_sample"  # or "shared": one reasoning for all samples
-
-
-def model_inference(model: AlpamayoR1, settings: SamplingSettings) -> Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]:
+def model_inference(model: AlpamayoR1,
+                    settings: SamplingSettings) -> Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]:
     """The model call of tick `tick` on its decoded images."""
 
     def infer(tick: int, model_input: ModelInput, images: Sequence[np.ndarray]) -> Prediction:

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alpamayo_ros.units import NS_PER_S
+
 from .camera_buffer import CameraBuffer
 from .frames import CameraFrame
 from .pose_history import HistoryGap, PoseHistory
 
-NS_PER_S = 1_000_000_000
 CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order (release)
 
 
@@ -119,8 +120,9 @@ def _input_at(t0: int, cameras: Sequence[CameraBuffer], poses: PoseHistory, cfg:
             frame = camera.nearest(target)
             miss = abs(frame.stamp_ns - target)
             if miss >= cfg.sync_tolerance_ns:  # strict: a frame half-way between two slots serves neither
-                return NotReady(Missing.FRAME_OUT_OF_SYNC, f"camera {camera.name}: no frame within {cfg.sync_tolerance_ns / 1e6:.0f} ms of "
-                                f"t0{offset / NS_PER_S:+.1f} s (nearest {miss / 1e6:.0f} ms away)")
+                return NotReady(Missing.FRAME_OUT_OF_SYNC, f"camera {camera.name}: no frame within "
+                                f"{cfg.sync_tolerance_ns / 1e6:.0f} ms of t0{offset / NS_PER_S:+.1f} s (nearest "
+                                f"{miss / 1e6:.0f} ms away)")
             frames.append(frame)
             stamps.append(frame.stamp_ns)
     times = t0 - cfg.history_step_ns * np.arange(cfg.history_poses - 1, -1, -1, dtype=np.int64)

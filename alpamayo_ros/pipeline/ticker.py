@@ -1,96 +1,38 @@
 """One inference tick, ROS-free: select inputs -> input checks -> decode -> model -> output checks -> outcome.
 
-The node, the in-process replay and the benchmarks drive the same three steps:
+The tick engine (`engine.TickEngine`, which the node, the lockstep replay and the tests drive) runs these steps:
 
     select(now_ns)        caller's thread   stamps only: which t0, frames and history poses, or NotReady
     run(tick, input)      worker thread     decode the 16 frames, run the model, check every sample
     finish(outcome)       caller's thread   withhold results of reset inputs, forget undecodable frames, count
 
 `run` touches nothing `select` and `finish` use except the frame decoder, which only it uses, so the
-node may run it on its worker thread while the executor keeps buffering messages.
+engine may run it on its worker thread while the node's executor keeps buffering messages.
 """
 
 from __future__ import annotations
 
-import collections
-import enum
 import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import Prediction
+from alpamayo_ros.units import NS_PER_S
 
 from .frames import FrameDecodeError, FrameDecoder
 from .inputs import Inputs, Refused
-from .outputs import OutputLimits, Selection, sample_problems, select_sample
-from .sync import CAMERA_NAMES, InputLimits, Missing, ModelInput, NotReady, input_problems, select_inputs
+from .outcome import Outcome, Status, TickCounts
+from .outputs import sample_problems, select_sample
+from .settings import TickSettings
+from .sync import CAMERA_NAMES, Missing, ModelInput, NotReady, input_problems, select_inputs
 
 logger = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 CLOCK_JUMP_FORWARD_S = 5.0  # a tick this much later than the previous one (and > 3 periods) means a jump
-
-
-class Status(enum.IntEnum):
-    """What became of a tick; the values are alpamayo_msgs/TickStatus's."""
-
-    NOT_READY = 0
-    SUBMITTED = 1
-    DROPPED_BUSY = 2
-    PUBLISHED = 3
-    REJECTED = 4
-    MODEL_ERROR = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The end of a tick that reached the model: published (with the valid samples), rejected or failed."""
-
-    tick: int
-    status: Status
-    model_input: ModelInput
-    prediction: Prediction | None = None
-    valid: tuple[int, ...] = ()  # samples that passed the output checks
-    selected: int = -1  # the published sample (an index into the prediction)
-    reason: str = ""  # REJECTED / MODEL_ERROR: why, one line
-    error: str = ""  # MODEL_ERROR: the traceback
-    bad_frame: tuple[int, int, str] | None = None  # (camera, stamp_ns, what was wrong) of an undecodable frame
-    epoch: int = 0
-
-
-@dataclass
-class TickCounts:
-    """Ticks by outcome; not-ready ticks grouped by what was missing."""
-
-    ticks: int = 0
-    published: int = 0
-    not_ready: collections.Counter = field(default_factory=collections.Counter)
-    dropped: int = 0
-    rejected: int = 0
-    model_errors: int = 0
-
-    def summary(self) -> str:
-        """One line: '33 ticks: 30 published, 3 not ready (stale input: 3), 0 dropped, 0 rejected, 0 model errors'."""
-        waiting = sum(self.not_ready.values())
-        groups = ", ".join(f"{kind.value}: {n}" for kind, n in self.not_ready.most_common())
-        return (f"{self.ticks} ticks: {self.published} published, {waiting} not ready"
-                f"{f' ({groups})' if groups else ''}, {self.dropped} dropped (model busy), {self.rejected} rejected, "
-                f"{self.model_errors} model errors")
-
-
-@dataclass(frozen=True, slots=True)
-class TickSettings:
-    """The rules of a tick (everything but the sampling settings, which belong to `infer`)."""
-
-    rate_hz: float
-    input_limits: InputLimits = InputLimits()
-    output_limits: OutputLimits = OutputLimits()
-    selection: Selection = Selection.FIRST
 
 
 Infer = Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]  # (tick, input, its 16 images)

@@ -10,7 +10,7 @@ from pathlib import Path
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 MSG_DIR = Path(__file__).resolve().parents[2] / "alpamayo_msgs" / "msg"
 BAG_VERSION = 8  # rosbag2 metadata version Humble's `ros2 bag` reads (9 needs Iron or later)

@@ -23,11 +23,11 @@ import numpy as np
 
 from alpamayo_ros.pipeline.pose_history import HistoryGap, PoseHistory, PoseSample
 from alpamayo_ros.tools.bag_io import BagError, alpamayo_typestore, open_bag, read_messages, require_topics
+from alpamayo_ros.units import NS_PER_S
 
 HORIZONS_S = (1.0, 3.0, 5.0, 6.4)
 DT_S = 0.1
 WAYPOINTS = 64
-NS_PER_S = 1_000_000_000
 GROUND_TRUTH_MAX_GAP_NS = 500_000_000  # odometry gaps the ground truth may interpolate over
 TICK_OUTCOMES = {0: "not_ready", 1: "submitted", 2: "dropped_busy", 3: "published", 4: "rejected", 5: "model_error"}
 

@@ -25,8 +25,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 from alpamayo_ros.tools.bag_io import SENSOR_QOS, TF_QOS, TF_STATIC_QOS
+from alpamayo_ros.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 START_NS = 1_700_000_000 * NS_PER_S  # bag start time (sim time), an arbitrary epoch
 CAMERA_HZ, ODOMETRY_HZ = 10, 50
 ODOMETRY = len(CAMERA_NAMES)  # event kind of an odometry message; cameras are 0-3

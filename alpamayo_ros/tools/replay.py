@@ -1,8 +1,8 @@
 """Replay a rosbag2 (mcap or sqlite3) through the node's pipeline and record what it would publish.
 
 - lockstep (default): in this process, no node and no DDS. Messages are fed in log order to the same
-  `Inputs` the node's callbacks fill, and the same `Ticker` runs a tick at every exact multiple of
-  1 / tick_hz of bag time, the model running to completion before the next message. Same bag and
+  `Inputs` the node's callbacks fill, and the node's tick engine (`pipeline.engine`, without its worker thread)
+  runs a tick at every exact multiple of 1 / tick_hz of bag time, to completion before the next message. Same bag and
   parameters give bitwise identical outputs under any machine load (the `torch_threads` parameter fixes
   torch's thread count, which can change float reductions; machines whose CPUs make torch choose other
   kernels may differ in the last bits). Wall-clock stage timings, which differ run to run by
@@ -25,16 +25,24 @@ import time
 from pathlib import Path
 
 from alpamayo_ros import parameters
-from alpamayo_ros.ros_env import loopback_dds_env
 from alpamayo_ros.parameters import NodeConfig, OutputFrame
+from alpamayo_ros.pipeline.engine import build_model, model_engine
 from alpamayo_ros.pipeline.inputs import Inputs
-from alpamayo_ros.pipeline.runner import model_inference
-from alpamayo_ros.pipeline.sync import NotReady
-from alpamayo_ros.pipeline.ticker import Outcome, Status, TickCounts, Ticker
-from alpamayo_ros.tools.bag_io import (OUTPUT_QOS, SENSOR_QOS, BagError, alpamayo_typestore, new_bag, open_bag,
-                                       read_messages, require_topics, storage_of)
+from alpamayo_ros.pipeline.outcome import Status, TickCounts, TickReport
+from alpamayo_ros.ros_env import loopback_dds_env
+from alpamayo_ros.tools.bag_io import (
+    OUTPUT_QOS,
+    SENSOR_QOS,
+    BagError,
+    alpamayo_typestore,
+    new_bag,
+    open_bag,
+    read_messages,
+    require_topics,
+    storage_of,
+)
+from alpamayo_ros.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 OUTPUT_TYPES = {"trajectory": "nav_msgs/msg/Path", "reasoning": "std_msgs/msg/String",
                 "output": "alpamayo_msgs/msg/DrivingOutput", "candidates": "visualization_msgs/msg/MarkerArray",
@@ -54,8 +62,7 @@ class Lockstep:
         self.cfg, self.model, self.writer, self.typestore = cfg, model, writer, typestore
         self.camera_topics = list(camera_topics or cfg.subscribed_camera_topics)
         self.inputs = Inputs(self.camera_topics, cfg.odometry_topic, cfg.sync)
-        self.ticker = Ticker(self.inputs, cfg.tick_settings, model_inference(model, cfg.sampling), model.action_space,
-                             on_reset=model.clear_vision_cache)
+        self.engine = model_engine(self.inputs, model, cfg.tick_settings, cfg.sampling)  # no worker: lockstep
         self.outputs = {name: writer.add_connection(f"{node}/{name}", msgtype, typestore=typestore,
                                                     offered_qos_profiles=OUTPUT_QOS)
                         for name, msgtype in OUTPUT_TYPES.items()}
@@ -82,28 +89,24 @@ class Lockstep:
 
     def tick(self, now_ns: int) -> None:
         """One tick at bag time `now_ns`, run to completion."""
-        tick, selected = self.ticker.select(now_ns)
-        if isinstance(selected, NotReady):
-            self._write_tick(tick, Status.NOT_READY, now_ns, selected.reason)
-            return
-        self.ticker.submitted(tick, selected)
-        self._write_tick(tick, Status.SUBMITTED, now_ns, t0_ns=selected.t0_ns)
         started = time.perf_counter()
-        outcome, refused = self.ticker.finish(self.ticker.run(tick, selected, self.inputs.epoch), now_ns)
+        events = self.engine.tick(now_ns)
         self.model_seconds += time.perf_counter() - started
-        if refused is not None:
-            self.refused.append(refused.text)
-        if outcome.status is Status.PUBLISHED:
-            self._write_outputs(outcome, now_ns)
-        self._write_tick(tick, outcome.status, now_ns, outcome.reason, selected.t0_ns)
+        for report in events:
+            if not isinstance(report, TickReport):
+                continue  # a clock jump: bag time only goes forward here
+            if report.refused is not None:
+                self.refused.append(report.refused.text)
+            if report.status is Status.PUBLISHED:
+                self._write_outputs(report, now_ns)
+            self._write_tick(report.tick, report.status, now_ns, report.reason, report.t0_ns)
 
-    def _write_outputs(self, outcome: Outcome, now_ns: int) -> None:
+    def _write_outputs(self, report: TickReport, now_ns: int) -> None:
         conversions = self._conversions
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
         frame_id = self.inputs.odom_frame if in_odom else self.inputs.base_frame
-        latency_ms = (now_ns - outcome.model_input.t0_ns) / 1e6
-        messages = conversions.output_messages(outcome, frame_id, in_odom, self.camera_topics,
-                                               self.cfg.selection.value, latency_ms)
+        messages = conversions.output_messages(report.outcome, frame_id, in_odom, self.camera_topics,
+                                               self.cfg.selection.value, report.latency_ms)
         measured = messages.output.timings
         timings = type(measured)(latency_ms=measured.latency_ms, decode_tokens=measured.decode_tokens)
         messages.output.timings = timings  # wall-clock times vary by run: they go to <node>/timings
@@ -134,7 +137,7 @@ class Lockstep:
 def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_topics: list[str] | None = None,
                     node: str = "/alpamayo") -> tuple[TickCounts, Lockstep]:
     """Run the pipeline over `bag` in lockstep (ticks at multiples of 1 / cfg.rate_hz) and write `out`."""
-    model, _ = parameters.load_model(cfg, model)
+    model, _ = build_model(cfg.model_settings, model)
     typestore = alpamayo_typestore()
     reader = open_bag([bag], typestore)
     try:
@@ -158,7 +161,7 @@ def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_to
             lockstep.tick(next_tick)
     finally:
         reader.close()
-    return lockstep.ticker.counts, lockstep
+    return lockstep.engine.counts, lockstep
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:

@@ -22,10 +22,18 @@ from rosgraph_msgs.msg import Clock
 
 from alpamayo_msgs.msg import TickStatus
 from alpamayo_ros.conversions import message_class, ns_to_stamp
-from alpamayo_ros.tools.bag_io import (OUTPUT_QOS, SENSOR_QOS, alpamayo_typestore, new_bag, open_bag, read_messages,
-                                       require_topics, storage_of)
+from alpamayo_ros.tools.bag_io import (
+    OUTPUT_QOS,
+    SENSOR_QOS,
+    alpamayo_typestore,
+    new_bag,
+    open_bag,
+    read_messages,
+    require_topics,
+    storage_of,
+)
+from alpamayo_ros.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 DISCOVERY_TIMEOUT_S = 60.0  # for the node's subscriptions to appear
 DISCOVERY_SETTLE_S = 1.0
 OUTPUT_WAIT_S = 2.0  # after the bag's end, for the node's last outputs

@@ -10,8 +10,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from alpamayo_ros.model.config import AlpamayoR1Config
-from alpamayo_ros.model.loading import (QWEN_BASE_VOCAB, CheckpointError, from_pretrained, random_model,
-                                        release_config, save_pretrained)
+from alpamayo_ros.model.loading import (
+    QWEN_BASE_VOCAB,
+    CheckpointError,
+    from_pretrained,
+    random_model,
+    release_config,
+    save_pretrained,
+)
 
 
 def test_tiny_state_dict_keys_equal_the_release_layout(tiny_model, conformance_dir):

@@ -7,8 +7,16 @@ import torch
 from safetensors.torch import load_file
 
 from alpamayo_ros.model.loading import tiny_tokenizer
-from alpamayo_ros.model.prompt import (SPECIAL_TOKEN_KEYS, PromptEncoder, TokenIds, extend_tokenizer,
-                                       fuse_history, load_image_processor, load_tokenizer, prompt_text)
+from alpamayo_ros.model.prompt import (
+    SPECIAL_TOKEN_KEYS,
+    PromptEncoder,
+    TokenIds,
+    extend_tokenizer,
+    fuse_history,
+    load_image_processor,
+    load_tokenizer,
+    prompt_text,
+)
 
 # Reference §4.1: the release's ids (Qwen3-VL base tokenizer of 151669 tokens, 4000 trajectory tokens).
 RELEASE_SPECIAL_IDS = {

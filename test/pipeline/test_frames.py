@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from alpamayo_ros.pipeline.frames import (CameraFrame, FrameDecodeError, FrameDecoder, InvalidImage, compressed_image,
-                                          decode, raw_image, rgb_frame)
+from alpamayo_ros.pipeline.frames import (
+    CameraFrame,
+    FrameDecodeError,
+    FrameDecoder,
+    InvalidImage,
+    compressed_image,
+    decode,
+    raw_image,
+    rgb_frame,
+)
 
 
 def jpeg(pixels: np.ndarray) -> bytes:

@@ -1,5 +1,6 @@
 """Runner: one job at a time on its worker thread; a busy worker drops, a job that raises is logged and counted."""
 
+import logging
 import threading
 
 import pytest
@@ -30,13 +31,26 @@ def test_busy_runner_drops_and_counts_jobs():
     assert results == ["result 1"] and not runner.busy
 
 
-def test_job_that_raises_is_counted_and_the_next_job_runs(caplog):
-    results, seen = [], threading.Semaphore(0)
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_job_that_raises_is_counted_and_the_next_job_runs():
+    # A handler on the runner's own logger, not caplog: launch (imported by launch_pytest on any ROS 2
+    # machine) sets a logger class whose loggers do not propagate to the root, where caplog listens.
+    results, seen, records = [], threading.Semaphore(0), _Records()
 
     def failing():
         raise RuntimeError("a bug in the tick")
 
     runner = Runner(lambda r: (results.append(r), seen.release()))
+    runner_logger = logging.getLogger(Runner.__module__)
+    runner_logger.addHandler(records)
     try:
         runner.submit(failing)
         for _ in range(100):  # the worker frees itself after logging the failure
@@ -47,8 +61,10 @@ def test_job_that_raises_is_counted_and_the_next_job_runs(caplog):
         assert seen.acquire(timeout=WAIT_S)
     finally:
         runner.stop(WAIT_S)
+        runner_logger.removeHandler(records)
     assert results == ["ok"] and runner.failed == 1
-    assert "RuntimeError: a bug in the tick" in caplog.text
+    assert any(r.levelno == logging.ERROR and "RuntimeError: a bug in the tick" in r.getMessage()
+               for r in records.records)
 
 
 def test_stopped_runner_refuses_work():

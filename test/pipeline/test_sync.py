@@ -7,7 +7,8 @@ from scipy.spatial.transform import Rotation
 from alpamayo_ros.pipeline.camera_buffer import CameraBuffer
 from alpamayo_ros.pipeline.frames import decode, rgb_frame
 from alpamayo_ros.pipeline.pose_history import PoseHistory, PoseSample
-from alpamayo_ros.pipeline.sync import CAMERA_NAMES as NAMES, Missing, ModelInput, NotReady, SyncConfig, select_inputs
+from alpamayo_ros.pipeline.sync import CAMERA_NAMES as NAMES
+from alpamayo_ros.pipeline.sync import Missing, ModelInput, NotReady, SyncConfig, select_inputs
 
 MS = 1_000_000
 S = 1_000_000_000
