@@ -28,9 +28,9 @@ from alpamayo_ros.ros_env import loopback_dds_env  # noqa: E402
 
 loopback_dds_env()  # rclpy's serializer is used; never multicast
 
-from alpamayo_ros import parameters  # noqa: E402
 from alpamayo_ros.model.loading import tiny  # noqa: E402
-from alpamayo_ros.pipeline.ticker import TickCounts  # noqa: E402
+from alpamayo_ros.pipeline.engine import build_model  # noqa: E402
+from alpamayo_ros.pipeline.outcome import TickCounts  # noqa: E402
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.closed_loop import metrics  # noqa: E402
 from alpamayo_ros.tools.closed_loop.__main__ import node_config  # noqa: E402
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         args.scenarios, args.seeds, duration = ["lead_brake"], args.seeds[:1], SMOKE_DURATION_S
         overrides += ["max_reasoning_tokens:=8", "diffusion_steps:=4"]
     cfg = node_config(None, overrides, args.rate_hz)
-    model, what = parameters.load_model(cfg) if "default" in args.models else (None, "not run")
+    model, what = build_model(cfg.model_settings) if "default" in args.models else (None, "not run")
     print(f"default model: {what}; latency {latency.label}; rate {cfg.rate_hz:g} Hz; seeds {args.seeds}")
     rows = []
     if "default" in args.models:

@@ -10,7 +10,8 @@ from alpamayo_ros.tools.closed_loop.controller import HOLD_DECEL_MPS2, NO_PLAN_D
 from alpamayo_ros.tools.closed_loop.vehicle import LIMITS, Command, VehicleState, step
 
 DT_S = 0.01
-NS_PER_S = 1_000_000_000
+from alpamayo_ros.units import NS_PER_S
+
 FLOAT_TOL = 1e-9  # float64 arithmetic on a few hundred steps
 
 
@@ -172,7 +173,7 @@ def test_the_node_process_closes_the_loop_over_dds(tmp_path):
 
 
 def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_do():
-    from alpamayo_ros.pipeline.ticker import TickCounts
+    from alpamayo_ros.pipeline.outcome import TickCounts
     from alpamayo_ros.tools.closed_loop.loop import simulate
     from alpamayo_ros.tools.closed_loop.oracle import LaneCentreOracle
     from alpamayo_ros.tools.make_sample_bag import START_NS

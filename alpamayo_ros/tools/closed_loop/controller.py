@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .vehicle import LIMITS, Command, VehicleLimits, VehicleState
+from alpamayo_ros.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
+from .vehicle import LIMITS, Command, VehicleLimits, VehicleState
 
 # Pure pursuit: look-ahead L = clip(LOOKAHEAD_TIME_S * speed + LOOKAHEAD_MIN_M, .., LOOKAHEAD_MAX_M). Too short
 # oscillates with the steering rate limit; too long cuts corners entering a curve. 0.8 s is the usual 0.5-1 s

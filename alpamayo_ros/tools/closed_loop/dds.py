@@ -30,18 +30,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from alpamayo_msgs.msg import TickStatus
 from alpamayo_ros.conversions import message_class, ns_to_stamp
 from alpamayo_ros.parameters import ImageTransport, NodeConfig
+from alpamayo_ros.pipeline.outcome import Status, TickCounts
 from alpamayo_ros.pipeline.sync import Missing
-from alpamayo_ros.pipeline.ticker import Status, TickCounts
 from alpamayo_ros.tools.make_sample_bag import START_NS
 from alpamayo_ros.tools.processes import stop
 from alpamayo_ros.tools.replay import OUTPUT_TYPES
 from alpamayo_ros.tools.world import World
+from alpamayo_ros.units import NS_PER_S
 
 from .lockstep import RunResult
 from .loop import Published, simulate
 from .record import RunBag
 
-NS_PER_S = 1_000_000_000
 DISCOVERY_TIMEOUT_S = 90.0  # the node's start: imports, the model, its subscriptions
 DISCOVERY_SETTLE_S = 1.0
 OUTPUT_WAIT_S = 2.0  # after the last step, for outputs in flight

@@ -13,17 +13,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from alpamayo_ros import conversions, parameters
+from alpamayo_ros import conversions
 from alpamayo_ros.parameters import ImageTransport, NodeConfig, OutputFrame
-from alpamayo_ros.pipeline.ticker import Status, TickCounts
+from alpamayo_ros.pipeline.engine import build_model
+from alpamayo_ros.pipeline.outcome import Status, TickCounts, TickReport
 from alpamayo_ros.tools.make_sample_bag import START_NS
 from alpamayo_ros.tools.world import World
+from alpamayo_ros.units import NS_PER_S
 
-from .engine import Released, SimEngine, TickReport
+from .engine import SimClockEngine
 from .loop import Published, Trace, simulate
 from .record import RunBag
-
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -57,18 +57,17 @@ class Latency:
 
 
 class LockstepAutopilot:
-    """SimEngine fed the loop's messages, ticking on the node timer's grid, its outputs written to `bag`."""
+    """The node's tick engine fed the loop's messages, ticking on the node timer's grid, its outputs written to `bag`."""
 
     def __init__(self, cfg: NodeConfig, model, latency: Latency, start_ns: int, bag=None) -> None:
         self.cfg, self.bag = cfg, bag
         self.camera_topics = list(cfg.subscribed_camera_topics)
-        self.engine = SimEngine(cfg, model, self.camera_topics, latency)
+        self.engine = SimClockEngine(cfg, model, self.camera_topics, latency)
         self.period_ns = round(NS_PER_S / cfg.rate_hz)
         self.next_tick_ns = (start_ns // self.period_ns + 1) * self.period_ns  # the timer's first firing
-        self.latencies_ms: list[float] = []
 
     def begin_step(self, stamp_ns: int) -> None:
-        pass  # the engine's clock is the stamps it is handed
+        pass  # the engine's clock is the time `advance` hands it
 
     def camera(self, camera: int, msg, stamp_ns: int) -> None:
         self.engine.take_image(camera, msg, stamp_ns)
@@ -77,44 +76,40 @@ class LockstepAutopilot:
         self.engine.take_odometry(msg, stamp_ns)
 
     def advance(self, stamp_ns: int) -> list[Published]:
-        events = self.engine.release(stamp_ns)
-        while self.next_tick_ns <= stamp_ns:  # a timer firing between steps ticks at the step (10 ms grid)
+        tick_due = self.next_tick_ns <= stamp_ns  # a timer firing between steps ticks at the step (10 ms grid)
+        while self.next_tick_ns <= stamp_ns:
             self.next_tick_ns += self.period_ns
-            events += self.engine.tick(stamp_ns)
-            events += self.engine.release(stamp_ns)
         published = []
-        for event in events:
-            if isinstance(event, TickReport):
-                self._write("tick", conversions.tick_status(event.tick, event.status, event.stamp_ns, event.reason,
-                                                            event.t0_ns), event.stamp_ns)
-            elif isinstance(event, Released) and event.outcome.status is Status.PUBLISHED:
-                published.append(self._publish(event))
+        for report in self.engine.step(stamp_ns, tick_due):
+            if not isinstance(report, TickReport):
+                continue  # a clock jump: simulated time only goes forward
+            if report.status is Status.PUBLISHED:
+                published.append(self._publish(report, stamp_ns))
+            self._write("tick", conversions.tick_status(report.tick, report.status, stamp_ns, report.reason,
+                                                        report.t0_ns), stamp_ns)
         return published
 
-    def _publish(self, event: Released) -> Published:
-        outcome, stamp = event.outcome, event.stamp_ns
+    def close(self) -> None:
+        self.engine.close()
+
+    def _publish(self, report: TickReport, stamp_ns: int) -> Published:
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
         inputs = self.engine.inputs
         frame_id = inputs.odom_frame if in_odom else inputs.base_frame
-        latency_ms = (stamp - outcome.model_input.t0_ns) / 1e6
-        self.latencies_ms.append(latency_ms)
-        messages = conversions.output_messages(outcome, frame_id, in_odom, self.camera_topics,
-                                               self.cfg.selection.value, latency_ms)
+        messages = conversions.output_messages(report.outcome, frame_id, in_odom, self.camera_topics,
+                                               self.cfg.selection.value, report.latency_ms)
         measured = messages.output.timings
         messages.output.timings = type(measured)(latency_ms=measured.latency_ms,
                                                  decode_tokens=measured.decode_tokens)  # wall times: ~/timings
         for name, msg in (("output", messages.output), ("trajectory", messages.trajectory),
                           ("reasoning", messages.reasoning), ("candidates", messages.candidates),
                           ("timings", measured)):
-            self._write(name, msg, stamp)
-        self._write("tick", conversions.tick_status(outcome.tick, Status.PUBLISHED, stamp, "",
-                                                    outcome.model_input.t0_ns), stamp)
-        return Published(messages.trajectory, stamp, messages.reasoning.data, outcome.tick)
+            self._write(name, msg, stamp_ns)
+        return Published(messages.trajectory, stamp_ns, messages.reasoning.data, report.tick)
 
     def _write(self, name: str, msg, stamp_ns: int) -> None:
         if self.bag is not None:
             self.bag.write_output(name, msg, stamp_ns)
-
 
 
 @dataclass(frozen=True)
@@ -130,7 +125,7 @@ class RunResult:
 def run_lockstep(world: World, cfg: NodeConfig, latency: Latency, bag_path: Path | None = None, model=None,
                  keep_frames: bool = True) -> RunResult:
     """One lockstep run of `world` (bag written to `bag_path` if given) with the configured (or given) model."""
-    model, what = parameters.load_model(cfg, model)
+    model, what = build_model(cfg.model_settings, model)
     compressed = cfg.image_transport is ImageTransport.COMPRESSED
     bag = None if bag_path is None else RunBag(bag_path, list(cfg.subscribed_camera_topics), compressed,
                                                cfg.odometry_topic)
@@ -138,9 +133,11 @@ def run_lockstep(world: World, cfg: NodeConfig, latency: Latency, bag_path: Path
     try:
         trace = simulate(world, autopilot, START_NS, compressed, bag, keep_frames=keep_frames)
     except BaseException as exc:
+        autopilot.close()
         if bag is not None:
             bag.close(exc)
         raise
+    autopilot.close()
     if bag is not None:
         bag.close()
     return RunResult(trace, autopilot.engine.counts, what, tuple(autopilot.engine.compute_s))

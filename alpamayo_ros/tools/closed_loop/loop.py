@@ -24,12 +24,12 @@ import numpy as np
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 from alpamayo_ros.tools.world import EGO_FRONT_M, HISTORY_S, VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, Pose2D, World
+from alpamayo_ros.units import NS_PER_S
 
 from . import sensors
 from .controller import Mode, Plan, Tracker
 from .vehicle import LIMITS, VehicleLimits, VehicleState, steer_for, step
 
-NS_PER_S = 1_000_000_000
 STEP_NS = 10_000_000  # physics and control at 100 Hz
 CAMERA_PERIOD_NS = 100_000_000  # 10 Hz, as the world's bags
 ODOMETRY_PERIOD_NS = 20_000_000  # 50 Hz

@@ -12,11 +12,10 @@ import numpy as np
 
 from alpamayo_ros.conversions import path_msg
 from alpamayo_ros.tools.world import FUTURE_OFFSETS_S, World
+from alpamayo_ros.units import NS_PER_S
 
 from .loop import Published
 from .sensors import ODOM_FRAME
-
-NS_PER_S = 1_000_000_000
 
 
 class LaneCentreOracle:

@@ -20,10 +20,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
+from alpamayo_ros.units import NS_PER_S
 
 from .vehicle import LIMITS, VehicleLimits, VehicleState
 
-NS_PER_S = 1_000_000_000
 JPEG_QUALITY = 85  # as world.write_bag writes the bags the driver is trained and replayed on
 ODOM_FRAME, BASE_FRAME = "odom", "base_link"
 
