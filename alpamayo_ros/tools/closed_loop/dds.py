@@ -59,7 +59,7 @@ class DdsAutopilot:
                  pace: float = 1.0) -> None:
         self.cfg, self.bag, self.node, self.pace = cfg, bag, node, pace
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(args=[], context=self.context)  # not sys.argv: the CLI's NAME:=VALUE would read as remaps
         self.ros = rclpy.create_node("alpamayo_closed_loop", context=self.context)
         image_type = CompressedImage if cfg.image_transport is ImageTransport.COMPRESSED else Image
         self.cameras = [self.ros.create_publisher(image_type, topic, qos_profile_sensor_data)
