@@ -40,7 +40,9 @@ def bird_eye_png(trace: Trace, world: World, metrics: dict, path: Path) -> None:
     x = np.array([st.x for st in trace.state])
     y = np.array([st.y for st in trace.state])
     speed = np.array([st.speed for st in trace.state])
-    s_end = max(float(np.nanmax(trace.s)), world.stop_line_s or 0.0, metrics["expert_progress_m"]) + 30.0
+    plan_ends = [world.lane_offset(*plan.xy[-1])[0] for _, plan in trace.plans]
+    s_end = np.nanmax([float(np.nanmax(trace.s)), world.stop_line_s or 0.0, metrics["expert_progress_m"],
+                       *plan_ends]) + 20.0
     fig, ax = plt.subplots(figsize=(10, 7))
     for i, (lx, ly) in enumerate(_road_lines(world, -5.0, s_end)):
         ax.plot(lx, ly, color="0.5", lw=1.0, ls="--" if i == 1 else "-")
@@ -69,7 +71,7 @@ def bird_eye_png(trace: Trace, world: World, metrics: dict, path: Path) -> None:
                  f"{metrics['red_violations']}, collisions {metrics['collisions']}", fontsize=9)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
