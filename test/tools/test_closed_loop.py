@@ -1,0 +1,209 @@
+"""Closed loop: the vehicle model's limits, the tracking controller, and lockstep runs of the node's tick engine."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alpamayo_ros.tools.closed_loop.controller import HOLD_DECEL_MPS2, NO_PLAN_DECEL_MPS2, Mode, Plan, Tracker
+from alpamayo_ros.tools.closed_loop.vehicle import LIMITS, Command, VehicleState, step
+
+DT_S = 0.01
+from alpamayo_ros.units import NS_PER_S
+
+FLOAT_TOL = 1e-9  # float64 arithmetic on a few hundred steps
+
+
+def drive(state: VehicleState, command: Command, seconds: float) -> VehicleState:
+    for _ in range(round(seconds / DT_S)):
+        state = step(state, command, DT_S)
+    return state
+
+
+def test_vehicle_steering_is_rate_limited_and_clipped():
+    state = step(VehicleState(0.0, 0.0, 0.0, 5.0), Command(curvature=10.0, accel=0.0), DT_S)
+    assert state.steer == pytest.approx(LIMITS.max_steer_rate_radps * DT_S, abs=FLOAT_TOL)
+    state = drive(state, Command(curvature=10.0, accel=0.0), 3.0)
+    assert state.steer == pytest.approx(LIMITS.max_steer_rad, abs=FLOAT_TOL)
+
+
+def test_vehicle_acceleration_lags_and_is_clipped_and_never_reverses():
+    state = step(VehicleState(0.0, 0.0, 0.0, 10.0), Command(0.0, -50.0), DT_S)
+    assert state.accel == pytest.approx(-LIMITS.max_decel_mps2 * (1 - math.exp(-DT_S / LIMITS.accel_lag_s)))
+    state = drive(state, Command(0.0, -50.0), 1.0)
+    assert state.accel >= -LIMITS.max_decel_mps2 - FLOAT_TOL
+    state = drive(state, Command(0.0, -50.0), 3.0)
+    assert state.speed == 0.0 and state.accel == 0.0
+    x_stopped = state.x
+    assert drive(state, Command(0.0, -50.0), 1.0).x == x_stopped  # braking at rest: no motion backwards
+    fast = drive(VehicleState(0.0, 0.0, 0.0, 29.0), Command(0.0, 50.0), 2.0)
+    assert fast.speed == LIMITS.max_speed_mps and fast.accel <= LIMITS.max_accel_mps2 + FLOAT_TOL
+
+
+def test_vehicle_follows_a_circle_of_the_commanded_curvature():
+    radius, speed = 20.0, 5.0
+    start = VehicleState(0.0, 0.0, 0.0, speed, steer=math.atan(LIMITS.wheelbase_m / radius))
+    seconds = 12.0  # 60 m: most of half a turn
+    end = drive(start, Command(1.0 / radius, 0.0), seconds)
+    angle = speed * seconds / radius
+    assert (end.x, end.y) == pytest.approx((radius * math.sin(angle), radius * (1 - math.cos(angle))), abs=1e-6)
+    assert end.yaw == pytest.approx(angle, abs=1e-9)
+
+
+def plan_of(xy_at, seconds: float = 6.4) -> Plan:
+    times = np.arange(0.0, seconds + 1e-9, 0.1)
+    return Plan(t_ns=np.round(times * NS_PER_S).astype(np.int64), xy=xy_at(times), t0_ns=0)
+
+
+def track(plan: Plan, state: VehicleState, seconds: float) -> tuple[VehicleState, list]:
+    tracker, steps = Tracker(), []
+    tracker.follow(plan)
+    for k in range(round(seconds / DT_S)):
+        control = tracker.command(state, k * 10_000_000)
+        steps.append(control)
+        state = step(state, control.command, DT_S)
+    return state, steps
+
+
+def test_controller_tracks_a_straight_line_from_an_offset():
+    speed = 10.0
+    plan = plan_of(lambda t: np.stack([speed * t, np.zeros_like(t)], axis=1))
+    end, steps = track(plan, VehicleState(0.0, 0.8, 0.0, speed), 6.0)
+    assert abs(steps[0].lateral_error_m - 0.8) < 0.01
+    assert max(abs(s.lateral_error_m) for s in steps[300:]) < 0.05  # settled within 3 s
+    assert end.x == pytest.approx(speed * 6.0, abs=0.5) and end.speed == pytest.approx(speed, abs=0.1)
+
+
+def test_controller_tracks_an_arc_and_its_speed_profile():
+    radius, v0, decel = 40.0, 10.0, 1.0  # a left arc while slowing from 10 to 3.6 m/s
+
+    def arc(t):
+        s = v0 * t - 0.5 * decel * t ** 2
+        return np.stack([radius * np.sin(s / radius), radius * (1 - np.cos(s / radius))], axis=1)
+
+    end, steps = track(plan_of(arc), VehicleState(0.0, 0.0, 0.0, v0), 6.0)
+    assert max(abs(s.lateral_error_m) for s in steps[100:]) < 0.15
+    assert max(abs(s.station_error_m) for s in steps) < 0.5
+    assert end.speed == pytest.approx(v0 - decel * 6.0, abs=0.3)
+    assert all(s.mode is Mode.TRACK for s in steps)
+
+
+def test_controller_holds_a_standing_plan_and_brakes_without_one():
+    tracker = Tracker()
+    assert tracker.command(VehicleState(0.0, 0.0, 0.0, 5.0), 0).command.accel == -NO_PLAN_DECEL_MPS2
+    tracker.follow(plan_of(lambda t: np.zeros((len(t), 2))))
+    control = tracker.command(VehicleState(0.0, 0.0, 0.0, 0.0), 1_000_000_000)
+    assert control.mode is Mode.HOLD and control.command.accel == -HOLD_DECEL_MPS2
+    assert tracker.command(VehicleState(0.0, 0.0, 0.0, 0.0), 7 * NS_PER_S).mode is Mode.NO_PLAN  # ran out
+
+
+# -- lockstep runs of the node's tick engine (rclpy messages; the tiny random model) -----------------------------
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
+pytest.importorskip("alpamayo_msgs.msg", reason="alpamayo_msgs is not built (make test builds it)")
+
+from alpamayo_ros.tools import world as world_module  # noqa: E402
+from alpamayo_ros.tools.closed_loop import metrics  # noqa: E402
+from alpamayo_ros.tools.closed_loop.__main__ import node_config  # noqa: E402
+from alpamayo_ros.tools.closed_loop.lockstep import Latency, run_lockstep  # noqa: E402
+from alpamayo_ros.tools.closed_loop.loop import plan_from_path  # noqa: E402
+from alpamayo_ros.tools.closed_loop.record import topic_digests  # noqa: E402
+
+FAST = ["device:=cpu", "dtype:=float32", "max_reasoning_tokens:=8", "diffusion_steps:=4"]
+
+
+def test_plan_from_an_ego_frame_path_equals_the_odom_frame_one():
+    from alpamayo_ros.conversions import path_msg, to_output_frame
+
+    yaw = 0.7
+    origin = VehicleState(3.0, -2.0, yaw)
+    rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+    xyz = np.stack([np.arange(1, 65) * 1.0, np.arange(1, 65) * 0.1, np.zeros(64)], axis=1)
+    rots = np.repeat(np.eye(3)[None], 64, axis=0)
+    t0_ns = 5 * NS_PER_S
+    poses = {t0_ns: origin}
+    ego = plan_from_path(path_msg(xyz, rots, t0_ns, "base_link"), poses)
+    odom = plan_from_path(path_msg(*to_output_frame(xyz, rots, np.array([3.0, -2.0, 0.0]), rot), t0_ns, "odom"), poses)
+    np.testing.assert_allclose(ego.xy, odom.xy, atol=1e-9)
+    assert ego.t_ns[0] == t0_ns and ego.t_ns[1] == t0_ns + 100_000_000 and tuple(ego.xy[0]) == (3.0, -2.0)
+
+
+def test_lockstep_runs_with_a_fixed_latency_are_identical(tmp_path):
+    cfg = node_config(None, FAST, rate_hz=2.0)
+    runs = []
+    for name in ("a", "b"):
+        world = world_module.World(dataclasses.replace(world_module.make_scenario("lead_brake", 1001), duration_s=3.0))
+        result = run_lockstep(world, cfg, Latency.parse("fixed:250"), tmp_path / name, keep_frames=False)
+        measured = metrics.compute(result.trace, world, result.counts)
+        del measured["wall_s"], measured["real_time_factor"]
+        digests = topic_digests(tmp_path / name)
+        runs.append((measured, {t: d for t, d in digests.items() if not t.endswith("/timings")}))
+    assert runs[0][1]["/alpamayo/trajectory"]  # something was published
+    assert runs[0][0]["published"] >= 3, runs[0][0]
+    assert runs[0] == runs[1]
+
+
+def test_closed_loop_benchmark_smoke_run_reports_every_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "bench_closed_loop.py"), "--smoke", "--models", "random",
+                    "--out", str(out)], check=True, timeout=300, capture_output=True)
+    report = json.loads(out.read_text())
+    assert report["summary"]["random"]["runs"] == 1 and report["runs"][0]["published"] >= 1
+    assert set(report["runs"][0]) >= {"passed", "progress_ratio", "max_lane_offset_m", "red_violations", "collisions",
+                                      "real_time_factor"}
+
+
+def test_the_node_process_closes_the_loop_over_dds(tmp_path):
+    from alpamayo_ros.tools.closed_loop.dds import run_dds
+
+    cfg = node_config(None, FAST, rate_hz=2.0)
+    world = world_module.World(dataclasses.replace(world_module.make_scenario("straight", 1002), duration_s=4.0))
+    result = run_dds(world, cfg, tmp_path / "bag", None, FAST, keep_frames=False)
+    assert result.counts.published >= 1, result.counts.summary()
+    assert result.trace.plans and "track" in result.trace.mode  # the car followed what the node published
+    digests = topic_digests(tmp_path / "bag")
+    assert {"/alpamayo/trajectory", "/alpamayo/tick", "/odom", "/tf"} <= set(digests)
+
+
+def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_do():
+    from alpamayo_ros.pipeline.outcome import TickCounts
+    from alpamayo_ros.tools.closed_loop.loop import simulate
+    from alpamayo_ros.tools.closed_loop.oracle import LaneCentreOracle
+    from alpamayo_ros.tools.make_sample_bag import START_NS
+
+    world = world_module.generate("mixed", 1000)  # a curve, a red light it must stop for, a lead that brakes
+    trace = simulate(world, LaneCentreOracle(world, START_NS), START_NS, True, keep_frames=False, cameras=False)
+    measured = metrics.compute(trace, world, TickCounts())
+    stood = [s for s, state, light in zip(trace.s, trace.state, trace.light) if light == "red" and state.speed == 0.0]
+    assert stood and max(stood) + world_module.EGO_FRONT_M < world.stop_line_s  # it stood before the line on red
+    assert metrics.passes(measured), measured
+    assert measured["completed"] and measured["min_gap_m"] > 0
+
+
+# The embedded driver (issue 20, alpamayo_ros/driver/, checkpoint sha256 4a1ff520...) measured in this loop: 0 of 21
+# held-out runs pass (README, closed-loop benchmark); on this drive it runs the red light. Strict: a driver that
+# passes turns this into a failure until the mark goes.
+DRIVER_DIR = Path(world_module.__file__).resolve().parents[1] / "driver"
+
+
+@pytest.mark.skipif(not (DRIVER_DIR / "config.json").is_file(), reason=f"no embedded driver at {DRIVER_DIR} (issue 20)")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the embedded driver does not read the scene yet (README, closed-loop table)")
+def test_the_trained_driver_keeps_its_lane_and_stops_for_red():
+    from alpamayo_ros.model.loading import from_pretrained
+
+    world = world_module.World(dataclasses.replace(world_module.make_scenario("red_light", 1017), duration_s=9.0))
+    cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)  # red from the start; the expert stands from 8.0 s
+    result = run_lockstep(world, cfg, Latency.parse("fixed:300"), model=from_pretrained(DRIVER_DIR), keep_frames=False)
+    measured = metrics.compute(result.trace, world, result.counts)
+    stood = [s for s, state in zip(result.trace.s, result.trace.state) if state.speed == 0.0]
+    assert measured["completed"] and measured["max_lane_offset_m"] <= metrics.LANE_DEPARTURE_M, measured
+    assert measured["red_violations"] == 0 and stood and max(stood) + world_module.EGO_FRONT_M < world.stop_line_s
