@@ -8,6 +8,9 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 TIMEOUT_S = 600  # a loaded 2-core machine; each smoke run takes seconds to a few minutes there
+# Pipeline and direct baselines extrapolate the same poses (the 50 Hz odometry hits t0 - 0.2 s exactly), from
+# float64 odometry and a float32 history: they differ by float32 rounding of ~100 m positions, far below this.
+BASELINE_TOL_M = 1e-3
 
 
 def smoke(tmp_path: Path, script: str, *extra: str) -> dict:
@@ -51,3 +54,14 @@ def test_soak_benchmark_samples_memory_and_latency(tmp_path):
     report = smoke(tmp_path, "bench_soak.py")
     assert report["node_alive"] and len(report["memory_samples"]) >= 2
     assert report["outputs"] >= 1 and report["ticks"]["model_error"] == 0
+
+
+def test_driver_benchmark_smoke_scores_every_path(tmp_path):
+    """bench_driver --smoke: one held-out red-light drive through bag, replay and evaluate, and the direct calls."""
+    report = smoke(tmp_path, "bench_driver.py")
+    assert set(report["summaries"]) == {"pipeline", "direct", "direct, cameras blanked"}
+    pipeline = report["summaries"]["pipeline"]
+    assert pipeline["overall"]["n"] > 0 and pipeline["overall"]["min_ade_m@6.4s"] > 0
+    # Both paths score the same ticks against the same truth: the baseline columns are equal.
+    direct = report["summaries"]["direct"]["overall"]
+    assert abs(direct["baseline_fde_m@6.4s"] - pipeline["overall"]["baseline_fde_m@6.4s"]) < BASELINE_TOL_M

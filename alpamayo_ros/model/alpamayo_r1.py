@@ -300,6 +300,13 @@ class AlpamayoR1(nn.Module):
     def prefill(self, input_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_embeds: torch.Tensor,
                 deepstack: list[torch.Tensor]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
         """Run the prompt through the text decoder. Returns last-token logits (B, V), cache, rope_delta (B, 1)."""
+        hidden, cache, rope_delta = self.prefix_forward(input_ids, image_grid_thw, image_embeds, deepstack)
+        return self.vlm.lm_head(hidden[:, -1]), cache, rope_delta
+
+    def prefix_forward(self, input_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_embeds: torch.Tensor,
+                       deepstack: list[torch.Tensor]) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+        """The text decoder over whole sequences (B, L) with their images: the prefill, and training's VLM
+        pass (`training.py`). Returns the last hidden states (B, L, hidden), the cache, rope_delta (B, 1)."""
         text_model = self.vlm.model.language_model
         input_ids = input_ids.to(self.device)
         image_mask = input_ids == self.token_ids.image_pad
@@ -310,7 +317,7 @@ class AlpamayoR1(nn.Module):
             input_ids, image_grid_thw.to(self.device), None, attention_mask=torch.ones_like(input_ids))
         out = text_model(inputs_embeds=embeds, position_ids=position_ids, use_cache=True,
                          visual_pos_masks=image_mask, deepstack_visual_embeds=deepstack)
-        return self.vlm.lm_head(out.last_hidden_state[:, -1]), out.past_key_values, rope_delta.to(self.device)
+        return out.last_hidden_state, out.past_key_values, rope_delta.to(self.device)
 
     def _next_tokens(self, logits: torch.Tensor, greedy: bool, temperature: float, top_p: float,
                      generator: torch.Generator) -> torch.Tensor:

@@ -4,6 +4,8 @@ For every `alpamayo_msgs/DrivingOutput` in the bag(s): each sample's poses and t
 t0 + 0.1 ... t0 + 6.4 s, both in the ego frame at t0 (the odometry pose at t0), compared in the ground
 (xy) plane: ADE (mean error up to a horizon), FDE (error at the horizon) of the published sample, and
 minADE over all samples, at 1, 3, 5 and 6.4 s. Horizons past the end of the odometry are left out.
+Beside the model, on the same ticks: the constant-velocity baseline, which extrapolates the speed and yaw
+rate the odometry shows over the last BASELINE_WINDOW_S before t0 (what the history alone predicts).
 Also latency percentiles (DrivingOutput timings) and tick outcomes (`~/tick`). Works on any bag that
 holds the odometry and the node's outputs: a replay's output bag, or a recording made on a car.
 
@@ -29,6 +31,7 @@ HORIZONS_S = (1.0, 3.0, 5.0, 6.4)
 DT_S = 0.1
 WAYPOINTS = 64
 GROUND_TRUTH_MAX_GAP_NS = 500_000_000  # odometry gaps the ground truth may interpolate over
+BASELINE_WINDOW_S = 0.2  # speed and yaw rate of the baseline: the odometry's over this last stretch before t0
 TICK_OUTCOMES = {0: "not_ready", 1: "submitted", 2: "dropped_busy", 3: "published", 4: "rejected", 5: "model_error"}
 
 
@@ -38,6 +41,7 @@ class Scored:
 
     t0_ns: int
     errors: np.ndarray
+    baseline_errors: np.ndarray  # (64,) the constant speed and yaw rate extrapolation's errors, NaN past the truth
     selected: int
     pred_odom: np.ndarray  # (64, 2) selected sample in the odometry frame, for plots
     latency_ms: float
@@ -93,14 +97,36 @@ def score(history: PoseHistory, odom_frame: str, output) -> Scored:
         positions, _ = history.interpolate(future[covered], GROUND_TRUTH_MAX_GAP_NS)
         truth[covered] = r0.inv().apply(positions - p0)
     in_odom = output.header.frame_id == odom_frame
+    baseline = constant_velocity_baseline(history, t0)
     errors, preds = [], []
     for path in output.trajectories:
         poses = _poses(path)
         ego = r0.inv().apply(poses - p0) if in_odom else poses
         preds.append(poses if in_odom else r0.apply(poses) + p0)
         errors.append(np.linalg.norm(ego[:, :2] - truth[:, :2], axis=1))
-    return Scored(t0_ns=t0, errors=np.array(errors), selected=output.selected, pred_odom=preds[output.selected][:, :2],
+    return Scored(t0_ns=t0, errors=np.array(errors),
+                  baseline_errors=np.linalg.norm(baseline - truth[:, :2], axis=1), selected=output.selected,
+                  pred_odom=preds[output.selected][:, :2],
                   latency_ms=output.timings.latency_ms, model_ms=output.timings.total_ms)
+
+
+def constant_velocity_baseline(history: PoseHistory, t0_ns: int) -> np.ndarray:
+    """(64, 2) xy in the ego frame at t0: the speed and yaw rate of the last BASELINE_WINDOW_S kept constant."""
+    window_ns = round(BASELINE_WINDOW_S * NS_PER_S)
+    (p_before, p0), rotations = history.interpolate(np.array([t0_ns - window_ns, t0_ns]), GROUND_TRUTH_MAX_GAP_NS)
+    step = rotations[1].inv().apply(p0 - p_before)[:2]  # ego frame at t0
+    speed = float(np.linalg.norm(step)) / BASELINE_WINDOW_S
+    yaw_rate = float((rotations[0].inv() * rotations[1]).as_rotvec()[2]) / BASELINE_WINDOW_S
+    return unicycle(speed, yaw_rate, DT_S * np.arange(1, WAYPOINTS + 1))
+
+
+def unicycle(speed_mps: float, yaw_rate_rps: float, times_s: np.ndarray) -> np.ndarray:
+    """(N, 2) positions at `times_s` of a vehicle leaving the origin along +x at constant speed and yaw rate."""
+    if abs(yaw_rate_rps) < 1e-6:
+        return np.stack([speed_mps * times_s, np.zeros_like(times_s)], axis=-1)
+    radius = speed_mps / yaw_rate_rps
+    yaw = yaw_rate_rps * times_s
+    return np.stack([radius * np.sin(yaw), radius * (1.0 - np.cos(yaw))], axis=-1)
 
 
 def summarise(scored: list[Scored], ticks: dict[int, int]) -> dict:
@@ -108,7 +134,7 @@ def summarise(scored: list[Scored], ticks: dict[int, int]) -> dict:
     metrics = {}
     for horizon in HORIZONS_S:
         n = round(horizon / DT_S)
-        ade, fde, min_ade = [], [], []
+        ade, fde, min_ade, base_ade, base_fde = [], [], [], [], []
         for s in scored:
             window = s.errors[:, :n]
             if np.isnan(window).any():
@@ -117,7 +143,10 @@ def summarise(scored: list[Scored], ticks: dict[int, int]) -> dict:
             ade.append(per_sample[s.selected])
             fde.append(window[s.selected, -1])
             min_ade.append(per_sample.min())
-        metrics[f"{horizon:g}s"] = {"n": len(ade), "ade_m": _mean(ade), "fde_m": _mean(fde), "min_ade_m": _mean(min_ade)}
+            base_ade.append(s.baseline_errors[:n].mean())
+            base_fde.append(s.baseline_errors[n - 1])
+        metrics[f"{horizon:g}s"] = {"n": len(ade), "ade_m": _mean(ade), "fde_m": _mean(fde), "min_ade_m": _mean(min_ade),
+                                    "baseline_ade_m": _mean(base_ade), "baseline_fde_m": _mean(base_fde)}
     latency = [s.latency_ms for s in scored]
     model = [s.model_ms for s in scored]
     outcomes = {name: sum(1 for o in ticks.values() if o == code) for code, name in TICK_OUTCOMES.items()}
@@ -138,10 +167,11 @@ def _percentiles(values: list[float]) -> dict[str, float] | None:
 
 def print_table(summary: dict) -> None:
     print(f"evaluated {summary['outputs']} outputs against the bag's odometry (xy, ego frame at t0)")
-    print(f"{'horizon':>8} {'n':>4} {'ADE [m]':>9} {'FDE [m]':>9} {'minADE [m]':>11}")
+    print(f"{'':>13} {'model':^31} {'constant velocity':^21}")
+    print(f"{'horizon':>8} {'n':>4} {'ADE [m]':>9} {'FDE [m]':>9} {'minADE [m]':>11} {'ADE [m]':>10} {'FDE [m]':>10}")
     for horizon, m in summary["metrics"].items():
         cells = [f"{m[k]:>{w}.3f}" if m[k] is not None else f"{'-':>{w}}" for k, w in
-                 (("ade_m", 9), ("fde_m", 9), ("min_ade_m", 11))]
+                 (("ade_m", 9), ("fde_m", 9), ("min_ade_m", 11), ("baseline_ade_m", 10), ("baseline_fde_m", 10))]
         print(f"{horizon:>8} {m['n']:>4} " + " ".join(cells))
     for name, label in (("latency_ms", "t0 to publication (node clock)"), ("model_ms", "model time (wall)")):
         p = summary[name]

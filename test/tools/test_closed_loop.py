@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,24 +185,3 @@ def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_
     assert stood and max(stood) + world_module.EGO_FRONT_M < world.stop_line_s  # it stood before the line on red
     assert metrics.passes(measured), measured
     assert measured["completed"] and measured["min_gap_m"] > 0
-
-
-# The embedded driver (issue 20, alpamayo_ros/driver/, checkpoint sha256 4a1ff520...) measured in this loop: 0 of 21
-# held-out runs pass (README, closed-loop benchmark); on this drive it runs the red light. Strict: a driver that
-# passes turns this into a failure until the mark goes.
-DRIVER_DIR = Path(world_module.__file__).resolve().parents[1] / "driver"
-
-
-@pytest.mark.skipif(not (DRIVER_DIR / "config.json").is_file(), reason=f"no embedded driver at {DRIVER_DIR} (issue 20)")
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the embedded driver does not read the scene yet (README, closed-loop table)")
-def test_the_trained_driver_keeps_its_lane_and_stops_for_red():
-    from alpamayo_ros.model.loading import from_pretrained
-
-    world = world_module.World(dataclasses.replace(world_module.make_scenario("red_light", 1017), duration_s=9.0))
-    cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)  # red from the start; the expert stands from 8.0 s
-    result = run_lockstep(world, cfg, Latency.parse("fixed:300"), model=from_pretrained(DRIVER_DIR), keep_frames=False)
-    measured = metrics.compute(result.trace, world, result.counts)
-    stood = [s for s, state in zip(result.trace.s, result.trace.state) if state.speed == 0.0]
-    assert measured["completed"] and measured["max_lane_offset_m"] <= metrics.LANE_DEPARTURE_M, measured
-    assert measured["red_violations"] == 0 and stood and max(stood) + world_module.EGO_FRONT_M < world.stop_line_s

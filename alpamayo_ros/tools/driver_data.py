@@ -1,0 +1,85 @@
+"""Supervised examples for the embedded driver, cut from the synthetic world's expert drives.
+
+An example is the world's `model_sample` at one t0 with its 16 images JPEG round-tripped at the bag's
+quality (the node only ever sees decoded JPEG, so training on the same pixels keeps direct and
+bag-replayed inputs alike), kept in memory as JPEG bytes and decoded when a batch is built. Training
+seeds and held-out seeds are disjoint ranges, fixed here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image as PILImage
+
+from alpamayo_ros.model.training import TrainingExample
+from alpamayo_ros.tools import world as world_module
+
+JPEG_QUALITY = 85  # world.write_bag / make_sample_bag encode every camera frame at this quality
+TRAIN_SEEDS = range(0, 1000)  # training draws from these
+HELD_OUT_SEEDS = range(1000, 2000)  # evaluation, tests, the demo: never used in training
+T0_STEP_S = 0.1  # t0 grid along a drive (the camera rate)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExample:
+    """One example with its images as JPEG bytes (about 50 kB instead of 740 kB at 96 x 160)."""
+
+    jpegs: tuple[bytes, ...]  # 16, camera-major: cam0 f0..f3, cam1 f0..f3, ...
+    shape: tuple[int, int]  # (H, W)
+    ego_history_xyz: np.ndarray
+    ego_history_rot: np.ndarray
+    future_xyz: np.ndarray
+    future_rot: np.ndarray
+    coc: str
+    cause: str
+    interesting: bool
+    scenario: str
+    seed: int
+    t0_s: float
+
+    def images(self) -> np.ndarray:
+        """(4, 4, H, W, 3) uint8 RGB, decoded."""
+        decoded = [np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB")) for data in self.jpegs]
+        return np.stack(decoded).reshape(4, 4, *self.shape, 3)
+
+    def training_example(self) -> TrainingExample:
+        return TrainingExample(images=self.images(), ego_history_xyz=self.ego_history_xyz,
+                               ego_history_rot=self.ego_history_rot, future_xyz=self.future_xyz,
+                               future_rot=self.future_rot, coc=self.coc)
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def jpeg_round_trip(images: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """(..., H, W, 3) uint8 -> the same images after JPEG encoding and decoding, as a bag replays them."""
+    flat = images.reshape(-1, *images.shape[-3:])
+    out = [np.asarray(PILImage.open(io.BytesIO(jpeg_bytes(image, quality))).convert("RGB")) for image in flat]
+    return np.stack(out).reshape(images.shape)
+
+
+def t0_grid(world, stride: int = 1, phase: int = 0) -> list[float]:
+    """Every `stride`-th t0 on the 0.1 s grid with a full history and future, starting `phase` steps in."""
+    first = int(np.ceil(world_module.HISTORY_S / T0_STEP_S - 1e-9))
+    last = int(np.floor(world.duration_s / T0_STEP_S + 1e-9))
+    return [round(k * T0_STEP_S, 6) for k in range(first + phase, last + 1, stride)]
+
+
+def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAULT_HEIGHT,
+                   width: int = world_module.DEFAULT_WIDTH) -> Iterator[StoredExample]:
+    """The world's ground truth at each t0, images JPEG-encoded."""
+    for t0 in t0s:
+        sample = world.model_sample(t0, height, width)
+        flat = sample.images.reshape(-1, height, width, 3)
+        yield StoredExample(jpegs=tuple(jpeg_bytes(image) for image in flat), shape=(height, width),
+                            ego_history_xyz=sample.ego_history_xyz, ego_history_rot=sample.ego_history_rot,
+                            future_xyz=sample.future_xyz, future_rot=sample.future_rot, coc=sample.coc,
+                            cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
+                            seed=world.seed, t0_s=t0)

@@ -1,0 +1,232 @@
+"""Does the embedded driver drive? Held-out synthetic drives through bag -> lockstep replay -> evaluate.
+
+For every scenario of `tools.world` and each held-out seed (driver_data.HELD_OUT_SEEDS, never trained on):
+write the drive's bag (JPEG cameras, odometry), replay it through the node's pipeline in lockstep
+(tools/replay.py) and score the published outputs with tools/evaluate.py against the bag's odometry, beside
+the constant speed and yaw rate extrapolation of the history. Three more scorings on the same t0s, calling
+the model directly on the world's `model_sample` inputs: with the true images (must agree with the
+pipeline within AGREEMENT), and with every camera image blanked (black; should fall to about the baseline).
+
+Reported per path, overall and on the interesting ticks (the future differs from the history: the world's
+flag): minADE (over samples) and FDE (published sample) at 3 s and 6.4 s, and the baseline's; on drives
+with a stop line, the fraction of ticks where the published trajectory keeps the front bumper before the
+line among the ticks where the ground truth does and the baseline would cross it; the fraction of ticks
+whose published reasoning contains the world's cause phrase.
+
+    python bench/bench_driver.py [--seeds 2] [--tick-hz 2] [--num-samples 3] [--model-path DIR] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alpamayo_ros import parameters  # noqa: E402
+from alpamayo_ros.model.loading import from_pretrained, tiny  # noqa: E402
+from alpamayo_ros.tools import world as world_module  # noqa: E402
+from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS  # noqa: E402
+from alpamayo_ros.tools.driving_scores import red_light_tick, stops_before_line  # noqa: E402
+from alpamayo_ros.tools.evaluate import BASELINE_WINDOW_S, read_bag, score, unicycle  # noqa: E402
+from alpamayo_ros.tools.replay import replay_lockstep  # noqa: E402
+
+HORIZONS_S = (3.0, 6.4)
+DT_S = 0.1
+NS_PER_S = 1_000_000_000
+AGREEMENT = 0.10  # direct and pipeline scores agree within this relative difference
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class TickScore:
+    """One published tick, scored."""
+
+    scenario: str
+    seed: int
+    t0_s: float
+    min_ade_m: dict  # horizon -> minADE over samples
+    fde_m: dict  # horizon -> FDE of the published sample
+    baseline_ade_m: dict
+    baseline_fde_m: dict
+    interesting: bool
+    red_stop: bool | None  # None: not a tick where the truth stops before the line and the baseline crosses it
+    names_cause: bool
+    reasoning: str
+    cause: str
+
+
+def red_stop(world, t0_s: float, truth: np.ndarray, baseline: np.ndarray, published: np.ndarray) -> bool | None:
+    """Whether the published trajectory stops before the line, on the ticks where that matters; else None."""
+    return stops_before_line(world, t0_s, published) if red_light_tick(world, t0_s, truth, baseline) else None
+
+
+def tick_score(world, t0_s: float, errors: np.ndarray, baseline_errors: np.ndarray, selected: int,
+               truth: np.ndarray, baseline: np.ndarray, published: np.ndarray, reasoning: str) -> TickScore:
+    """errors: (S, 64) per-sample per-waypoint distances; baseline_errors (64,); xy arrays (64, 2), ego frame."""
+    sample = world.model_sample(t0_s, 8, 8)  # only the labels and flags are read: tiny images
+    min_ade, fde, base_ade, base_fde = {}, {}, {}, {}
+    for horizon in HORIZONS_S:
+        n = round(horizon / DT_S)
+        min_ade[horizon] = float(errors[:, :n].mean(axis=1).min())
+        fde[horizon] = float(errors[selected, n - 1])
+        base_ade[horizon] = float(baseline_errors[:n].mean())
+        base_fde[horizon] = float(baseline_errors[n - 1])
+    return TickScore(scenario=world.scenario, seed=world.seed, t0_s=t0_s, min_ade_m=min_ade, fde_m=fde,
+                     baseline_ade_m=base_ade, baseline_fde_m=base_fde, interesting=bool(sample.interesting),
+                     red_stop=red_stop(world, t0_s, truth, baseline, published),
+                     names_cause=sample.cause.lower() in reasoning.lower(), reasoning=reasoning, cause=sample.cause)
+
+
+def pipeline_scores(world, model, cfg, work: Path) -> list[TickScore]:
+    """The drive's bag through the node's pipeline in lockstep, scored by tools/evaluate on the bag's odometry."""
+    bag = world_module.write_bag(world, work / f"{world.scenario}_{world.seed}")
+    out = work / f"{world.scenario}_{world.seed}_replay"
+    replay_lockstep(bag, out, cfg, model=model)
+    history, odom_frame, outputs, _ = read_bag([out], cfg.odometry_topic, "/alpamayo/output", "/alpamayo/tick")
+    scores = []
+    for output in outputs:
+        t0_ns = output.header.stamp.sec * NS_PER_S + output.header.stamp.nanosec
+        t0_s = round((t0_ns - world_module.START_NS) / NS_PER_S, 6)
+        scored = score(history, odom_frame, output)
+        if np.isnan(scored.errors).any():
+            continue  # the bag ends before t0 + 6.4 s
+        sample = world.model_sample(t0_s, 8, 8)
+        truth = sample.future_xyz[:, :2]
+        baseline = _baseline(sample.ego_history_xyz, sample.ego_history_rot)
+        published = _ego(world, t0_s, scored.pred_odom)
+        scores.append(tick_score(world, t0_s, scored.errors, scored.baseline_errors, scored.selected, truth, baseline,
+                                 published, output.reasoning[output.selected]))
+    return scores
+
+
+def _ego(world, t0_s: float, xy_world: np.ndarray) -> np.ndarray:
+    pose = world.expert_pose(t0_s)
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    d = xy_world - np.array([pose.x, pose.y])
+    return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=-1)
+
+
+def _baseline(history_xyz: np.ndarray, history_rot: np.ndarray) -> np.ndarray:
+    """The evaluate baseline from the model's history: speed and yaw rate over the last BASELINE_WINDOW_S."""
+    k = round(BASELINE_WINDOW_S / DT_S)
+    step = history_xyz[-1, :2] - history_xyz[-1 - k, :2]  # the last pose is the t0 origin
+    yaw_before = math.atan2(history_rot[-1 - k, 1, 0], history_rot[-1 - k, 0, 0])
+    return unicycle(float(np.linalg.norm(step)) / BASELINE_WINDOW_S, -yaw_before / BASELINE_WINDOW_S,
+                    DT_S * np.arange(1, 65))
+
+
+def direct_scores(world, model, t0s: list[float], settings, blank: bool) -> list[TickScore]:
+    """The model called on the world's ground-truth inputs at each t0 (images blanked if `blank`)."""
+    scores = []
+    for tick, t0_s in enumerate(t0s):
+        sample = world.model_sample(t0_s)
+        images = np.zeros_like(sample.images) if blank else sample.images
+        pred = model.sample(images, sample.ego_history_xyz, sample.ego_history_rot,
+                            num_samples=settings.num_samples, max_reasoning_tokens=settings.max_reasoning_tokens,
+                            temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed + tick)
+        xy = pred.xyz[..., :2].numpy()
+        truth = sample.future_xyz[:, :2]
+        baseline = _baseline(sample.ego_history_xyz, sample.ego_history_rot)
+        errors = np.linalg.norm(xy - truth, axis=-1)
+        scores.append(tick_score(world, t0_s, errors, np.linalg.norm(baseline - truth, axis=-1), 0, truth, baseline,
+                                 xy[0], pred.reasoning[0]))
+    return scores
+
+
+def summarise(scores: list[TickScore]) -> dict:
+    def block(selected: list[TickScore]) -> dict:
+        out = {"n": len(selected)}
+        for h in HORIZONS_S:
+            for name in ("min_ade_m", "fde_m", "baseline_ade_m", "baseline_fde_m"):
+                out[f"{name}@{h:g}s"] = float(np.mean([getattr(s, name)[h] for s in selected])) if selected else None
+        return out
+
+    red = [s.red_stop for s in scores if s.red_stop is not None]
+    return {"overall": block(scores), "interesting": block([s for s in scores if s.interesting]),
+            "red_light_ticks": len(red), "red_light_stops": float(np.mean(red)) if red else None,
+            "names_cause": float(np.mean([s.names_cause for s in scores])) if scores else None}
+
+
+def print_summary(name: str, summary: dict) -> None:
+    print(f"\n{name}: {summary['overall']['n']} ticks ({summary['interesting']['n']} interesting)")
+    print(f"{'':>12} {'minADE 3s':>10} {'FDE 3s':>8} {'minADE 6.4s':>12} {'FDE 6.4s':>9} | {'CV ADE 3s':>9} "
+          f"{'CV FDE 3s':>9} {'CV ADE 6.4s':>11} {'CV FDE 6.4s':>11}")
+    for part in ("overall", "interesting"):
+        b = summary[part]
+        cells = [b[k] for k in ("min_ade_m@3s", "fde_m@3s", "min_ade_m@6.4s", "fde_m@6.4s", "baseline_ade_m@3s",
+                                "baseline_fde_m@3s", "baseline_ade_m@6.4s", "baseline_fde_m@6.4s")]
+        widths = (10, 8, 12, 9, 9, 9, 11, 11)
+        text = [f"{c:>{w}.2f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, widths)]
+        print(f"{part:>12} " + " ".join(text[:4]) + " | " + " ".join(text[4:]))
+    red = summary["red_light_stops"]
+    print(f"stops before the line: {'-' if red is None else f'{100 * red:.0f} %'} of {summary['red_light_ticks']} "
+          f"red-light ticks; reasoning names the cause: {100 * (summary['names_cause'] or 0):.0f} %")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", default="",
+                        help="checkpoint trained by tools/train_driver.py; empty: the tiny random model (the code path)")
+    parser.add_argument("--scenarios", nargs="+", default=list(world_module.SCENARIOS), choices=world_module.SCENARIOS)
+    parser.add_argument("--seeds", type=int, default=2, help="held-out seeds per scenario")
+    parser.add_argument("--tick-hz", type=float, default=2.0)
+    parser.add_argument("--num-samples", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="one red-light drive at 0.25 Hz, 1 sample: the code path")
+    parser.add_argument("--out", type=Path, default=RESULTS / "driver.json")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.scenarios, args.seeds, args.tick_hz, args.num_samples = ["red_light"], 1, 0.25, 1
+    cfg = parameters.from_values({"device": "cpu", "dtype": "float32", "image_transport": "compressed",
+                                  "num_samples": args.num_samples, "rate_hz": args.tick_hz, "selection": "medoid",
+                                  "torch_threads": args.threads, "model_path": args.model_path})
+    model = from_pretrained(args.model_path) if args.model_path else tiny(seed=0)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    paths: dict[str, list[TickScore]] = {"pipeline": [], "direct": [], "direct, cameras blanked": []}
+    work = Path(tempfile.mkdtemp(prefix="bench_driver_"))
+    try:
+        for scenario in args.scenarios:
+            for seed in HELD_OUT_SEEDS[:args.seeds]:
+                world = world_module.generate(scenario, seed)
+                piped = pipeline_scores(world, model, cfg, work)
+                t0s = [s.t0_s for s in piped]
+                paths["pipeline"] += piped
+                paths["direct"] += direct_scores(world, model, t0s, cfg.sampling, blank=False)
+                paths["direct, cameras blanked"] += direct_scores(world, model, t0s, cfg.sampling, blank=True)
+                print(f"{scenario} seed {seed}: {len(piped)} ticks ({time.perf_counter() - started:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summaries = {name: summarise(scores) for name, scores in paths.items()}
+    for name, summary in summaries.items():
+        print_summary(name, summary)
+    pipe, direct = summaries["pipeline"]["overall"], summaries["direct"]["overall"]
+    agreement = {key: abs(direct[key] - pipe[key]) / pipe[key] for key in pipe if key != "n" and pipe[key]}
+    print(f"\ndirect vs pipeline: largest relative difference {max(agreement.values()):.1%} "
+          f"({max(agreement, key=agreement.get)}); agree within {AGREEMENT:.0%}: "
+          f"{all(v <= AGREEMENT for v in agreement.values())}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "model_path": args.model_path, "scenarios": args.scenarios, "seeds": list(HELD_OUT_SEEDS[:args.seeds]),
+        "tick_hz": args.tick_hz, "num_samples": args.num_samples, "summaries": summaries, "agreement": agreement,
+        "wall_s": time.perf_counter() - started, "torch": torch.__version__, "machine": platform.machine(),
+        "ticks": {name: [asdict(s) for s in scores] for name, scores in paths.items()}}, indent=1, default=str))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

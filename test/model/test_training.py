@@ -1,0 +1,141 @@
+"""The training losses against the recipe's own values on the conformance checkpoint (conformance/training)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alpamayo_ros.model.training import (
+    TrainingExample,
+    cropped_cache,
+    flow_matching_loss,
+    flow_training_data,
+    future_token_bins,
+    make_batch,
+    token_cross_entropy,
+    training_losses,
+)
+
+TRAINING = Path(__file__).parents[1] / "conformance" / "training"
+# The conformance README's comparison rules (float32, CPU; the reference moved by <= 6e-8 between 1 and 2
+# threads): the action is an ill-conditioned least-squares fit (2e-4); every value computed from given
+# (x, t, noise) in float32 through ~10 matrix products: 1e-5; gradients 1e-5 relative.
+ACTION_TOL = 2e-4
+VALUE_TOL = 1e-5
+GRAD_RTOL = 1e-5
+# t and noise are drawn by the same torch generator calls as the recipe: the same float32 values.
+DRAW_TOL = 0.0
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_file(TRAINING / "training.safetensors")
+
+
+@pytest.fixture(scope="module")
+def golden_json():
+    return json.loads((TRAINING / "training.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model(conformance_dir):
+    """A copy of the conformance checkpoint of its own: these tests accumulate gradients."""
+    from alpamayo_ros.model.loading import from_pretrained
+
+    return from_pretrained(conformance_dir / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def example(conformance_dir, golden, golden_json):
+    inputs = load_file(conformance_dir / "inputs.safetensors")
+    return TrainingExample(images=inputs["image_frames"].permute(0, 1, 3, 4, 2).numpy(),
+                           ego_history_xyz=inputs["ego_history_xyz"][0, 0].numpy(),
+                           ego_history_rot=inputs["ego_history_rot"][0, 0].numpy(),
+                           future_xyz=golden["ego_future_xyz"][0, 0].numpy(),
+                           future_rot=golden["ego_future_rot"][0, 0].numpy(),
+                           coc=golden_json["conversation"]["cot_text"])
+
+
+def close(actual, expected, atol, what, rtol=0.0):
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def test_conversation_labels_and_future_bins_equal_the_recipes(model, example, golden):
+    with torch.no_grad():
+        stage2 = make_batch(model, [example], fuse_future_bins=False)
+        stage1 = make_batch(model, [example])
+    assert torch.equal(stage2.input_ids, golden["input_ids_fused_stage2"])
+    assert torch.equal(stage2.labels != -100, golden["labels_mask_cot_and_traj_future"].bool())
+    assert torch.equal(stage2.image_grid_thw, golden["image_grid_thw"])
+    assert stage2.crop.tolist() == [403]
+    assert torch.equal(stage1.input_ids, golden["stage1.input_ids_fused"])
+    assert torch.equal(stage1.labels, golden["stage1.labels"])
+    close(stage1.action, golden["action"][0], ACTION_TOL, "action")
+    assert torch.equal(future_token_bins(golden["action"][0], model.config.traj_tokenizer_cfg)[0],
+                       golden["stage1.future_token_bins"])
+
+
+def test_flow_draws_follow_the_recipes_order(golden):
+    torch.manual_seed(1234)  # the reference's seed, set right before its forward
+    t, noise = flow_training_data(golden["fm_x"])
+    close(t, golden["fm_timesteps"], DRAW_TOL, "t")
+    close(noise, golden["fm_noise"], DRAW_TOL, "noise")
+
+
+def _stage2(model, example, golden, causal):
+    """The stage-2 pass on the recipe's sequence, with its stored (x, t, noise)."""
+    with torch.no_grad():
+        batch = make_batch(model, [example], fuse_future_bins=False)
+        hidden, cache, rope_delta = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds,
+                                                         batch.deepstack)
+    assert torch.equal(rope_delta, golden["rope_deltas"])
+    cache = cropped_cache(cache, batch.crop)
+    loss, pred = flow_matching_loss(model, cache, batch.crop, rope_delta, golden["fm_x"], golden["fm_timesteps"],
+                                    golden["fm_noise"], causal=causal)
+    return hidden, batch, loss, pred
+
+
+def test_flow_matching_loss_and_gradients_equal_the_recipes(model, example, golden, golden_json):
+    model.zero_grad(set_to_none=True)
+    _, _, loss, pred = _stage2(model, example, golden, causal=True)  # the recipe's training mask
+    close(pred, golden["pred_velocity"], VALUE_TOL, "predicted velocity")
+    close(loss.reshape(1), golden["fm_loss"], VALUE_TOL, "flow-matching loss")
+    loss.backward()
+    for name, param in model.named_parameters():
+        key = f"grad.{name}"
+        if key in golden:
+            close(param.grad, golden[key], VALUE_TOL * golden[key].abs().max().item(), key, rtol=GRAD_RTOL)
+    norms = golden_json["stage2"]["grad_norm_l2"]
+    for module in ("action_in_proj", "action_out_proj", "expert"):
+        grads = [p.grad for p in getattr(model, module).parameters() if p.grad is not None]
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+        assert norm == pytest.approx(norms[module], rel=GRAD_RTOL), module
+    assert all(p.grad is None for p in model.vlm.parameters()), "the cache is detached: the VLM gets no gradient"
+    model.zero_grad(set_to_none=True)
+
+
+def test_expert_positions_and_the_inference_mask(model, example, golden):
+    with torch.no_grad():
+        _, batch, _, pred = _stage2(model, example, golden, causal=False)
+        positions = golden["rope_deltas"][:, 0] + batch.crop + torch.arange(64)
+    assert torch.equal(positions.expand(3, 1, 64), golden["expert_position_ids"])
+    close(pred, golden["pred_velocity_inference_style_noncausal"], VALUE_TOL, "bidirectional velocity")
+
+
+def test_cross_entropy_equals_the_recipes(model, example, golden):
+    with torch.no_grad():
+        hidden, batch, _, _ = _stage2(model, example, golden, causal=True)
+        future, others, per_token = token_cross_entropy(hidden, golden["labels_stage2_cot"], model.vlm.lm_head,
+                                                        model.token_ids)
+        assert future.item() == 0.0
+        close(others.reshape(1), golden["vlm_ce_loss_cot"], VALUE_TOL, "stage-2 CoC cross-entropy")
+        close(per_token, golden["vlm_token_ce_cot"], VALUE_TOL, "per-token cross-entropy")
+
+        stage1 = make_batch(model, [example])
+        torch.manual_seed(1234)
+        losses = training_losses(model, stage1, causal_expert=True)
+    expected = golden["stage1.loss_future_traj_others_total"]
+    close(torch.stack([losses.vlm_future, losses.vlm_others, losses.vlm]), expected, VALUE_TOL, "stage-1 losses")
+    close(losses.flow.reshape(1), golden["fm_loss"], VALUE_TOL, "flow loss from the stage-1 pass's cache")
