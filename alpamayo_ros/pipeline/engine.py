@@ -81,7 +81,9 @@ class TickEngine:
         """A tick is due at clock `now_ns`."""
         if not self._active:
             return []
-        events: list[Event] = []
+        # A result the worker handed over before this tick is settled first: outcomes come out in the order the
+        # ticks ran, and a tick submitted now never overtakes the report of the one before it.
+        events: list[Event] = self._settle_handed_over(now_ns)
         if self._waiting is not None:  # waiting still (or freed an instant ago): this newer tick replaces it
             events.append(self._drop(self._waiting, "model busy with an earlier tick; a newer tick took its place"))
             self._waiting = None
@@ -96,13 +98,7 @@ class TickEngine:
 
     def collect(self, now_ns: int) -> list[Event]:
         """Settle the results the worker handed over, then start the waiting tick if the model is free."""
-        events: list[Event] = []
-        while True:
-            try:
-                outcome = self._results.get_nowait()
-            except queue.Empty:
-                break
-            events.append(self._settle(outcome, now_ns))
+        events = self._settle_handed_over(now_ns)
         if self._waiting is not None and self._active and not self.busy:
             tick, self._waiting = self._waiting, None
             events += self._start(tick, now_ns)
@@ -161,6 +157,15 @@ class TickEngine:
         return EngineStatus(level, message, {k: str(v) for k, v in values.items()}, self._last_error, jump)
 
     # -- steps ---------------------------------------------------------------------------------------
+
+    def _settle_handed_over(self, now_ns: int) -> list[Event]:
+        events: list[Event] = []
+        while True:
+            try:
+                outcome = self._results.get_nowait()
+            except queue.Empty:
+                return events
+            events.append(self._settle(outcome, now_ns))
 
     def _start(self, tick: int, now_ns: int) -> list[Event]:
         tick, selected = self._ticker.select(now_ns, tick)

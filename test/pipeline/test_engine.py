@@ -57,6 +57,17 @@ def test_a_tick_finding_the_model_busy_waits_and_a_newer_one_takes_its_place(thr
     assert "dropped" not in threaded.status().message  # reported once
 
 
+def test_a_tick_settles_the_result_handed_over_before_it_starts(threaded):
+    # The worker frees the model before the executor collects its result: a tick due in between must report the
+    # finished tick first, so no SUBMITTED overtakes the previous tick's outcome on ~/tick.
+    fill(threaded.inputs, 0, 2_000)
+    assert statuses(threaded.tick(2_000 * MS)) == [(1, Status.SUBMITTED)]
+    threaded.blocking.release.set()
+    assert threaded.blocking.finished.wait(WAIT_S)
+    assert statuses(threaded.tick(2_500 * MS)) == [(1, Status.PUBLISHED), (2, Status.NOT_READY)]
+    assert statuses(threaded.collect(2_600 * MS)) == []
+
+
 def test_a_result_finishing_after_pause_is_withheld_and_paused_engines_do_not_tick(threaded):
     fill(threaded.inputs, 0, 2_000)
     threaded.tick(2_000 * MS)
