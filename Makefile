@@ -18,7 +18,8 @@ else ifeq ($(LANE),jazzy)
 VENV := .venv-jazzy
 REQUIREMENTS := requirements-jazzy.txt
 TESTS := test/test_ros_environment.py test/test_node.py test/test_lifecycle_node.py test/test_lifecycle_services.py \
-	test/test_faults.py test/tools
+	test/test_faults.py test/tools/test_bags.py test/tools/test_replay.py test/tools/test_demo.py \
+	test/tools/test_closed_loop.py
 else
 $(error ROS_DISTRO=$(ROS_DISTRO): the wheel lanes are kilted (default) and jazzy; on a ROS 2 install use colcon)
 endif

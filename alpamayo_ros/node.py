@@ -404,6 +404,7 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         rclpy.logging.get_logger(parameters.NODE_NAME).fatal(f"cannot start: {exc}")
         return 1
     node = None
+    previous: dict = {}  # the signal handlers before ours
     executor = SingleThreadedExecutor()
     try:
         try:
@@ -420,9 +421,11 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=STOP_POLL_S)
-        finally:  # a second signal during the clean-up below (a tick still running) acts as usual again
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        finally:
+            # During the clean-up below (a tick may still be running) SIGTERM ends the process as usual, as
+            # launch escalates; a second SIGINT only sets the flag again: a terminal's Ctrl-C and the one
+            # launch forwards arrive as two, and the second must not interrupt the teardown.
+            signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -432,6 +435,8 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
+        if previous:
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
     return 0
 
 

@@ -6,6 +6,7 @@ ends the process cleanly.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from conftest import REPO  # noqa: E402
 SERVICE_TIMEOUT_S = 120.0  # imports (torch) before the node's services exist, on a loaded machine
 TRANSITION_TIMEOUT_S = 120.0  # configure builds the tiny model
 POLL_S = 0.2
+SECOND_SIGINT_AFTER_S = 0.15  # the first has ended the spin loop (polled every 0.1 s): the second lands in teardown
 NAMESPACE = f"lifecycle_test_{os.getpid()}"
 NODE = f"/{NAMESPACE}/alpamayo"
 
@@ -104,8 +106,12 @@ def test_configure_activate_deactivate_through_the_services_then_sigint_exits_0(
         seen = _drive(manager)
     finally:
         manager.close()
+        if proc.poll() is None:  # a terminal's Ctrl-C and the SIGINT launch forwards arrive as two signals
+            proc.send_signal(signal.SIGINT)
+            time.sleep(SECOND_SIGINT_AFTER_S)
         output = stop(proc)
     expected = ["state: unconfigured", *(line for name, _, state in STEPS for line in (f"{name}: success",
                                                                                        f"state: {state}"))]
     assert seen == expected, f"{seen}\n--- node output ---\n{output}"
     assert proc.returncode == 0, f"exit code {proc.returncode} after SIGINT\n--- node output ---\n{output}"
+    assert "Traceback" not in output, output

@@ -8,7 +8,7 @@ from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, drive_examples
 from alpamayo_ros.tools.train_driver import learning_rate
 
-STEPS = 12
+STEPS = 6  # enough to fit one fixed batch; each step is a full VLM + expert pass (CI budget)
 LR = 2e-3
 
 

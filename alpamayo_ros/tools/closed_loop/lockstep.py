@@ -94,9 +94,7 @@ class LockstepAutopilot:
 
     def _publish(self, report: TickReport, stamp_ns: int) -> Published:
         in_odom = self.cfg.output_frame is OutputFrame.ODOM
-        inputs = self.engine.inputs
-        frame_id = inputs.odom_frame if in_odom else inputs.base_frame
-        messages = conversions.output_messages(report.outcome, frame_id, in_odom, self.camera_topics,
+        messages = conversions.output_messages(report.outcome, in_odom, self.camera_topics,
                                                self.cfg.selection.value, report.latency_ms)
         measured = messages.output.timings
         messages.output.timings = type(measured)(latency_ms=measured.latency_ms,
