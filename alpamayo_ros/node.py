@@ -404,7 +404,7 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         rclpy.logging.get_logger(parameters.NODE_NAME).fatal(f"cannot start: {exc}")
         return 1
     node = None
-    previous: dict = {}  # the signal handlers before ours
+    exiting = False  # the node ran and is stopping: the process ends after main returns
     executor = SingleThreadedExecutor()
     try:
         try:
@@ -417,15 +417,18 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
         # while rclpy's C++ code is taking a message surfaces as a RuntimeError ("Unable to convert call
         # argument") and the node would exit 1 with a traceback instead of shutting down cleanly.
         stop = threading.Event()
-        previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
         try:
             while not stop.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=STOP_POLL_S)
         finally:
-            # During the clean-up below (a tick may still be running) SIGTERM ends the process as usual, as
-            # launch escalates; a second SIGINT only sets the flag again: a terminal's Ctrl-C and the one
-            # launch forwards arrive as two, and the second must not interrupt the teardown.
-            signal.signal(signal.SIGTERM, previous[signal.SIGTERM])
+            # During the clean-up below (a tick may still be running) SIGTERM ends the process, as launch
+            # escalates. A second SIGINT (a terminal's Ctrl-C and the one launch forwards arrive as two) only
+            # sets the flag again, then is ignored: Python resets SIGINT to the default action while the
+            # interpreter exits (torch's teardown takes a while), and the process would die of it (exit -2).
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            exiting = True
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -435,8 +438,8 @@ def main(args: list[str] | None = None, managed: bool = False) -> int:
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-        if previous:
-            signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        if exiting:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 

@@ -306,7 +306,7 @@ DRIVER_PIXELS = 96 * 160  # the demo's camera images (make_sample_bag) stay 96 x
 
 
 def driver_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
-    """The embedded driver's architecture (tools/train_driver.py): the tiny layout with a third layer, a wider
+    """The synthetic-world driver's architecture (tools/train_driver.py): the tiny layout with a third layer, a wider
     vision tower and expert, and full-resolution demo images; about 3 M parameters (12 MB in float32).
 
     The action Fourier features span 0.1-1 cycles per unit instead of the release's 1-100: a normalised

@@ -1,4 +1,4 @@
-"""Supervised examples for the embedded driver, cut from the synthetic world's expert drives.
+"""Supervised examples for the synthetic-world driver, cut from the synthetic world's expert drives.
 
 An example is the world's `model_sample` at one t0 with its 16 images JPEG round-tripped at the bag's
 quality (the node only ever sees decoded JPEG, so training on the same pixels keeps direct and

@@ -1,4 +1,4 @@
-"""Train the embedded driver: a small AlpamayoR1 (`loading.driver_config`) on the synthetic world, on the CPU.
+"""Train the synthetic-world driver: a small AlpamayoR1 (`loading.driver_config`) on the synthetic world, on the CPU.
 
 Both of the release's losses (model/training.py) in one joint run: each step runs the VLM once over the
 training conversation (Chain-of-Causation + discrete future tokens), takes stage 1's cross-entropy from
