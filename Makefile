@@ -19,7 +19,7 @@ VENV := .venv-jazzy
 REQUIREMENTS := requirements-jazzy.txt
 TESTS := test/test_ros_environment.py test/test_node.py test/test_lifecycle_node.py test/test_lifecycle_services.py \
 	test/test_faults.py test/tools/test_bags.py test/tools/test_replay.py test/tools/test_demo.py \
-	test/tools/test_closed_loop.py
+	test/tools/test_closed_loop.py::test_the_node_process_closes_the_loop_over_dds
 else
 $(error ROS_DISTRO=$(ROS_DISTRO): the wheel lanes are kilted (default) and jazzy; on a ROS 2 install use colcon)
 endif
