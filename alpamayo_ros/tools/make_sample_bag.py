@@ -144,6 +144,31 @@ def camera_topics_of(raw: bool) -> tuple[str, ...]:
     return tuple(f"/cameras/{name}/{suffix}" for name in CAMERA_NAMES)
 
 
+def drive_connections(writer: Writer, typestore, image_type: str, camera_topics: list[str],
+                      odometry_topic: str) -> tuple[list, object, object]:
+    """The cameras', odometry's and /tf's connections of a drive bag, and its /tf_static (the camera mounts).
+
+    Offered QoS as the drivers' publishers would offer it, so `ros2 bag play` offers the same.
+    """
+    t = typestore.types
+    cams = [writer.add_connection(topic, image_type, typestore=typestore, offered_qos_profiles=SENSOR_QOS)
+            for topic in camera_topics]
+    odom = writer.add_connection(odometry_topic, "nav_msgs/msg/Odometry", typestore=typestore,
+                                 offered_qos_profiles=SENSOR_QOS)
+    tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore, offered_qos_profiles=TF_QOS)
+    tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore,
+                                      offered_qos_profiles=TF_STATIC_QOS)
+    statics = [t["geometry_msgs/msg/TransformStamped"](
+        header=stamped_header(typestore, START_NS, "base_link"), child_frame_id=f"camera_{name}",
+        transform=t["geometry_msgs/msg/Transform"](
+            translation=t["geometry_msgs/msg/Vector3"](x=CAMERA_FORWARD_M, y=0.0, z=CAMERA_HEIGHT_M),
+            rotation=yaw_quaternion(typestore, math.radians(CAMERA_YAW_DEG[i]))))
+        for i, name in enumerate(CAMERA_NAMES)]
+    writer.write(tf_static, START_NS, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=statics),
+                                                            "tf2_msgs/msg/TFMessage"))
+    return cams, odom, tf
+
+
 def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: bool = False,
               height: int = 96, width: int = 160, camera_topics: tuple[str, ...] | None = None,
               odometry_topic: str = "/odom", camera_hz: float = CAMERA_HZ, odometry_hz: float = ODOMETRY_HZ,
@@ -165,22 +190,7 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
     image_type = "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage"
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(out, version=8, storage_plugin=plugin) as writer:
-        # Offered QoS as the drivers' publishers would offer it, so `ros2 bag play` offers the same.
-        cams = [writer.add_connection(topic, image_type, typestore=typestore, offered_qos_profiles=SENSOR_QOS)
-                for topic in camera_topics]
-        odom = writer.add_connection(odometry_topic, "nav_msgs/msg/Odometry", typestore=typestore,
-                                     offered_qos_profiles=SENSOR_QOS)
-        tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore, offered_qos_profiles=TF_QOS)
-        tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore,
-                                          offered_qos_profiles=TF_STATIC_QOS)
-        statics = [t["geometry_msgs/msg/TransformStamped"](
-            header=stamped_header(typestore, START_NS, "base_link"), child_frame_id=f"camera_{name}",
-            transform=t["geometry_msgs/msg/Transform"](
-                translation=t["geometry_msgs/msg/Vector3"](x=CAMERA_FORWARD_M, y=0.0, z=CAMERA_HEIGHT_M),
-                rotation=yaw_quaternion(typestore, math.radians(CAMERA_YAW_DEG[i]))))
-            for i, name in enumerate(CAMERA_NAMES)]
-        writer.write(tf_static, START_NS, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=statics),
-                                                                "tf2_msgs/msg/TFMessage"))
+        cams, odom, tf = drive_connections(writer, typestore, image_type, camera_topics, odometry_topic)
         events: list[tuple[int, int]] = [(round(k * NS_PER_S / odometry_hz), ODOMETRY)
                                           for k in range(int(duration_s * odometry_hz) + 1)]
         jitter_ns = round(jitter_ms * 1e6)

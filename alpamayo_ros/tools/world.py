@@ -57,6 +57,7 @@ from alpamayo_ros.tools.make_sample_bag import (
     ODOMETRY_HZ,
     START_NS,
     camera_topics_of,
+    drive_connections,
     stamped_header,
     yaw_quaternion,
 )
@@ -907,7 +908,7 @@ def write_bag(world: World, out_dir, height: int = DEFAULT_HEIGHT, width: int = 
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from alpamayo_ros.tools.bag_io import BAG_VERSION, SENSOR_QOS, TF_QOS, TF_STATIC_QOS
+    from alpamayo_ros.tools.bag_io import BAG_VERSION
 
     out = Path(out_dir)
     typestore = get_typestore(Stores.ROS2_HUMBLE)
@@ -915,21 +916,7 @@ def write_bag(world: World, out_dir, height: int = DEFAULT_HEIGHT, width: int = 
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     image_type = "sensor_msgs/msg/CompressedImage"
     with Writer(out, version=BAG_VERSION, storage_plugin=plugin) as writer:
-        cams = [writer.add_connection(topic, image_type, typestore=typestore, offered_qos_profiles=SENSOR_QOS)
-                for topic in camera_topics_of(raw=False)]
-        odom = writer.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=typestore,
-                                     offered_qos_profiles=SENSOR_QOS)
-        tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore, offered_qos_profiles=TF_QOS)
-        tf_static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=typestore,
-                                          offered_qos_profiles=TF_STATIC_QOS)
-        statics = [t["geometry_msgs/msg/TransformStamped"](
-            header=stamped_header(typestore, START_NS, "base_link"), child_frame_id=f"camera_{name}",
-            transform=t["geometry_msgs/msg/Transform"](
-                translation=t["geometry_msgs/msg/Vector3"](x=CAMERA_FORWARD_M, y=0.0, z=CAMERA_HEIGHT_M),
-                rotation=yaw_quaternion(typestore, math.radians(CAMERA_YAW_DEG[i]))))
-            for i, name in enumerate(CAMERA_NAMES)]
-        writer.write(tf_static, START_NS, typestore.serialize_cdr(t["tf2_msgs/msg/TFMessage"](transforms=statics),
-                                                                "tf2_msgs/msg/TFMessage"))
+        cams, odom, tf = drive_connections(writer, typestore, image_type, camera_topics_of(raw=False), "/odom")
         camera_ticks = int(round(world.duration_s * CAMERA_HZ))
         odom_ticks = int(round(world.duration_s * ODOMETRY_HZ))
         events = sorted([(round(k * NS_PER_S / ODOMETRY_HZ), 1) for k in range(odom_ticks + 1)]
