@@ -39,7 +39,7 @@ from alpamayo_ros.tools.world import World
 from alpamayo_ros.units import NS_PER_S
 
 from .lockstep import RunResult
-from .loop import Published, simulate
+from .loop import Published, closing, simulate
 from .record import RunBag
 
 DISCOVERY_TIMEOUT_S = 90.0  # the node's start: imports, the model, its subscriptions
@@ -185,19 +185,11 @@ def run_dds(world: World, cfg: NodeConfig, bag_path: Path | None, params_file: P
     bag = None if bag_path is None else RunBag(bag_path, list(cfg.subscribed_camera_topics), compressed,
                                                cfg.odometry_topic)
     autopilot = DdsAutopilot(cfg, node_arguments(cfg, params_file, overrides), bag, pace=pace)
-    try:
+    with closing(autopilot, bag):
         autopilot.wait_for_node()
         trace = simulate(world, autopilot, START_NS, compressed, bag, keep_frames=keep_frames)
         time.sleep(OUTPUT_WAIT_S)
         autopilot.drain(START_NS + round(trace.t_s[-1] * NS_PER_S))
-    except BaseException as exc:
-        autopilot.close()
-        if bag is not None:
-            bag.close(exc)
-        raise
-    autopilot.close()
-    if bag is not None:
-        bag.close()
     model_line = next((line for line in autopilot.node_log.splitlines() if "model" in line.lower()), "")
     what = f"the node process over DDS ({model_line.strip()[-160:] or 'its configured model'})"
     return RunResult(trace, autopilot.counts(), what)

@@ -22,7 +22,7 @@ from alpamayo_ros.tools.world import World
 from alpamayo_ros.units import NS_PER_S
 
 from .engine import SimClockEngine
-from .loop import Published, Trace, simulate
+from .loop import Published, Trace, closing, simulate
 from .record import RunBag
 
 
@@ -128,14 +128,6 @@ def run_lockstep(world: World, cfg: NodeConfig, latency: Latency, bag_path: Path
     bag = None if bag_path is None else RunBag(bag_path, list(cfg.subscribed_camera_topics), compressed,
                                                cfg.odometry_topic)
     autopilot = LockstepAutopilot(cfg, model, latency, START_NS, bag)
-    try:
+    with closing(autopilot, bag):
         trace = simulate(world, autopilot, START_NS, compressed, bag, keep_frames=keep_frames)
-    except BaseException as exc:
-        autopilot.close()
-        if bag is not None:
-            bag.close(exc)
-        raise
-    autopilot.close()
-    if bag is not None:
-        bag.close()
     return RunResult(trace, autopilot.engine.counts, what, tuple(autopilot.engine.compute_s))

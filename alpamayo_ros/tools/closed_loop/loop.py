@@ -15,8 +15,10 @@ the road.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -167,6 +169,21 @@ def simulate(world: World, autopilot: Autopilot, start_ns: int, compressed: bool
         state = step(state, control.command, STEP_NS / NS_PER_S, limits)
     trace.wall_s = time.perf_counter() - started
     return trace
+
+
+@contextlib.contextmanager
+def closing(autopilot: Autopilot, recorder=None) -> Iterator[None]:
+    """Close the autopilot and the run's recorder (if any) however the run ends; a failed run's recorder is told why."""
+    try:
+        yield
+    except BaseException as exc:
+        autopilot.close()
+        if recorder is not None:
+            recorder.close(exc)
+        raise
+    autopilot.close()
+    if recorder is not None:
+        recorder.close()
 
 
 def _collides(s: float, d: float, lead_rear_s: float) -> bool:
