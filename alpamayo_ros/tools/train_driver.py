@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from alpamayo_ros.model.loading import driver_config, random_model, save_pretrained
-from alpamayo_ros.model.training import make_batch, training_losses
+from alpamayo_ros.model.training import linear_patch_embedding, make_batch, training_losses
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
 
@@ -63,7 +63,7 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: floa
 
 
 def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, lr: float, warmup: int,
-          min_lr: float, seed: int, threads: int, flow_draws: int) -> dict:
+          min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride)
@@ -85,8 +85,10 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup, min_lr)
         chosen = order.choice(len(examples), size=batch_size, replace=False)
-        batch = make_batch(model, [examples[i].training_example() for i in chosen])
-        losses = training_losses(model, batch, causal_expert=False, flow_draws=flow_draws)
+        with linear_patch_embedding(model):
+            batch = make_batch(model, [examples[i].training_example() for i in chosen])
+            losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
+                                     flow_draws=flow_draws)
         optimiser.zero_grad(set_to_none=True)
         (losses.vlm + losses.flow).backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -105,7 +107,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     record = {"command": " ".join(["python -m alpamayo_ros.tools.train_driver", *sys.argv[1:]]),
               "steps": steps, "batch_size": batch_size, "drives_per_scenario": drives, "t0_stride": t0_stride,
               "examples": len(examples), "lr": lr, "warmup": warmup, "min_lr": min_lr, "seed": seed,
-              "flow_draws": flow_draws,
+              "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
               "machine": f"{platform.machine()} {platform.processor()}", "torch": torch.__version__, "log": log}
@@ -128,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (1: on a shared machine two threads spin against other processes)")
     parser.add_argument("--flow-draws", type=int, default=8,
                         help="flow-matching (t, noise) draws per sample on its one VLM pass (the recipe: 1)")
+    parser.add_argument("--expert-trains-vlm", action=argparse.BooleanOptionalAction, default=True,
+                        help="flow matching's gradient reaches the VLM through the cache (the recipe's "
+                             "stop_grad_from_vlm=False); --no-expert-trains-vlm detaches it (the recipe's default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
-                   args.min_lr, args.seed, args.threads, args.flow_draws)
+                   args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -139,3 +139,20 @@ def test_cross_entropy_equals_the_recipes(model, example, golden):
     expected = golden["stage1.loss_future_traj_others_total"]
     close(torch.stack([losses.vlm_future, losses.vlm_others, losses.vlm]), expected, VALUE_TOL, "stage-1 losses")
     close(losses.flow.reshape(1), golden["fm_loss"], VALUE_TOL, "flow loss from the stage-1 pass's cache")
+
+
+def test_linear_patch_embedding_is_the_convolution(model, example):
+    """Training's matmul patch embedding equals the Conv3d it stands in for, and the Conv3d is back after."""
+    from alpamayo_ros.model.training import linear_patch_embedding
+    from tolerances import close as close_ulps
+
+    patch_embed = model.vlm.model.visual.patch_embed
+    patches = torch.randn(40, patch_embed.proj.weight[0].numel(), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        conv = patch_embed(patches)
+        with linear_patch_embedding(model):
+            linear = patch_embed(patches)
+        after = patch_embed(patches)
+    # one 1,536-term dot product each, summed in another order: 2 sqrt(1536) ~ 78 ulps of the largest output
+    close_ulps(linear, conv, 2 * 1536 ** 0.5, "patch embedding as a matmul")
+    assert "forward" not in vars(patch_embed) and torch.equal(after, conv)
