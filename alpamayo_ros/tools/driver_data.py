@@ -40,6 +40,7 @@ class StoredExample:
     scenario: str
     seed: int
     t0_s: float
+    offset_m: float = 0.0  # the ego's distance left of the lane centre at t0 (world.model_sample)
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
@@ -73,13 +74,15 @@ def t0_grid(world, stride: int = 1, phase: int = 0) -> list[float]:
 
 
 def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAULT_HEIGHT,
-                   width: int = world_module.DEFAULT_WIDTH) -> Iterator[StoredExample]:
-    """The world's ground truth at each t0, images JPEG-encoded."""
-    for t0 in t0s:
-        sample = world.model_sample(t0, height, width)
+                   width: int = world_module.DEFAULT_WIDTH, offsets: Iterable[float] | None = None
+                   ) -> Iterator[StoredExample]:
+    """The world's ground truth at each t0 (off the lane centre by `offsets`, one per t0), images JPEG-encoded."""
+    t0s = list(t0s)
+    for t0, offset in zip(t0s, [0.0] * len(t0s) if offsets is None else offsets, strict=True):
+        sample = world.model_sample(t0, height, width, offset_m=float(offset))
         flat = sample.images.reshape(-1, height, width, 3)
         yield StoredExample(jpegs=tuple(jpeg_bytes(image) for image in flat), shape=(height, width),
                             ego_history_xyz=sample.ego_history_xyz, ego_history_rot=sample.ego_history_rot,
                             future_xyz=sample.future_xyz, future_rot=sample.future_rot, coc=sample.coc,
                             cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
-                            seed=world.seed, t0_s=t0)
+                            seed=world.seed, t0_s=t0, offset_m=float(offset))

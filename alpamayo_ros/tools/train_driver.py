@@ -43,14 +43,22 @@ logger = logging.getLogger(__name__)
 LOG_EVERY = 10  # steps between entries of training_log.json
 
 
-def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 0) -> list[StoredExample]:
+def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 0, offset_share: float = 0.0,
+                   max_offset_m: float = 0.0) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
-    `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid."""
+    `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
+
+    A share `offset_share` of the examples (drawn per drive from its seed) starts off the lane centre by
+    U(-max_offset_m, max_offset_m) and recovers (`world.World.model_sample`): what a driver sees after its own
+    errors, which the expert's drive alone never shows."""
     examples: list[StoredExample] = []
     drives = [(name, TRAIN_SEEDS[seed_offset + i]) for i in range(drives_per_scenario) for name in world.SCENARIOS]
     for k, (name, seed) in enumerate(tqdm(drives, desc="render drives", unit="drive", file=sys.stderr)):
         drive = world.generate(name, seed)
-        examples.extend(drive_examples(drive, t0_grid(drive, t0_stride, phase=k % t0_stride)))
+        t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
+        rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
+        offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
+        examples.extend(drive_examples(drive, t0s, offsets=offsets))
     return examples
 
 
@@ -63,10 +71,11 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: floa
 
 
 def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, lr: float, warmup: int,
-          min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool) -> dict:
+          min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
+          save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    examples = build_examples(drives, t0_stride)
+    examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m)
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
@@ -96,6 +105,9 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item()])
         sums += values
         bar.set_postfix(ce_future=f"{values[0]:.3f}", ce_coc=f"{values[1]:.3f}", flow=f"{values[2]:.3f}")
+        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:  # a run cut short leaves a model
+            save_pretrained(model.eval(), out)
+            model.train()
         if (step + 1) % LOG_EVERY == 0:
             mean = sums / LOG_EVERY
             log.append({"step": step + 1, "ce_future": mean[0], "ce_coc": mean[1], "flow": mean[2],
@@ -107,7 +119,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     record = {"command": " ".join(["python -m alpamayo_ros.tools.train_driver", *sys.argv[1:]]),
               "steps": steps, "batch_size": batch_size, "drives_per_scenario": drives, "t0_stride": t0_stride,
               "examples": len(examples), "lr": lr, "warmup": warmup, "min_lr": min_lr, "seed": seed,
-              "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm,
+              "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
+              "max_offset_m": max_offset_m,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
               "machine": f"{platform.machine()} {platform.processor()}", "torch": torch.__version__, "log": log}
@@ -133,10 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert-trains-vlm", action=argparse.BooleanOptionalAction, default=True,
                         help="flow matching's gradient reaches the VLM through the cache (the recipe's "
                              "stop_grad_from_vlm=False); --no-expert-trains-vlm detaches it (the recipe's default)")
+    parser.add_argument("--offset-share", type=float, default=0.5,
+                        help="share of examples that start off the lane centre and recover")
+    parser.add_argument("--max-offset", type=float, default=1.5, help="m: their offsets are uniform within +-this")
+    parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
-                   args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm)
+                   args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
+                   args.save_every, args.offset_share, args.max_offset)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -92,6 +92,7 @@ VIEW_RANGE_M = 160.0  # beyond this the ground fades into haze; objects farther 
 GRID_M = 0.5  # road-coordinate lookup grid for rendering (s and d are near-linear within a cell)
 GRID_REACH_M = 10.0  # the grid covers this far either side of the centreline; beyond is grass
 
+RECOVERY_M = 25.0  # model_sample(offset_m=...): an off-centre ego is back on the lane centre after this much road
 SIM_DT_S = 0.01  # expert simulation step
 FRAME_CACHE = 8  # expert frames kept for model_sample
 STOP_SPEED_MPS = 0.3  # below this, braking for an obstacle brings the car to rest
@@ -536,9 +537,17 @@ class World:
         k = min(int(t_s / SIM_DT_S), len(d.t) - 1)
         return Pose2D(float(x), float(y), float(heading), v, v * kappa, float(d.a[k]))
 
-    def _expert_arrays(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _expert_arrays(self, times: np.ndarray, t0_s: float = 0.0,
+                       offset_m: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World (x, y, yaw) of the expert at `times`; with `offset_m`, of the recovering ego (`model_sample`)."""
         s = np.interp(times, self.drive.t, self.drive.s)
-        return self.road.at(s)
+        if offset_m == 0.0:
+            return self.road.at(s)
+        u = np.clip((s - float(np.interp(t0_s, self.drive.t, self.drive.s))) / RECOVERY_M, 0.0, 1.0)
+        d = offset_m * (1.0 - u * u * (3.0 - 2.0 * u))  # smoothstep from the offset down to the centre
+        dd_ds = -offset_m * 6.0 * u * (1.0 - u) / RECOVERY_M
+        x, y, heading = self.road.at(s, d)
+        return x, y, heading + np.arctan(dd_ds)
 
     # --- labels ------------------------------------------------------------------------------------------------
     def coc_label(self, t0_s: float) -> tuple[str, str]:
@@ -598,10 +607,11 @@ class World:
         return "left" if kappa[np.argmax(np.abs(kappa))] > 0 else "right"
 
     # --- ground truth ------------------------------------------------------------------------------------------
-    def trajectory_in_ego(self, t0_s: float, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def trajectory_in_ego(self, t0_s: float, times: np.ndarray,
+                          offset_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Expert poses at `times` in the ego frame at t0: xyz (n, 3) and rotations (n, 3, 3), float32."""
-        x, y, yaw = self._expert_arrays(np.asarray(times, dtype=float))
-        x0, y0, yaw0 = self._expert_arrays(np.array([t0_s]))
+        x, y, yaw = self._expert_arrays(np.asarray(times, dtype=float), t0_s, offset_m)
+        x0, y0, yaw0 = self._expert_arrays(np.array([t0_s]), t0_s, offset_m)
         c0, s0 = math.cos(yaw0[0]), math.sin(yaw0[0])
         dx, dy = x - x0[0], y - y0[0]
         xyz = np.stack([c0 * dx + s0 * dy, -s0 * dx + c0 * dy, np.zeros_like(dx)], axis=-1)
@@ -611,19 +621,37 @@ class World:
         rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s, s, c, 1.0
         return xyz.astype(np.float32), rot.astype(np.float32)
 
-    def model_sample(self, t0_s: float, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH) -> Sample:
-        """Ground truth at t0 (HISTORY_S <= t0 <= duration_s) on the expert drive; see `Sample`."""
+    def model_sample(self, t0_s: float, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
+                     offset_m: float = 0.0) -> Sample:
+        """Ground truth at t0 (HISTORY_S <= t0 <= duration_s) on the expert drive; see `Sample`.
+
+        `offset_m` (+ left): the ego drove that far off the lane centre, parallel to it, until t0, and its
+        future returns to the centre along the next RECOVERY_M of road (a smoothstep in arc length, at the
+        expert's pace; standing, it stays where it is). The cameras, history and future are the recovering
+        ego's; the labels are the expert's. Training on such samples teaches a driver to steer back when its
+        own errors have moved it off the centre, which the expert's drive alone never shows (closed loop).
+        """
         if not (HISTORY_S - 1e-9 <= t0_s <= self.duration_s + 1e-9):
             raise ValueError(f"t0={t0_s:.2f} s: a sample needs {HISTORY_S:.1f} s of history and its future; "
                              f"t0 must be in [{HISTORY_S:.1f}, {self.duration_s:.1f}] s")
-        frames = [self._expert_frame(float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
+        if offset_m == 0.0:
+            frames = [self._expert_frame(float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
+        else:
+            frames = [self.render(self._offset_pose(float(tf), t0_s, offset_m), float(tf), height, width)
+                      for tf in t0_s + FRAME_OFFSETS_S]
         images = np.stack(frames, axis=1)  # (cameras, frames, H, W, 3)
-        history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S)
-        future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + FUTURE_OFFSETS_S)
+        history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S, offset_m)
+        future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + FUTURE_OFFSETS_S, offset_m)
         coc, cause = self.coc_label(t0_s)
         return Sample(t0_s=t0_s, images=images, ego_history_xyz=history_xyz, ego_history_rot=history_rot,
                       future_xyz=future_xyz, future_rot=future_rot, coc=coc, cause=cause,
                       interesting=self.interesting(history_xyz, future_xyz))
+
+    def _offset_pose(self, t_s: float, t0_s: float, offset_m: float) -> Pose2D:
+        """The expert's pose at t moved `offset_m` off the centre (t <= t0: parallel to the lane)."""
+        pose = self.expert_pose(t_s)
+        x, y, yaw = self._expert_arrays(np.array([t_s]), t0_s, offset_m)
+        return dataclasses.replace(pose, x=float(x[0]), y=float(y[0]), yaw=float(yaw[0]))
 
     def _expert_frame(self, t_s: float, height: int, width: int) -> np.ndarray:
         """render() at the expert's pose; the last few are kept, as consecutive samples share 3 of their 4 frames."""

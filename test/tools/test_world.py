@@ -266,3 +266,17 @@ def test_unknown_scenarios_and_existing_output_directories_are_refused(tmp_path,
     with pytest.raises(SystemExit):
         main(["straight", "--seed", "1", str(tmp_path)])
     assert "exists" in capsys.readouterr().err
+
+
+def test_an_off_centre_sample_drives_parallel_then_returns_to_the_lane_centre():
+    from alpamayo_ros.tools.world import RECOVERY_M
+
+    world = generate_world("straight", 5)
+    centre, off = world.model_sample(5.0, H, W), world.model_sample(5.0, H, W, offset_m=1.2)
+    np.testing.assert_allclose(off.ego_history_xyz, centre.ego_history_xyz, atol=1e-4)  # parallel to the lane
+    np.testing.assert_allclose(off.future_xyz[:, 0], centre.future_xyz[:, 0], atol=1e-3)
+    back = np.cumsum(np.linalg.norm(np.diff(centre.future_xyz[:, :2], axis=0), axis=1)) >= RECOVERY_M
+    assert back.any() and np.allclose(off.future_xyz[1:][back, 1], -1.2, atol=1e-3)  # on the centre, 1.2 m right
+    assert np.all(np.diff(off.future_xyz[:, 1]) <= 1e-6)  # one smooth move to the right
+    assert off.coc == centre.coc and not np.array_equal(off.images, centre.images)
+    assert np.array_equal(world.model_sample(5.0, H, W, offset_m=0.0).images, centre.images)
