@@ -21,7 +21,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel
 
 from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
-from .config import AlpamayoR1Config
+from .config import ALPAMAYO1_5, ALPAMAYO_R1, AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
 from .flow_matching import euler_integrate, time_grid
 from .kv_cache import reserve
@@ -143,6 +143,7 @@ class AlpamayoR1(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.token_ids = prompt_encoder.token_ids
         vlm_config = copy.deepcopy(vlm_config)
+        backbone_text_dtype = _as_dtype(getattr(vlm_config.text_config, "dtype", None))
         vlm_config.text_config.vocab_size = self.token_ids.vocab_size
         # transformers builds the sub-models in their config's dtype, not the default one: align them.
         for sub in (vlm_config, vlm_config.text_config, vlm_config.vision_config):
@@ -154,9 +155,12 @@ class AlpamayoR1(nn.Module):
         self.expert = Qwen3VLTextModel(build_expert_config(vlm_config.text_config, config))
         del self.expert.embed_tokens  # the expert reads action embeddings, never token ids
         hidden = self.expert.config.hidden_size
-        self.action_in_proj = PerWaypointActionInProj(config.action_in_proj_cfg, ACTION_DIM, hidden)
+        stored = config.model_type == ALPAMAYO_R1  # 1.5 stores neither the frequencies nor the statistics
+        self.action_in_proj = PerWaypointActionInProj(config.action_in_proj_cfg, ACTION_DIM, hidden, persistent=stored)
         self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
-        self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
+        self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg, persistent=stored)
+        if config.model_type == ALPAMAYO1_5:
+            self.derive_unstored_buffers(backbone_text_dtype, torch.get_default_dtype())
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
         self._integrate = self.integrate  # or its compiled version, see `compile_flow`
         self._compiled_flow = None  # (mode, compiled `integrate`)
@@ -168,6 +172,34 @@ class AlpamayoR1(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.action_out_proj.weight.device
+
+    @property
+    def is_1_5(self) -> bool:
+        """An Alpamayo 1.5 model (camera-labelled prompts, navigation text) rather than an AlpamayoR1."""
+        return self.config.model_type == ALPAMAYO1_5
+
+    @torch.no_grad()
+    def derive_unstored_buffers(self, backbone_text_dtype: torch.dtype | None, load_dtype: torch.dtype) -> None:
+        """Give the seven buffers Alpamayo 1.5 does not store the values its code computes at construction.
+
+        Upstream (NVlabs/alpamayo1.5 `Alpamayo1_5.__init__`, measured in the conformance README's dtype probe):
+        the frequencies are a float32 logspace, then cast with `action_in_proj` to the expert's dtype, which is
+        the backbone text config's dtype when that is half precision (bfloat16 for Qwen3-VL-8B), whatever dtype
+        the model is loaded in, else the load dtype; the action statistics are `torch.tensor(value)` made in the
+        load dtype. So with the 8B backbone the frequencies are bf16 values ([1, 1.671875, 2.78125, ...]) even
+        in a float32 model, and the statistics are bf16 values in a bf16 model. Here they are those values held
+        in float32 buffers (all Fourier and action-space arithmetic runs in float32, as for R1).
+        """
+        half = (torch.bfloat16, torch.float16)
+        freqs_dtype = backbone_text_dtype if backbone_text_dtype in half else load_dtype
+        encoders = [*self.action_in_proj.sinus, self.action_in_proj.timestep_fourier_encoder]
+        for encoder in encoders:
+            encoder.freqs.copy_(encoder.freqs.to(freqs_dtype).float())
+        for name in self.action_space.STATISTICS:
+            exact = torch.tensor(getattr(self.config.action_space_cfg, name), dtype=torch.float64)
+            getattr(self.action_space, name).copy_(exact.to(load_dtype).float())
+        logger.info("Alpamayo 1.5: Fourier frequencies derived in %s, action statistics in %s (not in the checkpoint)",
+                    freqs_dtype, load_dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -569,6 +601,13 @@ def vlm_attention_implementation(device: torch.device, dtype: torch.dtype) -> st
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and is_flash_attn_2_available():
         return "flash_attention_2"
     return "sdpa"
+
+
+def _as_dtype(value: object) -> torch.dtype | None:
+    """A config's `dtype` entry ("bfloat16", torch.bfloat16 or None) as a torch dtype."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, str(value).replace("torch.", ""), None)
 
 
 def _cpu_float32(values: np.ndarray | torch.Tensor) -> torch.Tensor:
