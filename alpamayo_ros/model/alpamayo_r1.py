@@ -275,21 +275,27 @@ class AlpamayoR1(nn.Module):
         return batched
 
     def encode_inputs(self, images: np.ndarray | Sequence[np.ndarray], ego_history_xyz: np.ndarray | torch.Tensor,
-                      image_keys: Sequence[object] | None = None) -> EncodedInputs:
+                      image_keys: Sequence[object] | None = None, camera_ids: Sequence[int] | None = None,
+                      route: str | None = None) -> EncodedInputs:
         """Images and (P, 3) history positions -> prompt ids and image encodings.
 
-        `images`: (4, 4, H, W, 3) uint8 RGB, or 16 (H, W, 3) uint8 RGB arrays (sizes may differ per camera),
-        camera-major: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
+        `images`: (C, 4, H, W, 3) uint8 RGB, or C x 4 (H, W, 3) uint8 RGB arrays (sizes may differ per camera),
+        camera-major: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`). C is 4 (the
+        release's cameras) unless `camera_ids` names the cameras.
         `image_keys`: one hashable per image (e.g. (camera, stamp_ns)); an image whose key was encoded on
         an earlier call is taken from `vision_cache` instead of being encoded again.
+        `camera_ids` (Alpamayo 1.5 only): NVIDIA camera indices, one per camera in the images' order; the
+        prompt labels each camera and frame (`prompt.prompt_text`). `route` (1.5 only): navigation text.
         """
+        cameras = NUM_CAMERAS if camera_ids is None else len(camera_ids)
+        self._check_prompt_options(camera_ids, route)
         if isinstance(images, np.ndarray):
-            if images.ndim != 5 or images.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
-                raise ValueError(f"images have shape {images.shape}, expected ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3)")
+            if images.ndim != 5 or images.shape[:2] != (cameras, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
+                raise ValueError(f"images have shape {images.shape}, expected ({cameras}, {FRAMES_PER_CAMERA}, H, W, 3)")
             images = list(images.reshape(-1, *images.shape[2:]))
-        if len(images) != NUM_CAMERAS * FRAMES_PER_CAMERA:
-            raise ValueError(f"got {len(images)} images, expected {NUM_CAMERAS * FRAMES_PER_CAMERA} "
-                             f"({NUM_CAMERAS} cameras x {FRAMES_PER_CAMERA} frames)")
+        if len(images) != cameras * FRAMES_PER_CAMERA:
+            raise ValueError(f"got {len(images)} images, expected {cameras * FRAMES_PER_CAMERA} "
+                             f"({cameras} cameras x {FRAMES_PER_CAMERA} frames)")
         for i, image in enumerate(images):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"image {i} is {image.dtype} {image.shape}, expected uint8 RGB (H, W, 3)")
@@ -299,7 +305,7 @@ class AlpamayoR1(nn.Module):
         grids = torch.cat([e.grid_thw for e in encoded])
         hist = _cpu_float32(ego_history_xyz)
         ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
-        return EncodedInputs(input_ids=self.prompt_encoder.input_ids(grids, ids), image_grid_thw=grids,
+        return EncodedInputs(input_ids=self.prompt_encoder.input_ids(grids, ids, camera_ids, route), image_grid_thw=grids,
                              image_embeds=torch.cat([e.embeds for e in encoded]),
                              deepstack=[torch.cat(layer) for layer in zip(*(e.deepstack for e in encoded))])
 
@@ -317,6 +323,14 @@ class AlpamayoR1(nn.Module):
         for key, value in fresh.items():
             self.vision_cache.put(key, value)
         return [found[key] if key in found else fresh[key] for key in keys]
+
+    def _check_prompt_options(self, camera_ids: Sequence[int] | None, route: str | None) -> None:
+        if (camera_ids is not None or route is not None) and not self.is_1_5:
+            raise ValueError("camera_ids and route need an Alpamayo 1.5 checkpoint: AlpamayoR1 was trained on "
+                             "unlabelled images of its four cameras and without navigation text")
+        if camera_ids is not None:
+            if not camera_ids or len(set(camera_ids)) != len(camera_ids) or min(camera_ids) < 0:
+                raise ValueError(f"camera_ids {list(camera_ids)}: expected distinct NVIDIA camera indices >= 0")
 
     def _check_history(self, xyz: torch.Tensor, rot: torch.Tensor) -> None:
         poses = self.config.num_history_poses
@@ -500,12 +514,14 @@ class AlpamayoR1(nn.Module):
                diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
                share_prefill: bool = True, image_keys: Sequence[object] | None = None,
-               reasoning: str = "per_sample", early_stop: bool = False) -> Prediction:
+               reasoning: str = "per_sample", early_stop: bool = False, camera_ids: Sequence[int] | None = None,
+               route: str | None = None) -> Prediction:
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
             images: (4, 4, H, W, 3) uint8 RGB, cameras in release order, frames oldest first; or the
-                same 16 images as a camera-major sequence of (H, W, 3) arrays.
+                same 16 images as a camera-major sequence of (H, W, 3) arrays. With `camera_ids`, C cameras
+                (C, 4, H, W, 3) or 4 C images.
             ego_history_xyz: (16, 3) float, metres, ego frame at t0, last pose at the origin, 0.1 s apart.
             ego_history_rot: (16, 3, 3) float rotations in the same frame, last one identity.
             num_samples: S, the number of reasoning/trajectory samples.
@@ -528,6 +544,9 @@ class AlpamayoR1(nn.Module):
                 pads (see `decode`); this changes that sample's velocity (by 6.5e-3 at |v| ~ 1.8 per step
                 on the tiny random model).
                 Same results when no sample writes <|im_end|>, or with one sample.
+            camera_ids: Alpamayo 1.5 only: NVIDIA camera indices of the images' cameras, in their order
+                (`prompt.NVIDIA_CAMERA_IDS`); the prompt then labels cameras and frames as 1.5's inference.
+            route: Alpamayo 1.5 only: navigation text ("Turn left in 40m") put in the prompt's route span.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -549,9 +568,10 @@ class AlpamayoR1(nn.Module):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected ({num_samples}, {waypoints}, {ACTION_DIM})")
         clock = _StageClock(self.device)
 
-        inputs = self.encode_inputs(images, hist_xyz, image_keys)
+        inputs = self.encode_inputs(images, hist_xyz, image_keys, camera_ids, route)
         if not share_prefill:  # what num_return_sequences does: every row carries its own prompt and images
-            copies = [inputs] + [self.encode_inputs(images, hist_xyz) for _ in range(num_samples - 1)]
+            copies = [inputs] + [self.encode_inputs(images, hist_xyz, camera_ids=camera_ids, route=route)
+                                 for _ in range(num_samples - 1)]
             inputs = EncodedInputs(input_ids=inputs.input_ids.repeat(num_samples, 1),
                                    image_grid_thw=inputs.image_grid_thw.repeat(num_samples, 1),
                                    image_embeds=torch.cat([c.image_embeds for c in copies]),
