@@ -23,10 +23,10 @@ from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
 from .config import ALPAMAYO1_5, ALPAMAYO_R1, AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
-from .flow_matching import euler_integrate, time_grid
+from .flow_matching import euler_integrate, guided_velocity, time_grid
 from .kv_cache import reserve
 from .pixels import DevicePixels
-from .prompt import PromptEncoder, read_reasoning
+from .prompt import PromptEncoder, read_reasoning, remove_route
 from .trajectory_tokens import history_token_ids
 from .vision_cache import EncodedImage, VisionCache
 
@@ -49,10 +49,12 @@ class Timings:
     expert_ms: float
     trajectory_ms: float
     decode_tokens: int  # tokens sampled per reasoning row (at least the longest sample's reasoning)
+    unguided_ms: float = 0.0  # guided sampling only: the prefix without the route (prefill + reasoning fed)
 
     @property
     def total_ms(self) -> float:
-        return self.vision_ms + self.prefill_ms + self.decode_ms + self.expert_ms + self.trajectory_ms
+        return (self.vision_ms + self.prefill_ms + self.decode_ms + self.unguided_ms + self.expert_ms
+                + self.trajectory_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +487,47 @@ class AlpamayoR1(nn.Module):
         """`flow` over a given time grid (e.g. one step from any state): the part `compile_flow` compiles."""
         return euler_integrate(lambda x, t: self.velocity(x, t, context), noise, times)
 
+    def guided_flow(self, noise: torch.Tensor, context: ExpertContext, unguided: ExpertContext, steps: int,
+                    weight: float) -> torch.Tensor:
+        """`flow` with 1.5's classifier-free guidance: the expert runs on both prefixes at every step and the
+        velocities mix as (1 - weight) v_unguided + weight v_guided (`flow_matching.guided_velocity`)."""
+        return euler_integrate(lambda x, t: guided_velocity(self.velocity(x, t, context),
+                                                            self.velocity(x, t, unguided), weight),
+                               noise, time_grid(steps, noise.device))
+
+    def unguided_rollout(self, inputs: EncodedInputs, rollout: _Rollout) -> _Rollout:
+        """The prefix 1.5's guided call gives the unguided expert: the prompt without its route span, prefilled
+        once with the same image encodings, then each row's generated tokens fed as they were to the guided
+        cache. Offsets and visible columns are the guided row's, less the span's length (upstream finds the
+        same <|traj_future_start|>). Positions continue the cache (cache index + rope_delta), as in decode.
+
+        A row that never wrote <|traj_future_start|> sees its tokens and pads as its guided row does (upstream
+        masks such pads in this pass only; the rows this changes are those `decode` describes).
+        """
+        ids = remove_route(inputs.input_ids[:1], self.token_ids)
+        removed = inputs.input_ids.shape[1] - ids.shape[1]
+        # One copy of the prompt (`share_prefill=False` stacks one per sample; all hold the same images).
+        grids = inputs.image_grid_thw[:inputs.image_grid_thw.shape[0] // inputs.input_ids.shape[0]]
+        image_tokens = int(grids.prod(dim=-1).sum()) // self.vlm.model.visual.spatial_merge_size ** 2
+        _, cache, rope_delta = self.prefix_forward(ids, grids, inputs.image_embeds[:image_tokens],
+                                                   [layer[:image_tokens] for layer in inputs.deepstack])
+        rows = rollout.offsets.shape[0]
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+            rope_delta = rope_delta.expand(rows, 1)
+        fed = rollout.length - inputs.input_ids.shape[1]  # generated tokens in the guided cache, per row
+        if fed > 0:
+            block = torch.full((rows, fed), self.token_ids.pad, dtype=torch.long)
+            for row, tokens in enumerate(rollout.tokens):
+                block[row, :min(fed, len(tokens))] = torch.tensor(tokens[:fed])
+            start = cache.get_seq_length()
+            position = (torch.arange(start, start + fed, device=self.device) + rope_delta).unsqueeze(0).expand(3, -1, -1)
+            self.vlm.model.language_model(input_ids=block.to(self.device), position_ids=position, past_key_values=cache,
+                                          use_cache=True)
+        return _Rollout(cache=cache, length=cache.get_seq_length(), offsets=rollout.offsets - removed,
+                        rope_delta=rope_delta, tokens=rollout.tokens, complete=rollout.complete,
+                        visible=None if rollout.visible is None else rollout.visible - removed, steps=rollout.steps)
+
     @property
     def flow_compiled(self) -> bool:
         return self._integrate != self.integrate
@@ -515,7 +558,7 @@ class AlpamayoR1(nn.Module):
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
                share_prefill: bool = True, image_keys: Sequence[object] | None = None,
                reasoning: str = "per_sample", early_stop: bool = False, camera_ids: Sequence[int] | None = None,
-               route: str | None = None) -> Prediction:
+               route: str | None = None, nav_guidance_weight: float = 1.0, noise_temperature: float = 1.0) -> Prediction:
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
@@ -547,6 +590,14 @@ class AlpamayoR1(nn.Module):
             camera_ids: Alpamayo 1.5 only: NVIDIA camera indices of the images' cameras, in their order
                 (`prompt.NVIDIA_CAMERA_IDS`); the prompt then labels cameras and frames as 1.5's inference.
             route: Alpamayo 1.5 only: navigation text ("Turn left in 40m") put in the prompt's route span.
+            nav_guidance_weight: with a route, the classifier-free guidance weight w of 1.5's guided call
+                (`sample_trajectories_from_data_with_vlm_rollout_cfg_nav`): 1 (default) is the plain call with
+                the route in the prompt; otherwise the expert also reads the prefix without the route span and
+                each Euler step mixes the velocities as (1 - w) v_unguided + w v_guided (0: ignore the route,
+                > 1: follow it harder; the release notebook uses 1.5). Costs a second prefill of the prompt
+                (the images are not encoded again) and a second expert pass per step; runs eagerly.
+            noise_temperature: scales the initial noise (also an injected `noise`), as 1.5's `temperature`
+                diffusion argument: < 1 gives steadier, less diverse trajectories.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -558,6 +609,11 @@ class AlpamayoR1(nn.Module):
             raise ValueError(f"temperature={temperature} must be > 0 and top_p={top_p} in (0, 1]")
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens={max_reasoning_tokens} must be >= 1")
+        guided = nav_guidance_weight != 1.0
+        if guided and route is None:
+            raise ValueError(f"nav_guidance_weight={nav_guidance_weight} guides towards a route, but none was given")
+        if not (noise_temperature > 0):
+            raise ValueError(f"noise_temperature={noise_temperature} must be > 0")
         waypoints = self.config.action_space_cfg.n_waypoints
         hist_xyz, hist_rot = _cpu_float32(ego_history_xyz), _cpu_float32(ego_history_rot)
         self._check_history(hist_xyz, hist_rot)
@@ -590,6 +646,8 @@ class AlpamayoR1(nn.Module):
         decode_ms = clock.lap()
 
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
+        unguided = self.unguided_rollout(inputs, rollout) if guided else None
+        unguided_ms = clock.lap() if guided else 0.0
         capacity = (self.fixed_capacity(inputs.input_ids.shape[1], max_reasoning_tokens, repeat)
                     if self.flow_compiled else None)
         context = self.expert_context(rollout, repeat, capacity, keep_buffers=self.flow_compiled)
@@ -599,7 +657,14 @@ class AlpamayoR1(nn.Module):
         del cache, rollout  # the expert reads its own copy; the decode cache can go
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
         # A copy made here: a caller's tensor (not an inference tensor) would recompile the compiled flow.
-        action = self.flow(noise.to(self.device, torch.float32, copy=True), context, steps)
+        x0 = noise.to(self.device, torch.float32, copy=True)
+        if noise_temperature != 1.0:
+            x0 = x0 * noise_temperature
+        if unguided is None:
+            action = self.flow(x0, context, steps)
+        else:
+            action = self.guided_flow(x0, context, self.expert_context(unguided, repeat), steps, nav_guidance_weight)
+            del unguided
         expert_ms = clock.lap()
         xyz, rot = self.action_space.action_to_traj(
             action, hist_xyz.to(self.device).expand(num_samples, -1, -1),
@@ -607,7 +672,7 @@ class AlpamayoR1(nn.Module):
         trajectory_ms = clock.lap()
         reasoning = [read_reasoning(self.prompt_encoder.tokenizer, row, self.token_ids) for row in tokens]
         timings = Timings(vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms, expert_ms=expert_ms,
-                          trajectory_ms=trajectory_ms, decode_tokens=decode_steps)
+                          trajectory_ms=trajectory_ms, decode_tokens=decode_steps, unguided_ms=unguided_ms)
         return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=[r.text for r in reasoning],
                           complete=complete, timings=timings, partial_reasoning=[r.partial for r in reasoning],
                           reasoning_closed=[r.closed for r in reasoning])
