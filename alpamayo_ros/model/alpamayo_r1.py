@@ -588,7 +588,7 @@ class AlpamayoR1(nn.Module):
                 on the tiny random model).
                 Same results when no sample writes <|im_end|>, or with one sample.
             camera_ids: Alpamayo 1.5 only: NVIDIA camera indices of the images' cameras, in their order
-                (`prompt.NVIDIA_CAMERA_IDS`); the prompt then labels cameras and frames as 1.5's inference.
+                (`cameras.NVIDIA_CAMERA_IDS`); the prompt then labels cameras and frames as 1.5's inference.
             route: Alpamayo 1.5 only: navigation text ("Turn left in 40m") put in the prompt's route span.
             nav_guidance_weight: with a route, the classifier-free guidance weight w of 1.5's guided call
                 (`sample_trajectories_from_data_with_vlm_rollout_cfg_nav`): 1 (default) is the plain call with

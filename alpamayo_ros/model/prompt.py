@@ -24,6 +24,8 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
+from .cameras import camera_label
+
 # Upstream `SPECIAL_TOKENS_KEYS`, in the order they are added; each becomes `<|key|>`.
 logger = logging.getLogger(__name__)
 
@@ -38,23 +40,6 @@ SPECIAL_TOKEN_KEYS = (
 
 SYSTEM_PROMPT = "You are a driving assistant that generates safe and accurate actions."
 INSTRUCTION = "output the chain-of-thought reasoning of the driving process, then output the future trajectory."
-
-
-# NVIDIA's camera names and indices (1.5 `load_physical_aiavdataset`), and the labels its prompt gives each
-# index (`helper.CAMERA_DISPLAY_NAMES`; any other index reads "Camera {i}").
-NVIDIA_CAMERA_IDS = {
-    "camera_cross_left_120fov": 0, "camera_front_wide_120fov": 1, "camera_cross_right_120fov": 2,
-    "camera_rear_left_70fov": 3, "camera_rear_tele_30fov": 4, "camera_rear_right_70fov": 5,
-    "camera_front_tele_30fov": 6,
-}
-CAMERA_LABELS = {0: "Front left camera", 1: "Front camera", 2: "Front right camera", 3: "Rear left camera",
-                 4: "Rear camera", 5: "Rear right camera", 6: "Front telephoto camera"}
-RELEASE_CAMERA_IDS = (0, 1, 2, 6)  # the release's four cameras, in the order its loader sorts them
-
-
-def camera_label(camera_id: int) -> str:
-    """The text 1.5 writes before a camera's first frame, without the ": "."""
-    return CAMERA_LABELS.get(camera_id, f"Camera {camera_id}")
 
 
 def check_route_text(route: str) -> str:

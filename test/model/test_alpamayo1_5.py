@@ -10,10 +10,11 @@ from test_alpamayo_r1 import CHAIN_STEP_ULPS, CHAIN_TAIL
 from transformers.cache_utils import DynamicCache
 
 from alpamayo_ros.model.alpamayo_r1 import _Rollout
+from alpamayo_ros.model.cameras import camera_label
 from alpamayo_ros.model.config import AlpamayoR1Config
 from alpamayo_ros.model.flow_matching import time_grid
 from alpamayo_ros.model.loading import from_pretrained
-from alpamayo_ros.model.prompt import camera_label, prompt_text, read_reasoning, remove_route
+from alpamayo_ros.model.prompt import prompt_text, read_reasoning, remove_route
 from tolerances import ACTION_IN_ULPS, EPS, EXPERT_ULPS, TEXT_ULPS, TRAJECTORY_ULPS, close
 
 
