@@ -139,9 +139,6 @@ class AlpamayoNode(LifecycleNode):
                 self.get_logger().info(f"loading the checkpoint {self.cfg.model_path} on {self.cfg.device} "
                                        f"({self.cfg.dtype})")
             self.model, _ = build_model(self.cfg.model_settings, self._injected_model)
-            if self.cfg.has_route and not self.model.is_1_5:
-                raise ValueError("route_topic / route_path_topic need an Alpamayo 1.5 checkpoint (model_type "
-                                 "alpamayo1_5); the loaded model is AlpamayoR1, trained without navigation text")
             route = RouteInput(round(self.cfg.max_route_age_s * 1e9)) if self.cfg.has_route else None
             self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync, route)
             self._results_ready = self.create_guard_condition(self._on_results)

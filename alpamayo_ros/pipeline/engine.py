@@ -249,5 +249,8 @@ def build_model(settings: ModelSettings, model=None):
 
 def model_engine(inputs: Inputs, model, settings: TickSettings, sampling: SamplingSettings, **kwargs) -> TickEngine:
     """A `TickEngine` running `model` (its inference, action space and vision-cache reset)."""
+    if inputs.route is not None and not model.is_1_5:
+        raise ValueError("route_topic / route_path_topic need an Alpamayo 1.5 checkpoint (model_type alpamayo1_5); "
+                         "the loaded model is AlpamayoR1, trained without navigation text")
     return TickEngine(inputs, settings, model_inference(model, sampling), model.action_space,
                       on_reset=model.clear_vision_cache, **kwargs)

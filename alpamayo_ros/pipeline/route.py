@@ -105,10 +105,12 @@ NO_ROUTE = RouteChoice(None, "no route topic configured")
 class RouteInput:
     """The latest route text and planned path, as received; `choose` picks what a tick at t0 uses."""
 
-    def __init__(self, max_route_age_ns: int) -> None:
+    def __init__(self, max_route_age_ns: int, swap_left_right: bool = False) -> None:
+        """`swap_left_right`: every chosen text with left and right swapped (the release's counterfactual check)."""
         if max_route_age_ns <= 0:
             raise ValueError(f"max_route_age_ns={max_route_age_ns} must be > 0")
         self.max_route_age_ns = max_route_age_ns
+        self.swap_left_right = swap_left_right
         self._text: tuple[str, int] | None = None  # (text, received_ns)
         self._path: tuple[np.ndarray, str, int] | None = None  # ((N, 2) xy, frame_id, received_ns)
 
@@ -125,6 +127,12 @@ class RouteInput:
 
     def choose(self, now_ns: int, odom_frame: str, position_xy: np.ndarray) -> RouteChoice:
         """The route for a tick at clock `now_ns` whose vehicle sits at `position_xy` in `odom_frame` at t0."""
+        choice = self._choose(now_ns, odom_frame, position_xy)
+        if self.swap_left_right and choice.text is not None:
+            return RouteChoice(swap_direction(choice.text), choice.note + " (left and right swapped)")
+        return choice
+
+    def _choose(self, now_ns: int, odom_frame: str, position_xy: np.ndarray) -> RouteChoice:
         notes = []
         if self._text is not None:
             text, received_ns = self._text
