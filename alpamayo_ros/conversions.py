@@ -125,6 +125,28 @@ def take_odometry(inputs: Inputs, msg: Odometry, now_ns: int, now_mono_s: float)
     return inputs.add_pose(sample, now_ns, now_mono_s, msg.header.frame_id, msg.child_frame_id)
 
 
+def take_route_text(inputs: Inputs, msg: String, topic: str, now_ns: int) -> Refused | None:
+    """A navigation instruction ("Turn left in 40m"; "" clears it) into `inputs.route`; None if taken."""
+    text = msg.data
+    if "<|" in text or "|>" in text:
+        return Refused(topic, f"route text: {InvalidMessage(topic, 'data', repr(text), 'no <| or |>')}; ignored")
+    inputs.route.set_text(text, now_ns)
+    return None
+
+
+def take_route_path(inputs: Inputs, msg: Path, topic: str, now_ns: int) -> Refused | None:
+    """A planned path (its poses' x, y in `header.frame_id`; empty clears it) into `inputs.route`; None if taken."""
+    xy = np.array([(pose.pose.position.x, pose.pose.position.y) for pose in msg.poses], dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(xy).all():
+        return Refused(topic, f"route path: {InvalidMessage(topic, 'poses[].pose.position', 'NaN or inf', 'finite')}; "
+                              "path ignored")
+    if len(xy) == 1:
+        return Refused(topic, f"route path: {InvalidMessage(topic, 'poses', '1 pose', '0 (clear) or >= 2')}; "
+                              "path ignored")
+    inputs.route.set_path(xy, msg.header.frame_id, now_ns)
+    return None
+
+
 def to_output_frame(xyz: np.ndarray, rot: np.ndarray, t0_position: np.ndarray | None,
                     t0_rotation: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Ego-frame poses (W, 3), (W, 3, 3) -> the odometry frame by the t0 pose, or unchanged if it is None."""

@@ -1,5 +1,8 @@
 """alpamayo_ros node: four cameras and odometry in; AlpamayoR1 trajectories, reasoning and diagnostics out.
 
+With an Alpamayo 1.5 checkpoint it also takes navigation: a route text (`route_topic`) or the planned path
+(`route_path_topic`), from which the pipeline words the next turn at t0 (`pipeline/route.py`).
+
 One lifecycle node serves both executables: `alpamayo_lifecycle_node` waits for a lifecycle manager;
 `alpamayo_node` brings itself to active at start, as Nav2's servers are brought up by a plain launch.
 
@@ -34,7 +37,7 @@ from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
@@ -50,6 +53,7 @@ from alpamayo_ros.output_qos import OutputQosWatch
 from alpamayo_ros.parameters import ImageTransport, NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.outcome import ClockJump, Level, Status, TickReport
+from alpamayo_ros.pipeline.route import RouteInput
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 
 LOG_THROTTLE_S = 5.0
@@ -62,6 +66,10 @@ CAMERA_QOS = QoSProfile(depth=8, reliability=qos_profile_sensor_data.reliability
                         durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
 ODOMETRY_QOS = QoSProfile(depth=100, reliability=qos_profile_sensor_data.reliability,
                           durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
+# A route text is latched: the last one reaches a late joiner (its publisher must be transient-local as well).
+ROUTE_TEXT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# A planner's path: reliable and volatile, which matches volatile and transient-local publishers alike (Nav2's /plan).
+ROUTE_PATH_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 MESSAGE_TYPE_NAMES = {Image: "sensor_msgs/msg/Image", CompressedImage: "sensor_msgs/msg/CompressedImage",
                       Odometry: "nav_msgs/msg/Odometry"}
 # A bad parameter, topic name or checkpoint: `cannot start: ...` (plain) or a failed transition (managed).
@@ -128,10 +136,11 @@ class AlpamayoNode(LifecycleNode):
                 self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
                                           "trajectories and reasoning are noise, never drive with them")
             elif self._injected_model is None:
-                self.get_logger().info(f"loading AlpamayoR1 from {self.cfg.model_path} on {self.cfg.device} "
+                self.get_logger().info(f"loading the checkpoint {self.cfg.model_path} on {self.cfg.device} "
                                        f"({self.cfg.dtype})")
             self.model, _ = build_model(self.cfg.model_settings, self._injected_model)
-            self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync)
+            route = RouteInput(round(self.cfg.max_route_age_s * 1e9)) if self.cfg.has_route else None
+            self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync, route)
             self._results_ready = self.create_guard_condition(self._on_results)
             self.engine = model_engine(self.inputs, self.model, self.cfg.tick_settings, self.cfg.sampling,
                                        worker=True, on_result=self._results_ready.trigger)
@@ -187,6 +196,16 @@ class AlpamayoNode(LifecycleNode):
                 image_type, topic, lambda msg, i=index: self._on_image(msg, i), CAMERA_QOS))
         self._input_subscriptions.append(self._subscribe(Odometry, self.cfg.odometry_topic, self._on_odometry,
                                                          ODOMETRY_QOS))
+        if self.cfg.route_topic:
+            self._input_subscriptions.append(self.create_subscription(String, self.cfg.route_topic, self._on_route_text,
+                                                                      ROUTE_TEXT_QOS))
+        if self.cfg.route_path_topic:
+            self._input_subscriptions.append(self.create_subscription(Path, self.cfg.route_path_topic,
+                                                                      self._on_route_path, ROUTE_PATH_QOS))
+        if self.cfg.has_route:
+            self.get_logger().info(f"navigation: route text {self.cfg.route_topic or '-'}, route path "
+                                   f"{self.cfg.route_path_topic or '-'}, max age {self.cfg.max_route_age_s} s, guidance "
+                                   f"weight {self.cfg.nav_guidance_weight}")
         self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
         cameras = ", ".join(f"{name} {topic}" for name, topic in zip(CAMERA_NAMES, self.cfg.subscribed_camera_topics))
         self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[image_type]}) {cameras}; odometry "
@@ -256,6 +275,12 @@ class AlpamayoNode(LifecycleNode):
 
     def _on_odometry(self, msg: Odometry) -> None:
         self._log_refused(conversions.take_odometry(self.inputs, msg, self._now_ns(), time.monotonic()))
+
+    def _on_route_text(self, msg: String) -> None:
+        self._log_refused(conversions.take_route_text(self.inputs, msg, self.cfg.route_topic, self._now_ns()))
+
+    def _on_route_path(self, msg: Path) -> None:
+        self._log_refused(conversions.take_route_path(self.inputs, msg, self.cfg.route_path_topic, self._now_ns()))
 
     def _log_refused(self, refused: Refused | None) -> None:
         if refused is not None:  # one call site for every topic: the text names the source
@@ -347,6 +372,7 @@ class AlpamayoNode(LifecycleNode):
         model = {"model_path": self.cfg.model_path or "(tiny random demo model)", "device": str(self.model.device),
                  "dtype": self._dtype_name, "reasoning_mode": self.cfg.reasoning_mode,
                  "image_preprocessing": self.cfg.image_preprocessing, "compile_flow": self.cfg.compile_flow,
+                 "model_type": self.model.config.model_type,
                  "last_error": engine.model_error or "-"}
         unmatched = self._output_qos.problems()
         return [

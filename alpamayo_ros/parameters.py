@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from alpamayo_ros.devices import device_problem
+from alpamayo_ros.model.cameras import RELEASE_CAMERAS, camera_ids_of
 from alpamayo_ros.pipeline.settings import ModelSettings, OutputLimits, SamplingSettings, Selection, TickSettings
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES, InputLimits, SyncConfig
 from alpamayo_ros.units import NS_PER_S
@@ -47,7 +48,8 @@ def _param(default: object, description: str, *, name: str = "", low: float | No
 class NodeConfig:
     """Every parameter, read once at start-up and checked."""
 
-    model_path: str = _param("", "Local AlpamayoR1 checkpoint directory; empty runs the TINY RANDOM demo model")
+    model_path: str = _param("", "Local AlpamayoR1 or Alpamayo 1.5 checkpoint directory (its config.json says which); "
+                                 "empty runs the TINY RANDOM demo model")
     base_model_dir: str = _param("", "Local base Qwen3-VL directory (config.json, processor files); empty: "
                                      "resolve the checkpoint's vlm_name_or_path locally")
     device: str = _param("cuda", "torch device: cuda, cuda:1, cpu")
@@ -60,6 +62,23 @@ class NodeConfig:
     image_transport: ImageTransport = _param(ImageTransport.RAW, "raw (sensor_msgs/Image on the base topic) or "
                                              "compressed (sensor_msgs/CompressedImage on <base>/compressed)")
     odometry_topic: str = _param("/odom", "nav_msgs/Odometry of the vehicle (base frame in the odometry frame)")
+    camera_ids: tuple[str, ...] = _param(
+        RELEASE_CAMERAS, "Alpamayo 1.5: NVIDIA's name of each camera_topics camera, in the same order (e.g. "
+        "camera_front_wide_120fov); its prompt labels each camera's frames with it. AlpamayoR1 ignores this")
+    route_topic: str = _param("", "Alpamayo 1.5: std_msgs/String navigation instruction in the release's wording "
+                                  "('Turn left in 40m'; '' clears it), subscribed transient-local (the publisher must "
+                                  "be transient-local too; a late joiner gets the last one); empty: none")
+    route_path_topic: str = _param("", "Alpamayo 1.5: nav_msgs/Path planned route in the odometry frame; each tick "
+                                       "words its next turn at t0 ('Turn right in 30m', rules in pipeline/route.py); "
+                                       "route_topic wins while fresh; empty: none")
+    max_route_age_s: float = _param(5.0, "Seconds after its reception a route text or path is too old to use (then "
+                                         "the plain prompt)", name="max_route_age", low=0.1, high=3600.0)
+    nav_guidance_weight: float = _param(1.0, "Alpamayo 1.5 with a route: 1 = the plain call; otherwise classifier-free "
+                                             "guidance (0 ignores the route, > 1 follows it harder; the release "
+                                             "notebook uses 1.5), at the cost of a second prefill and expert pass",
+                                        low=0.0, high=5.0)
+    noise_temperature: float = _param(1.0, "Scale of the flow's initial noise (Alpamayo 1.5's diffusion temperature; "
+                                           "< 1: steadier, less diverse trajectories)", low=0.01, high=2.0)
     rate_hz: float = _param(2.0, "Inference ticks per second", low=0.05, high=50.0)
     num_samples: int = _param(1, "Reasoning/trajectory samples per tick", low=1, high=16)
     diffusion_steps: int = _param(10, "Euler steps of the flow-matching expert", low=1, high=100)
@@ -111,6 +130,17 @@ class NodeConfig:
                              f"expected {len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
         if len(set(self.camera_topics)) != len(self.camera_topics):
             raise ValueError(f"parameter camera_topics {list(self.camera_topics)} names a topic twice")
+        if len(self.camera_ids) != len(self.camera_topics) or len(set(self.camera_ids)) != len(self.camera_ids):
+            raise ValueError(f"parameter camera_ids {list(self.camera_ids)}: expected {len(self.camera_topics)} distinct "
+                             "NVIDIA camera names, one per camera_topics entry")
+        camera_ids_of(self.camera_ids)  # raises naming an unknown camera
+        if self.route_topic and self.route_topic == self.route_path_topic:
+            raise ValueError(f"parameters route_topic and route_path_topic are both {self.route_topic!r}")
+
+    @property
+    def has_route(self) -> bool:
+        """A route topic is configured (Alpamayo 1.5 navigation)."""
+        return bool(self.route_topic or self.route_path_topic)
 
     @property
     def subscribed_camera_topics(self) -> tuple[str, ...]:
@@ -130,7 +160,9 @@ class NodeConfig:
     def sampling(self) -> SamplingSettings:
         return SamplingSettings(num_samples=self.num_samples, diffusion_steps=self.diffusion_steps,
                                 max_reasoning_tokens=self.max_reasoning_tokens, temperature=self.temperature,
-                                top_p=self.top_p, seed=self.seed, reasoning=self.reasoning_mode)
+                                top_p=self.top_p, seed=self.seed, reasoning=self.reasoning_mode,
+                                camera_ids=camera_ids_of(self.camera_ids), nav_guidance_weight=self.nav_guidance_weight,
+                                noise_temperature=self.noise_temperature)
 
     @property
     def model_settings(self) -> ModelSettings:

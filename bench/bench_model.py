@@ -17,6 +17,12 @@ tick by tick on one model. Greedy decoding of a fixed token budget keeps the wor
                         decode inside, stopping as `StopAfterEOS`), then the expert through transformers
                         over the `DynamicCache` with its float32 4D mask, cropped after every Euler step
   reference-shaped 6    the same with 6 samples (`num_return_sequences=6`)
+  route                 plain on an Alpamayo 1.5 model: cameras labelled, "Turn left in 40m" in the route span
+  guided route          route + 1.5's classifier-free guidance (weight 1.5): a second prefill without the
+                        route span, the reasoning fed to it, and the expert on both prefixes every Euler step
+
+When a route option is chosen the model is built as Alpamayo 1.5 (same weights and layout; the options without
+a route then write R1's prompt, as 1.5 does without camera ids).
 
 The baseline uses this process's weights and code versions, so its ratios to the options are the
 speed-up over the reference's structure on the same machine. Its stage columns: "vision" is the
@@ -55,20 +61,24 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alpamayo_ros.model.alpamayo_r1 import Timings  # noqa: E402
-from alpamayo_ros.model.config import ActionInProjConfig, ExpertConfig  # noqa: E402
+from alpamayo_ros.model.config import ALPAMAYO1_5, ActionInProjConfig, ExpertConfig  # noqa: E402
 from alpamayo_ros.model.flow_matching import euler_integrate, time_grid  # noqa: E402
 from alpamayo_ros.model.loading import QWEN_BASE_VOCAB, random_model, release_config, tiny_config  # noqa: E402
 from alpamayo_ros.model.trajectory_tokens import history_token_ids  # noqa: E402
 from alpamayo_ros.tools.synthetic import road_images, synthetic_drive  # noqa: E402
 
-STAGES = ("vision_ms", "prefill_ms", "decode_ms", "expert_ms", "trajectory_ms")
+STAGES = ("vision_ms", "prefill_ms", "decode_ms", "unguided_ms", "expert_ms", "trajectory_ms")
 WARMUP = 3  # untimed ticks per option: they fill the vision cache, compile, and record CUDA graphs
 ARITHMETIC_TICKS = 3  # profiled ticks per option after the timed ones (see `arithmetic_ms`)
 # --smoke: a check that the benchmark runs (the test suite), seconds not minutes; its numbers mean nothing.
 # One option of each kind, and the baseline: compiling takes 10-40 s on a CPU and the 6-sample prefills are the
 # slowest ticks (tests/model check those paths themselves).
 SMOKE = {"configs": ["tiny"], "ticks": 1, "tokens": 3, "warmup": 0, "arithmetic_ticks": 1,
-         "options": ["plain", "vision reuse", "device preprocessing", "6 shared reasoning", "reference-shaped"]}
+         "options": ["plain", "vision reuse", "device preprocessing", "6 shared reasoning", "reference-shaped", "route",
+                     "guided route"]}
+ROUTE = "Turn left in 40m"
+GUIDANCE_WEIGHT = 1.5  # the release notebook's
+RELEASE_CAMERA_IDS = (0, 1, 2, 6)
 
 
 class LapClock:
@@ -98,6 +108,8 @@ class Option:
     preprocessing: str = "host"
     compiled: bool = False
     reference: bool = False  # run `reference_shaped_sample` instead of `AlpamayoR1.sample`
+    route: bool = False  # Alpamayo 1.5 prompt: camera labels and ROUTE
+    guidance: float = 1.0  # nav_guidance_weight (1: the plain sampler)
 
 
 OPTIONS = {
@@ -111,6 +123,8 @@ OPTIONS = {
     "6 fastest": Option(samples=6, reasoning="shared", reuse=True, preprocessing="device", compiled=True),
     "reference-shaped": Option(reference=True),
     "reference-shaped 6": Option(samples=6, reference=True),
+    "route": Option(route=True),
+    "guided route": Option(route=True, guidance=GUIDANCE_WEIGHT),
 }
 
 
@@ -254,6 +268,8 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
     make_config, height, width, dtype, vocab = CONFIGS[name]
     height, width = frames_hw or (height, width)
     config, vlm_config = make_config()
+    if any(OPTIONS[label].route for label in options):
+        config = dataclasses.replace(config, model_type=ALPAMAYO1_5)
     frames = camera_frames(height, width, warmup + ticks + arithmetic_ticks + 3)
     drive = synthetic_drive(height=height, width=width)
     history = (drive.ego_history_xyz, drive.ego_history_rot)
@@ -271,9 +287,11 @@ def run_config(name: str, ticks: int, tokens: int, device: str, options: list[st
         if option.reference:
             timings, _ = reference_shaped_sample(model, images, *history, option.samples, tokens)
         else:
+            route = dict(camera_ids=RELEASE_CAMERA_IDS, route=ROUTE, nav_guidance_weight=option.guidance) \
+                if option.route else {}
             timings = model.sample(images, *history, num_samples=option.samples, greedy=True,
                                    max_reasoning_tokens=tokens, share_prefill=option.share_prefill,
-                                   reasoning=option.reasoning, image_keys=keys).timings
+                                   reasoning=option.reasoning, image_keys=keys, **route).timings
         return timings, (time.perf_counter_ns() - start) / 1e6
 
     # Options take turns tick by tick on the same model, so slow drifts of the machine affect all alike.
@@ -322,7 +340,10 @@ def ratios(results: dict) -> dict[str, float]:
               "vision reuse", "total_ms"),
              ("speed-up, 6 samples: reference-shaped 6 / 6 shared prefill", "reference-shaped 6", "6 shared prefill",
               "total_ms"),
-             ("speed-up, 6 samples: reference-shaped 6 / 6 fastest", "reference-shaped 6", "6 fastest", "total_ms")]
+             ("speed-up, 6 samples: reference-shaped 6 / 6 fastest", "reference-shaped 6", "6 fastest", "total_ms"),
+             # The cost of 1.5's guided sampling over the plain call with the same route prompt.
+             ("cost of guidance, total: guided route / route", "guided route", "route", "total_ms"),
+             ("cost of guidance, expert stage: guided route / route", "guided route", "route", "expert_ms")]
     for text, a, b, stage in pairs:
         if a in results and b in results:
             out[text] = p50(a, stage) / p50(b, stage)

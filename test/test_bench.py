@@ -24,13 +24,15 @@ def smoke(tmp_path: Path, script: str, *extra: str) -> dict:
 def test_model_benchmark_reports_each_option_against_the_plain_path(tmp_path):
     report = smoke(tmp_path, "bench_model.py", "--device", "cpu")["reports"][0]
     assert list(report["results"]) == ["plain", "vision reuse", "device preprocessing", "6 shared reasoning",
-                                       "reference-shaped"]
+                                       "reference-shaped", "route", "guided route"]
     for label, stats in report["results"].items():
         assert all(stats[stage]["p50"] > 0 and stats[stage]["p90"] >= stats[stage]["p50"]
                    for stage in ("vision_ms", "decode_ms", "expert_ms", "total_ms")), label
         assert stats["decode_tokens"] == [3], label  # equal work in every option, the baseline's included
         assert stats["arithmetic_ms"] > 0, label  # the profiled tick: time in the kernels an exact path runs
+    assert report["results"]["guided route"]["unguided_ms"]["p50"] > 0  # the second prefix was built
     assert {"vision stage: plain / vision reuse", "total: 6 shared reasoning / plain",
+            "cost of guidance, total: guided route / route",
             "speed-up, 1 sample, fresh call: reference-shaped / plain",
             "ceiling, 1 sample, fresh call: reference-shaped / plain's arithmetic"} <= set(report["ratios"])
 

@@ -81,6 +81,9 @@ def test_model_options_reach_the_model(context):
     ("compile_flow", "on", "compile_flow='on'"),
     ("device", "nonsense", "device 'nonsense': expected cpu, cuda or cuda:N"),
     ("device", "cuda:", "device 'cuda:': expected cpu, cuda or cuda:N"),
+    ("camera_ids", ["camera_front_wide_120fov"], "camera_ids \\['camera_front_wide_120fov'\\]: expected 4 distinct"),
+    ("camera_ids", ["camera_a", "camera_b", "camera_c", "camera_d"], "unknown NVIDIA camera name"),
+    ("route_topic", "/route", "need an Alpamayo 1.5 checkpoint"),  # the tiny model is an R1
 ])
 def test_bad_parameters_stop_startup_with_name_and_value(context, tiny_model, name, value, message):
     with pytest.raises(ValueError, match=message):

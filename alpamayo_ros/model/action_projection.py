@@ -16,14 +16,19 @@ from torch import nn
 from .config import ActionInProjConfig
 
 
+def fourier_frequencies(num_features: int, max_freq: float) -> torch.Tensor:
+    """(1, num_features / 2) float32 log-spaced frequencies from 1 to max_freq (upstream `FourierEncoderV2`)."""
+    return torch.logspace(0.0, math.log10(max_freq), num_features // 2, dtype=torch.float32).unsqueeze(0)
+
+
 class FourierEncoder(nn.Module):
     """x -> sqrt(2) * [sin(2 pi f x), cos(2 pi f x)] over log-spaced f in [1, max_freq]."""
 
-    def __init__(self, num_features: int, max_freq: float) -> None:
+    def __init__(self, num_features: int, max_freq: float, persistent: bool = True) -> None:
         super().__init__()
-        # Persistent: the release stores these (rounded to bf16), so they are loaded, not recomputed.
-        freqs = torch.logspace(0.0, math.log10(max_freq), num_features // 2, dtype=torch.float32)
-        self.register_buffer("freqs", freqs.unsqueeze(0))
+        # Persistent: the R1 release stores these (rounded to bf16), so they are loaded, not recomputed.
+        # Alpamayo 1.5 does not store them (`persistent=False`): see `AlpamayoR1.derive_unstored_buffers`.
+        self.register_buffer("freqs", fourier_frequencies(num_features, max_freq), persistent=persistent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(...,) float -> (..., num_features) float32."""
@@ -64,11 +69,11 @@ class MLPEncoder(nn.Module):
 class PerWaypointActionInProj(nn.Module):
     """(B, W, 2) normalised actions and (B, 1, 1) flow time -> (B, W, out_dim) expert input embeddings."""
 
-    def __init__(self, cfg: ActionInProjConfig, action_dim: int, out_dim: int) -> None:
+    def __init__(self, cfg: ActionInProjConfig, action_dim: int, out_dim: int, persistent: bool = True) -> None:
         super().__init__()
         feats = cfg.num_fourier_feats
-        self.sinus = nn.ModuleList([FourierEncoder(feats, cfg.max_freq) for _ in range(action_dim)])
-        self.timestep_fourier_encoder = FourierEncoder(feats, cfg.max_freq)
+        self.sinus = nn.ModuleList([FourierEncoder(feats, cfg.max_freq, persistent) for _ in range(action_dim)])
+        self.timestep_fourier_encoder = FourierEncoder(feats, cfg.max_freq, persistent)
         self.encoder = MLPEncoder(feats * (action_dim + 1), cfg.num_enc_layers, cfg.hidden_size, out_dim)
         self.norm = nn.LayerNorm(out_dim)
 

@@ -85,12 +85,15 @@ def _trapezoid_design(theta: torch.Tensor, dxy: torch.Tensor, dt: float) -> tupl
 class UnicycleAccelCurvatureActionSpace(nn.Module):
     """Normalised (accel, curvature) actions <-> ego-frame trajectories. Buffers are the release's."""
 
-    def __init__(self, cfg: ActionSpaceConfig) -> None:
+    STATISTICS = ("accel_mean", "accel_std", "curvature_mean", "curvature_std")
+
+    def __init__(self, cfg: ActionSpaceConfig, persistent: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        for name in ("accel_mean", "accel_std", "curvature_mean", "curvature_std"):
-            # 0-d float32, persistent: the checkpoint stores them (release `action_space.*`).
-            self.register_buffer(name, torch.tensor(getattr(cfg, name), dtype=torch.float32))
+        for name in self.STATISTICS:
+            # 0-d float32, persistent: the R1 checkpoint stores them (release `action_space.*`); Alpamayo 1.5
+            # recomputes them from the config (`persistent=False`).
+            self.register_buffer(name, torch.tensor(getattr(cfg, name), dtype=torch.float32), persistent=persistent)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The four statistics as float32 on `like`'s device (outputs may live on another device)."""

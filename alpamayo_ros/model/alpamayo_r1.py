@@ -21,12 +21,12 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel
 
 from .action_projection import PerWaypointActionInProj
 from .action_space import UnicycleAccelCurvatureActionSpace
-from .config import AlpamayoR1Config
+from .config import ALPAMAYO1_5, ALPAMAYO_R1, AlpamayoR1Config
 from .expert import ExpertContext, build_context, expert_forward
-from .flow_matching import euler_integrate, time_grid
+from .flow_matching import euler_integrate, guided_velocity, time_grid
 from .kv_cache import reserve
 from .pixels import DevicePixels
-from .prompt import PromptEncoder, read_reasoning
+from .prompt import PromptEncoder, read_reasoning, remove_route
 from .trajectory_tokens import history_token_ids
 from .vision_cache import EncodedImage, VisionCache
 
@@ -49,10 +49,12 @@ class Timings:
     expert_ms: float
     trajectory_ms: float
     decode_tokens: int  # tokens sampled per reasoning row (at least the longest sample's reasoning)
+    unguided_ms: float = 0.0  # guided sampling only: the prefix without the route (prefill + reasoning fed)
 
     @property
     def total_ms(self) -> float:
-        return self.vision_ms + self.prefill_ms + self.decode_ms + self.expert_ms + self.trajectory_ms
+        return (self.vision_ms + self.prefill_ms + self.decode_ms + self.unguided_ms + self.expert_ms
+                + self.trajectory_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class AlpamayoR1(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.token_ids = prompt_encoder.token_ids
         vlm_config = copy.deepcopy(vlm_config)
+        backbone_text_dtype = _as_dtype(getattr(vlm_config.text_config, "dtype", None))
         vlm_config.text_config.vocab_size = self.token_ids.vocab_size
         # transformers builds the sub-models in their config's dtype, not the default one: align them.
         for sub in (vlm_config, vlm_config.text_config, vlm_config.vision_config):
@@ -154,9 +157,12 @@ class AlpamayoR1(nn.Module):
         self.expert = Qwen3VLTextModel(build_expert_config(vlm_config.text_config, config))
         del self.expert.embed_tokens  # the expert reads action embeddings, never token ids
         hidden = self.expert.config.hidden_size
-        self.action_in_proj = PerWaypointActionInProj(config.action_in_proj_cfg, ACTION_DIM, hidden)
+        stored = config.model_type == ALPAMAYO_R1  # 1.5 stores neither the frequencies nor the statistics
+        self.action_in_proj = PerWaypointActionInProj(config.action_in_proj_cfg, ACTION_DIM, hidden, persistent=stored)
         self.action_out_proj = nn.Linear(hidden, ACTION_DIM)
-        self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg)
+        self.action_space = UnicycleAccelCurvatureActionSpace(config.action_space_cfg, persistent=stored)
+        if config.model_type == ALPAMAYO1_5:
+            self.derive_unstored_buffers(backbone_text_dtype, torch.get_default_dtype())
         self.vision_cache = VisionCache()  # image encodings by caller key, reused across calls
         self._integrate = self.integrate  # or its compiled version, see `compile_flow`
         self._compiled_flow = None  # (mode, compiled `integrate`)
@@ -168,6 +174,34 @@ class AlpamayoR1(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.action_out_proj.weight.device
+
+    @property
+    def is_1_5(self) -> bool:
+        """An Alpamayo 1.5 model (camera-labelled prompts, navigation text) rather than an AlpamayoR1."""
+        return self.config.model_type == ALPAMAYO1_5
+
+    @torch.no_grad()
+    def derive_unstored_buffers(self, backbone_text_dtype: torch.dtype | None, load_dtype: torch.dtype) -> None:
+        """Give the seven buffers Alpamayo 1.5 does not store the values its code computes at construction.
+
+        Upstream (NVlabs/alpamayo1.5 `Alpamayo1_5.__init__`, measured in the conformance README's dtype probe):
+        the frequencies are a float32 logspace, then cast with `action_in_proj` to the expert's dtype, which is
+        the backbone text config's dtype when that is half precision (bfloat16 for Qwen3-VL-8B), whatever dtype
+        the model is loaded in, else the load dtype; the action statistics are `torch.tensor(value)` made in the
+        load dtype. So with the 8B backbone the frequencies are bf16 values ([1, 1.671875, 2.78125, ...]) even
+        in a float32 model, and the statistics are bf16 values in a bf16 model. Here they are those values held
+        in float32 buffers (all Fourier and action-space arithmetic runs in float32, as for R1).
+        """
+        half = (torch.bfloat16, torch.float16)
+        freqs_dtype = backbone_text_dtype if backbone_text_dtype in half else load_dtype
+        encoders = [*self.action_in_proj.sinus, self.action_in_proj.timestep_fourier_encoder]
+        for encoder in encoders:
+            encoder.freqs.copy_(encoder.freqs.to(freqs_dtype).float())
+        for name in self.action_space.STATISTICS:
+            exact = torch.tensor(getattr(self.config.action_space_cfg, name), dtype=torch.float64)
+            getattr(self.action_space, name).copy_(exact.to(load_dtype).float())
+        logger.info("Alpamayo 1.5: Fourier frequencies derived in %s, action statistics in %s (not in the checkpoint)",
+                    freqs_dtype, load_dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -243,21 +277,27 @@ class AlpamayoR1(nn.Module):
         return batched
 
     def encode_inputs(self, images: np.ndarray | Sequence[np.ndarray], ego_history_xyz: np.ndarray | torch.Tensor,
-                      image_keys: Sequence[object] | None = None) -> EncodedInputs:
+                      image_keys: Sequence[object] | None = None, camera_ids: Sequence[int] | None = None,
+                      route: str | None = None) -> EncodedInputs:
         """Images and (P, 3) history positions -> prompt ids and image encodings.
 
-        `images`: (4, 4, H, W, 3) uint8 RGB, or 16 (H, W, 3) uint8 RGB arrays (sizes may differ per camera),
-        camera-major: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`).
+        `images`: (C, 4, H, W, 3) uint8 RGB, or C x 4 (H, W, 3) uint8 RGB arrays (sizes may differ per camera),
+        camera-major: cam0 f0..f3, cam1 f0..f3, ... (upstream `image_frames.flatten(0, 1)`). C is 4 (the
+        release's cameras) unless `camera_ids` names the cameras.
         `image_keys`: one hashable per image (e.g. (camera, stamp_ns)); an image whose key was encoded on
         an earlier call is taken from `vision_cache` instead of being encoded again.
+        `camera_ids` (Alpamayo 1.5 only): NVIDIA camera indices, one per camera in the images' order; the
+        prompt labels each camera and frame (`prompt.prompt_text`). `route` (1.5 only): navigation text.
         """
+        cameras = NUM_CAMERAS if camera_ids is None else len(camera_ids)
+        self._check_prompt_options(camera_ids, route)
         if isinstance(images, np.ndarray):
-            if images.ndim != 5 or images.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
-                raise ValueError(f"images have shape {images.shape}, expected ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3)")
+            if images.ndim != 5 or images.shape[:2] != (cameras, FRAMES_PER_CAMERA) or images.shape[-1] != 3:
+                raise ValueError(f"images have shape {images.shape}, expected ({cameras}, {FRAMES_PER_CAMERA}, H, W, 3)")
             images = list(images.reshape(-1, *images.shape[2:]))
-        if len(images) != NUM_CAMERAS * FRAMES_PER_CAMERA:
-            raise ValueError(f"got {len(images)} images, expected {NUM_CAMERAS * FRAMES_PER_CAMERA} "
-                             f"({NUM_CAMERAS} cameras x {FRAMES_PER_CAMERA} frames)")
+        if len(images) != cameras * FRAMES_PER_CAMERA:
+            raise ValueError(f"got {len(images)} images, expected {cameras * FRAMES_PER_CAMERA} "
+                             f"({cameras} cameras x {FRAMES_PER_CAMERA} frames)")
         for i, image in enumerate(images):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
                 raise ValueError(f"image {i} is {image.dtype} {image.shape}, expected uint8 RGB (H, W, 3)")
@@ -267,7 +307,7 @@ class AlpamayoR1(nn.Module):
         grids = torch.cat([e.grid_thw for e in encoded])
         hist = _cpu_float32(ego_history_xyz)
         ids = history_token_ids(hist[None], self.config.hist_traj_tokenizer_cfg, self.token_ids.hist_token_start_idx)
-        return EncodedInputs(input_ids=self.prompt_encoder.input_ids(grids, ids), image_grid_thw=grids,
+        return EncodedInputs(input_ids=self.prompt_encoder.input_ids(grids, ids, camera_ids, route), image_grid_thw=grids,
                              image_embeds=torch.cat([e.embeds for e in encoded]),
                              deepstack=[torch.cat(layer) for layer in zip(*(e.deepstack for e in encoded))])
 
@@ -285,6 +325,14 @@ class AlpamayoR1(nn.Module):
         for key, value in fresh.items():
             self.vision_cache.put(key, value)
         return [found[key] if key in found else fresh[key] for key in keys]
+
+    def _check_prompt_options(self, camera_ids: Sequence[int] | None, route: str | None) -> None:
+        if (camera_ids is not None or route is not None) and not self.is_1_5:
+            raise ValueError("camera_ids and route need an Alpamayo 1.5 checkpoint: AlpamayoR1 was trained on "
+                             "unlabelled images of its four cameras and without navigation text")
+        if camera_ids is not None:
+            if not camera_ids or len(set(camera_ids)) != len(camera_ids) or min(camera_ids) < 0:
+                raise ValueError(f"camera_ids {list(camera_ids)}: expected distinct NVIDIA camera indices >= 0")
 
     def _check_history(self, xyz: torch.Tensor, rot: torch.Tensor) -> None:
         poses = self.config.num_history_poses
@@ -439,6 +487,47 @@ class AlpamayoR1(nn.Module):
         """`flow` over a given time grid (e.g. one step from any state): the part `compile_flow` compiles."""
         return euler_integrate(lambda x, t: self.velocity(x, t, context), noise, times)
 
+    def guided_flow(self, noise: torch.Tensor, context: ExpertContext, unguided: ExpertContext, steps: int,
+                    weight: float) -> torch.Tensor:
+        """`flow` with 1.5's classifier-free guidance: the expert runs on both prefixes at every step and the
+        velocities mix as (1 - weight) v_unguided + weight v_guided (`flow_matching.guided_velocity`)."""
+        return euler_integrate(lambda x, t: guided_velocity(self.velocity(x, t, context),
+                                                            self.velocity(x, t, unguided), weight),
+                               noise, time_grid(steps, noise.device))
+
+    def unguided_rollout(self, inputs: EncodedInputs, rollout: _Rollout) -> _Rollout:
+        """The prefix 1.5's guided call gives the unguided expert: the prompt without its route span, prefilled
+        once with the same image encodings, then each row's generated tokens fed as they were to the guided
+        cache. Offsets and visible columns are the guided row's, less the span's length (upstream finds the
+        same <|traj_future_start|>). Positions continue the cache (cache index + rope_delta), as in decode.
+
+        A row that never wrote <|traj_future_start|> sees its tokens and pads as its guided row does (upstream
+        masks such pads in this pass only; the rows this changes are those `decode` describes).
+        """
+        ids = remove_route(inputs.input_ids[:1], self.token_ids)
+        removed = inputs.input_ids.shape[1] - ids.shape[1]
+        # One copy of the prompt (`share_prefill=False` stacks one per sample; all hold the same images).
+        grids = inputs.image_grid_thw[:inputs.image_grid_thw.shape[0] // inputs.input_ids.shape[0]]
+        image_tokens = int(grids.prod(dim=-1).sum()) // self.vlm.model.visual.spatial_merge_size ** 2
+        _, cache, rope_delta = self.prefix_forward(ids, grids, inputs.image_embeds[:image_tokens],
+                                                   [layer[:image_tokens] for layer in inputs.deepstack])
+        rows = rollout.offsets.shape[0]
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+            rope_delta = rope_delta.expand(rows, 1)
+        fed = rollout.length - inputs.input_ids.shape[1]  # generated tokens in the guided cache, per row
+        if fed > 0:
+            block = torch.full((rows, fed), self.token_ids.pad, dtype=torch.long)
+            for row, tokens in enumerate(rollout.tokens):
+                block[row, :min(fed, len(tokens))] = torch.tensor(tokens[:fed])
+            start = cache.get_seq_length()
+            position = (torch.arange(start, start + fed, device=self.device) + rope_delta).unsqueeze(0).expand(3, -1, -1)
+            self.vlm.model.language_model(input_ids=block.to(self.device), position_ids=position, past_key_values=cache,
+                                          use_cache=True)
+        return _Rollout(cache=cache, length=cache.get_seq_length(), offsets=rollout.offsets - removed,
+                        rope_delta=rope_delta, tokens=rollout.tokens, complete=rollout.complete,
+                        visible=None if rollout.visible is None else rollout.visible - removed, steps=rollout.steps)
+
     @property
     def flow_compiled(self) -> bool:
         return self._integrate != self.integrate
@@ -468,12 +557,14 @@ class AlpamayoR1(nn.Module):
                diffusion_steps: int | None = None, max_reasoning_tokens: int = 256, temperature: float = 0.6,
                top_p: float = 0.98, greedy: bool = False, seed: int = 0, noise: torch.Tensor | None = None,
                share_prefill: bool = True, image_keys: Sequence[object] | None = None,
-               reasoning: str = "per_sample", early_stop: bool = False) -> Prediction:
+               reasoning: str = "per_sample", early_stop: bool = False, camera_ids: Sequence[int] | None = None,
+               route: str | None = None, nav_guidance_weight: float = 1.0, noise_temperature: float = 1.0) -> Prediction:
         """Reason and plan: S trajectories, one per sampled Chain-of-Causation.
 
         Args:
             images: (4, 4, H, W, 3) uint8 RGB, cameras in release order, frames oldest first; or the
-                same 16 images as a camera-major sequence of (H, W, 3) arrays.
+                same 16 images as a camera-major sequence of (H, W, 3) arrays. With `camera_ids`, C cameras
+                (C, 4, H, W, 3) or 4 C images.
             ego_history_xyz: (16, 3) float, metres, ego frame at t0, last pose at the origin, 0.1 s apart.
             ego_history_rot: (16, 3, 3) float rotations in the same frame, last one identity.
             num_samples: S, the number of reasoning/trajectory samples.
@@ -496,6 +587,17 @@ class AlpamayoR1(nn.Module):
                 pads (see `decode`); this changes that sample's velocity (by 6.5e-3 at |v| ~ 1.8 per step
                 on the tiny random model).
                 Same results when no sample writes <|im_end|>, or with one sample.
+            camera_ids: Alpamayo 1.5 only: NVIDIA camera indices of the images' cameras, in their order
+                (`cameras.NVIDIA_CAMERA_IDS`); the prompt then labels cameras and frames as 1.5's inference.
+            route: Alpamayo 1.5 only: navigation text ("Turn left in 40m") put in the prompt's route span.
+            nav_guidance_weight: with a route, the classifier-free guidance weight w of 1.5's guided call
+                (`sample_trajectories_from_data_with_vlm_rollout_cfg_nav`): 1 (default) is the plain call with
+                the route in the prompt; otherwise the expert also reads the prefix without the route span and
+                each Euler step mixes the velocities as (1 - w) v_unguided + w v_guided (0: ignore the route,
+                > 1: follow it harder; the release notebook uses 1.5). Costs a second prefill of the prompt
+                (the images are not encoded again) and a second expert pass per step; runs eagerly.
+            noise_temperature: scales the initial noise (also an injected `noise`), as 1.5's `temperature`
+                diffusion argument: < 1 gives steadier, less diverse trajectories.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -507,6 +609,11 @@ class AlpamayoR1(nn.Module):
             raise ValueError(f"temperature={temperature} must be > 0 and top_p={top_p} in (0, 1]")
         if max_reasoning_tokens < 1:
             raise ValueError(f"max_reasoning_tokens={max_reasoning_tokens} must be >= 1")
+        guided = nav_guidance_weight != 1.0
+        if guided and route is None:
+            raise ValueError(f"nav_guidance_weight={nav_guidance_weight} guides towards a route, but none was given")
+        if not (noise_temperature > 0):
+            raise ValueError(f"noise_temperature={noise_temperature} must be > 0")
         waypoints = self.config.action_space_cfg.n_waypoints
         hist_xyz, hist_rot = _cpu_float32(ego_history_xyz), _cpu_float32(ego_history_rot)
         self._check_history(hist_xyz, hist_rot)
@@ -517,9 +624,10 @@ class AlpamayoR1(nn.Module):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected ({num_samples}, {waypoints}, {ACTION_DIM})")
         clock = _StageClock(self.device)
 
-        inputs = self.encode_inputs(images, hist_xyz, image_keys)
+        inputs = self.encode_inputs(images, hist_xyz, image_keys, camera_ids, route)
         if not share_prefill:  # what num_return_sequences does: every row carries its own prompt and images
-            copies = [inputs] + [self.encode_inputs(images, hist_xyz) for _ in range(num_samples - 1)]
+            copies = [inputs] + [self.encode_inputs(images, hist_xyz, camera_ids=camera_ids, route=route)
+                                 for _ in range(num_samples - 1)]
             inputs = EncodedInputs(input_ids=inputs.input_ids.repeat(num_samples, 1),
                                    image_grid_thw=inputs.image_grid_thw.repeat(num_samples, 1),
                                    image_embeds=torch.cat([c.image_embeds for c in copies]),
@@ -538,6 +646,8 @@ class AlpamayoR1(nn.Module):
         decode_ms = clock.lap()
 
         repeat = num_samples // reasoning_rows  # shared reasoning: its one cache row serves every sample
+        unguided = self.unguided_rollout(inputs, rollout) if guided else None
+        unguided_ms = clock.lap() if guided else 0.0
         capacity = (self.fixed_capacity(inputs.input_ids.shape[1], max_reasoning_tokens, repeat)
                     if self.flow_compiled else None)
         context = self.expert_context(rollout, repeat, capacity, keep_buffers=self.flow_compiled)
@@ -547,7 +657,14 @@ class AlpamayoR1(nn.Module):
         del cache, rollout  # the expert reads its own copy; the decode cache can go
         steps = self.config.diffusion_cfg.num_inference_steps if diffusion_steps is None else diffusion_steps
         # A copy made here: a caller's tensor (not an inference tensor) would recompile the compiled flow.
-        action = self.flow(noise.to(self.device, torch.float32, copy=True), context, steps)
+        x0 = noise.to(self.device, torch.float32, copy=True)
+        if noise_temperature != 1.0:
+            x0 = x0 * noise_temperature
+        if unguided is None:
+            action = self.flow(x0, context, steps)
+        else:
+            action = self.guided_flow(x0, context, self.expert_context(unguided, repeat), steps, nav_guidance_weight)
+            del unguided
         expert_ms = clock.lap()
         xyz, rot = self.action_space.action_to_traj(
             action, hist_xyz.to(self.device).expand(num_samples, -1, -1),
@@ -555,7 +672,7 @@ class AlpamayoR1(nn.Module):
         trajectory_ms = clock.lap()
         reasoning = [read_reasoning(self.prompt_encoder.tokenizer, row, self.token_ids) for row in tokens]
         timings = Timings(vision_ms=vision_ms, prefill_ms=prefill_ms, decode_ms=decode_ms, expert_ms=expert_ms,
-                          trajectory_ms=trajectory_ms, decode_tokens=decode_steps)
+                          trajectory_ms=trajectory_ms, decode_tokens=decode_steps, unguided_ms=unguided_ms)
         return Prediction(xyz=xyz.cpu(), rot=rot.cpu(), action=action.cpu(), reasoning=[r.text for r in reasoning],
                           complete=complete, timings=timings, partial_reasoning=[r.partial for r in reasoning],
                           reasoning_closed=[r.closed for r in reasoning])
@@ -569,6 +686,13 @@ def vlm_attention_implementation(device: torch.device, dtype: torch.dtype) -> st
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and is_flash_attn_2_available():
         return "flash_attention_2"
     return "sdpa"
+
+
+def _as_dtype(value: object) -> torch.dtype | None:
+    """A config's `dtype` entry ("bfloat16", torch.bfloat16 or None) as a torch dtype."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, str(value).replace("torch.", ""), None)
 
 
 def _cpu_float32(values: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,11 @@
-"""AlpamayoR1 configuration read from the release's `config.json`, without hydra.
+"""AlpamayoR1 / Alpamayo 1.5 configuration read from the release's `config.json`, without hydra.
 
 The release stores each component as a hydra-style dict with a `_target_` naming the upstream class
 (see NVlabs/alpamayo `config.py`, `models/base_model.py`). Each such dict becomes one frozen dataclass
 here, with field names equal to the release's keys. Unknown keys and unexpected `_target_`s are
 rejected by name, so a checkpoint from a different architecture fails at load time, not at run time.
+Alpamayo 1.5 (NVlabs/alpamayo1.5) has the same architecture under `model_type` "alpamayo1_5", its
+`_target_`s in the package `alpamayo1_5`, and a few keys of its own (`include_camera_ids`, ...).
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ def _check_keys(section: str, given: dict[str, Any], known: set[str]) -> None:
     unknown = sorted(set(given) - known)
     if unknown:
         raise ValueError(f"config.json `{section}`: unknown keys {unknown}; expected a subset of {sorted(known)}")
+
+
+ALPAMAYO_R1 = "alpamayo_r1"
+ALPAMAYO1_5 = "alpamayo1_5"
+MODEL_TYPES = {ALPAMAYO_R1: "AlpamayoR1", ALPAMAYO1_5: "Alpamayo1_5"}  # model_type -> `architectures` entry
+# Keys only Alpamayo 1.5's config.json has (its inference never reads the first two, see prompt.py).
+RELEASE_1_5_KEYS = ("include_camera_ids", "include_frame_nums")
+
+
+def release_targets(targets: tuple[str, ...], model_type: str) -> tuple[str, ...]:
+    """The `_target_`s of a section for `model_type`: 1.5 names the same classes in its package `alpamayo1_5`."""
+    if model_type == ALPAMAYO_R1:
+        return targets
+    return tuple(t.replace(f"{ALPAMAYO_R1}.", f"{ALPAMAYO1_5}.", 1) for t in targets)
 
 
 def _check_target(section: str, given: dict[str, Any], targets: tuple[str, ...]) -> None:
@@ -128,6 +144,10 @@ class FlowMatchingConfig:
     int_method: str = "euler"
     num_inference_steps: int = 10
     x_dims: Any = "???"  # filled in by the model as (n_waypoints, 2); kept for round-tripping
+    # Alpamayo 1.5 writes these (false, 1.0); its inference takes the guidance from the call instead
+    # (`nav_guidance_weight` here). None: absent from config.json.
+    use_classifier_free_guidance: bool | None = None
+    inference_guidance_weight: float | None = None
 
     TARGETS = ("alpamayo_r1.diffusion.flow_matching.FlowMatching",)
 
@@ -179,6 +199,7 @@ class AlpamayoR1Config:
     """The whole model's configuration; field names are the release `config.json` keys."""
 
     vlm_name_or_path: str = "Qwen/Qwen3-VL-8B-Instruct"
+    model_type: str = ALPAMAYO_R1  # or ALPAMAYO1_5: same weights layout, other prompt, unstored buffers
     # Defaults are the release's values. Upstream's code defaults (768 / 16 / 64) are another
     # configuration of the same code; 16 history tokens is not a whole number of xyz poses, so a
     # model built from it is rejected where the history is encoded.
@@ -201,8 +222,20 @@ class AlpamayoR1Config:
     vocab_size: int | None = None
     traj_token_start_idx: int | None = None
     traj_token_ids: dict[str, int] | None = None
+    # Alpamayo 1.5 only; stored, never read by its inference (the camera ids passed decide the labels).
+    include_camera_ids: bool | None = None
+    include_frame_nums: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type={self.model_type!r}, expected one of {sorted(MODEL_TYPES)}")
+        if self.model_type == ALPAMAYO_R1:
+            given = [k for k in RELEASE_1_5_KEYS if getattr(self, k) is not None]
+            given += [f"diffusion_cfg.{k}" for k in ("use_classifier_free_guidance", "inference_guidance_weight")
+                      if getattr(self.diffusion_cfg, k) is not None]
+            if given:
+                raise ValueError(f"config.json has {given}, which only Alpamayo 1.5 (model_type "
+                                 f"'{ALPAMAYO1_5}') writes, but model_type is '{ALPAMAYO_R1}'")
         used = self.traj_tokenizer_cfg.num_bins + self.hist_traj_tokenizer_cfg.num_bins
         if used > self.traj_vocab_size:
             raise ValueError(
@@ -230,18 +263,25 @@ class AlpamayoR1Config:
             "hist_traj_tokenizer_cfg": HistoryTokenizerConfig,
             "traj_tokenizer_cfg": FutureTokenizerConfig,
         }
+        model_type = raw.get("model_type", ALPAMAYO_R1)
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"config.json describes model_type {model_type!r} (architectures "
+                             f"{raw.get('architectures')}), neither AlpamayoR1 ('{ALPAMAYO_R1}') nor Alpamayo 1.5 "
+                             f"('{ALPAMAYO1_5}'); this loader reads only those two")
+        architectures = raw.get("architectures")
+        if architectures is not None and list(architectures) != [MODEL_TYPES[model_type]]:
+            raise ValueError(f"config.json architectures={architectures} does not match model_type "
+                             f"{model_type!r} (expected {[MODEL_TYPES[model_type]]})")
         scalar_names = {f.name for f in dataclasses.fields(cls)} - set(sections)
         _check_keys("<top level>", raw, scalar_names | set(sections) | _GENERIC_HF_KEYS
                     | {"action_out_proj_cfg"})
-        if raw.get("model_type", "alpamayo_r1") != "alpamayo_r1":
-            raise ValueError(f"config.json model_type is {raw['model_type']!r}, expected 'alpamayo_r1'")
         out_proj = raw.get("action_out_proj_cfg") or {}
         _check_target("action_out_proj_cfg", out_proj, ("torch.nn.Linear",))
         _check_keys("action_out_proj_cfg", out_proj, {"_target_", "bias"})
         kwargs: dict[str, Any] = {}
         for name, section_cls in sections.items():
             sub = raw.get(name)
-            targets = getattr(section_cls, "TARGETS", ())
+            targets = release_targets(getattr(section_cls, "TARGETS", ()), model_type)
             if sub is not None and not targets:  # expert_cfg has no _target_
                 _check_keys(name, sub, {f.name for f in dataclasses.fields(section_cls)})
                 kwargs[name] = section_cls(**sub)
@@ -260,17 +300,21 @@ class AlpamayoR1Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The release's `config.json` layout, `_target_` entries included."""
+        def target(cls: type) -> str:
+            return release_targets(cls.TARGETS, self.model_type)[0]
+
+        diffusion = {k: v for k, v in _to_section(self.diffusion_cfg, target(FlowMatchingConfig)).items()
+                     if v is not None}
         out: dict[str, Any] = {
-            "model_type": "alpamayo_r1",
-            "architectures": ["AlpamayoR1"],
+            "model_type": self.model_type,
+            "architectures": [MODEL_TYPES[self.model_type]],
             "action_out_proj_cfg": {"_target_": "torch.nn.Linear"},
-            "action_space_cfg": _to_section(self.action_space_cfg, ActionSpaceConfig.TARGETS[0]),
-            "action_in_proj_cfg": _to_section(self.action_in_proj_cfg, ActionInProjConfig.TARGETS[0]),
-            "diffusion_cfg": _to_section(self.diffusion_cfg, FlowMatchingConfig.TARGETS[0]),
-            "hist_traj_tokenizer_cfg": _to_section(self.hist_traj_tokenizer_cfg,
-                                                   HistoryTokenizerConfig.TARGETS[0]),
+            "action_space_cfg": _to_section(self.action_space_cfg, target(ActionSpaceConfig)),
+            "action_in_proj_cfg": _to_section(self.action_in_proj_cfg, target(ActionInProjConfig)),
+            "diffusion_cfg": diffusion,
+            "hist_traj_tokenizer_cfg": _to_section(self.hist_traj_tokenizer_cfg, target(HistoryTokenizerConfig)),
             "traj_tokenizer_cfg": {"_recursive_": False,
-                                   **_to_section(self.traj_tokenizer_cfg, FutureTokenizerConfig.TARGETS[0])},
+                                   **_to_section(self.traj_tokenizer_cfg, target(FutureTokenizerConfig))},
             "expert_cfg": {k: v for k, v in dataclasses.asdict(self.expert_cfg).items() if v is not None},
         }
         for f in dataclasses.fields(self):

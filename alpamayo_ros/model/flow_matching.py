@@ -38,3 +38,10 @@ def euler_integrate(step_fn: StepFn, noise: torch.Tensor, times: torch.Tensor) -
         t = times[i].expand(batch, 1, 1)
         x = x + (times[i + 1] - times[i]) * step_fn(x, t)
     return x
+
+
+def guided_velocity(guided: torch.Tensor, unguided: torch.Tensor, weight: float) -> torch.Tensor:
+    """Classifier-free guidance of a flow (Guided Flows, arXiv 2311.13443 eq. 6, as Alpamayo 1.5's
+    `FlowMatching._guided_v`): (1 - weight) * unguided + weight * guided. weight 1 is the guided field,
+    0 the unguided one, > 1 extrapolates away from the unguided field."""
+    return (1 - weight) * unguided + weight * guided

@@ -1,10 +1,13 @@
-"""Build an AlpamayoR1 from a local checkpoint directory, save one, or make a tiny random one.
+"""Build an AlpamayoR1 or Alpamayo 1.5 from a local checkpoint directory, save one, or make a tiny random one.
 
 A release checkpoint is `config.json` (hydra-style `_target_` dicts), sharded safetensors with
 `model.safetensors.index.json`, and tokenizer/processor files. Its `config.json` names the base
 Qwen3-VL model (`vlm_name_or_path`); that model's `config.json` (and, if the checkpoint lacks them,
 its tokenizer and `preprocessor_config.json`) must be in a local directory: `base_model_dir`, or the
-name itself resolved inside or next to the checkpoint. Nothing is downloaded.
+name itself resolved inside or next to the checkpoint. Nothing is downloaded. An Alpamayo 1.5 checkpoint
+(`model_type` "alpamayo1_5") has the same layout less seven derived buffers, and ships no tokenizer or
+processor files; NVIDIA's 1.5 loader turns an unset attention implementation into flash_attention_2 and
+fails without flash-attn, ours picks what is installed (`vlm_attention_implementation`) and logs it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from transformers.modeling_utils import no_init_weights
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
 from .alpamayo_r1 import AlpamayoR1
-from .config import ActionInProjConfig, AlpamayoR1Config, ExpertConfig
+from .config import MODEL_TYPES, ActionInProjConfig, AlpamayoR1Config, ExpertConfig
 from .prompt import (
     RELEASE_MAX_PIXELS,
     RELEASE_MIN_PIXELS,
@@ -138,7 +141,8 @@ def load_weights(model: torch.nn.Module, checkpoint_dir: str | Path) -> None:
         parts = [f"{name} ({len(items)}): {items[:_SHOWN]}"
                  for name, items in (("missing", missing), ("unexpected", unexpected),
                                      ("shape mismatch", mismatched)) if items]
-        raise CheckpointError(f"checkpoint {checkpoint_dir} does not match AlpamayoR1: " + "; ".join(parts))
+        kind = MODEL_TYPES[model.config.model_type] if hasattr(model, "config") else type(model).__name__
+        raise CheckpointError(f"checkpoint {checkpoint_dir} does not match {kind}: " + "; ".join(parts))
     by_file: dict[str, list[str]] = {}
     for key, (file, _) in found.items():
         by_file.setdefault(file, []).append(key)
@@ -151,17 +155,18 @@ def load_weights(model: torch.nn.Module, checkpoint_dir: str | Path) -> None:
 
 def from_pretrained(checkpoint_dir: str | Path, *, base_model_dir: str | Path | None = None,
                     device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> AlpamayoR1:
-    """Load a released (or `save_pretrained`) AlpamayoR1 from local directories only.
+    """Load a released (or `save_pretrained`) AlpamayoR1 or Alpamayo 1.5 from local directories only.
 
     Args:
-        checkpoint_dir: directory with config.json, safetensors shards and index.
+        checkpoint_dir: directory with config.json, safetensors shards and index; its `model_type` says which.
         base_model_dir: local base Qwen3-VL directory; default: `vlm_name_or_path` resolved locally.
         device: torch device for the model ("cuda", "cpu", ...).
         dtype: parameter dtype; default the config's `model_dtype`. Action-space statistics stay float32.
     """
     checkpoint_dir = Path(checkpoint_dir)
     if not (checkpoint_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint_dir} has no config.json; expected an AlpamayoR1 checkpoint directory")
+        raise FileNotFoundError(f"{checkpoint_dir} has no config.json; expected an AlpamayoR1 or Alpamayo 1.5 "
+                                "checkpoint directory")
     config = AlpamayoR1Config.from_json(checkpoint_dir / "config.json")
     base_dir = resolve_base_dir(checkpoint_dir, config.vlm_name_or_path, base_model_dir)
     vlm_config = Qwen3VLConfig.from_pretrained(str(base_dir), local_files_only=True)
@@ -174,7 +179,9 @@ def from_pretrained(checkpoint_dir: str | Path, *, base_model_dir: str | Path | 
     model = _build(config, vlm_config, PromptEncoder(tokenizer, image_processor, token_ids), torch.device(device),
                    parse_dtype(dtype or config.model_dtype), init_weights=False)
     load_weights(model, checkpoint_dir)
-    logger.info("loaded AlpamayoR1 from %s (base %s) on %s", checkpoint_dir, base_dir, device)
+    logger.info("loaded %s from %s (base %s) on %s in %s; VLM attention: %s (installed kernels decide; the expert "
+                "uses sdpa)", MODEL_TYPES[config.model_type], checkpoint_dir, base_dir, device, model.dtype,
+                model.vlm.config._attn_implementation)
     return model
 
 

@@ -4,13 +4,17 @@ Token ids must equal the release's embedding rows, so the tokenizer is extended 
 (NVlabs/alpamayo `models/base_model.py`): first `<i0>`..`<i{V-1}>` as normal tokens, then the 29
 special tokens in `SPECIAL_TOKEN_KEYS` order. The prompt is the R1 chat layout (`helper.py`): 16
 images (camera-major), the history placeholders, the instruction, and an assistant turn left open
-after `<|cot_start|>`. Everything loads from local directories; nothing here touches a hub.
+after `<|cot_start|>`. Alpamayo 1.5 (NVlabs/alpamayo1.5 `helper.create_message`) labels the images when
+given camera ids ("Front camera: frame 0 <image>frame 1 <image>..."), for any number of cameras, and puts
+a navigation instruction between the history and the instruction as `<|route_start|>text<|route_end|>`.
+Everything loads from local directories; nothing here touches a hub.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+from .cameras import camera_label
 
 # Upstream `SPECIAL_TOKENS_KEYS`, in the order they are added; each becomes `<|key|>`.
 logger = logging.getLogger(__name__)
@@ -34,6 +40,15 @@ SPECIAL_TOKEN_KEYS = (
 
 SYSTEM_PROMPT = "You are a driving assistant that generates safe and accurate actions."
 INSTRUCTION = "output the chain-of-thought reasoning of the driving process, then output the future trajectory."
+
+
+def check_route_text(route: str) -> str:
+    """A navigation instruction as the prompt may hold it; raises ValueError on text that would break the span."""
+    if not route.strip():
+        raise ValueError("route text is empty; pass None for no route")
+    if "<|" in route or "|>" in route:
+        raise ValueError(f"route text {route!r} contains '<|' or '|>', which could read as special tokens")
+    return route
 
 
 def special_token(key: str) -> str:
@@ -116,13 +131,31 @@ def load_image_processor(directory: str | Path, min_pixels: int | None, max_pixe
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
 
 
-def prompt_text(num_images: int, num_history_tokens: int) -> str:
-    """The R1 chat prompt, with one vision block per image and the history placeholders."""
-    vision = "<|vision_start|><|image_pad|><|vision_end|>" * num_images
+VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def prompt_text(num_images: int, num_history_tokens: int, camera_ids: Sequence[int] | None = None,
+                route: str | None = None) -> str:
+    """The chat prompt, with one vision block per image and the history placeholders.
+
+    Without `camera_ids` and `route` it is R1's. With `camera_ids` (NVIDIA indices, one per camera, images
+    camera-major) each camera's first image is preceded by its label and ": ", every image by "frame k "
+    (k from 0 per camera), as 1.5's `create_message`; `route` adds 1.5's route span after the history.
+    """
+    if camera_ids is None:
+        vision = VISION_BLOCK * num_images
+    else:
+        if not camera_ids or num_images % len(camera_ids):
+            raise ValueError(f"{num_images} images do not split evenly over camera ids {list(camera_ids)}")
+        frames = num_images // len(camera_ids)
+        vision = "".join(f"{camera_label(c)}: " + "".join(f"frame {k} {VISION_BLOCK}" for k in range(frames))
+                         for c in camera_ids)
     history = (special_token("traj_history_start") + special_token("traj_history") * num_history_tokens
                + special_token("traj_history_end"))
+    route_span = "" if route is None else (special_token("route_start") + check_route_text(route)
+                                           + special_token("route_end"))
     return (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-            f"<|im_start|>user\n{vision}{history}{INSTRUCTION}<|im_end|>\n"
+            f"<|im_start|>user\n{vision}{history}{route_span}{INSTRUCTION}<|im_end|>\n"
             f"<|im_start|>assistant\n{special_token('cot_start')}")
 
 
@@ -151,10 +184,12 @@ class PromptEncoder:
             self._pool = ThreadPoolExecutor(max_workers=PREPROCESS_THREADS, thread_name_prefix="alpamayo-pixels")
         return list(self._pool.map(self.pixels, images))
 
-    def input_ids(self, grids: torch.Tensor, history_ids: torch.Tensor) -> torch.Tensor:
-        """(1, L) prompt ids for images with these (num_images, 3) grids and (1, H) history token ids."""
+    def input_ids(self, grids: torch.Tensor, history_ids: torch.Tensor, camera_ids: Sequence[int] | None = None,
+                  route: str | None = None) -> torch.Tensor:
+        """(1, L) prompt ids for images with these (num_images, 3) grids and (1, H) history token ids;
+        `camera_ids` and `route` as in `prompt_text`."""
         merge = self.image_processor.merge_size ** 2
-        text = prompt_text(grids.shape[0], history_ids.shape[-1])
+        text = prompt_text(grids.shape[0], history_ids.shape[-1], camera_ids, route)
         # Expand each image placeholder to that image's number of merged patches, as the processor does.
         parts = text.split("<|image_pad|>")
         expanded = parts[0] + "".join("<|image_pad|>" * (int(g.prod()) // merge) + part
@@ -171,6 +206,19 @@ def fuse_history(input_ids: torch.Tensor, history_ids: torch.Tensor, placeholder
     fused = input_ids.clone()
     fused[slots] = history_ids.reshape(-1).to(fused.dtype)
     return fused
+
+
+def remove_route(input_ids: torch.Tensor, token_ids: TokenIds) -> torch.Tensor:
+    """(1, L) ids without the span <|route_start|> ... <|route_end|> (inclusive), as 1.5's `remove_nav_text`.
+
+    Raises ValueError when the prompt has no complete route span.
+    """
+    ids = input_ids[0].tolist()
+    start_id, end_id = token_ids.special["route_start"], token_ids.special["route_end"]
+    if start_id not in ids or end_id not in ids:
+        raise ValueError("prompt has no <|route_start|> ... <|route_end|> span")
+    start, end = ids.index(start_id), ids.index(end_id)
+    return torch.cat([input_ids[:, :start], input_ids[:, end + 1:]], dim=1)
 
 
 @dataclass(frozen=True, slots=True)

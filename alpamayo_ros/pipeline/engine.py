@@ -64,6 +64,7 @@ class TickEngine:
         self._latencies_ms: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._last = (Level.WARN, "starting")
         self._last_not_ready = self._last_error = self._clock_jump = ""
+        self._last_route = ("-", "no tick selected an input yet")  # (text in the prompt, where it came from / why none)
         self._reported_drops = 0
 
     @property
@@ -147,6 +148,8 @@ class TickEngine:
                   "latency_ms_p50": "-" if lat is None else f"{lat[0]:.0f}",
                   "latency_ms_p90": "-" if lat is None else f"{lat[1]:.0f}",
                   "latency_ms_max": "-" if lat is None else f"{max(self._latencies_ms):.0f}"}
+        if self.inputs.route is not None:  # Alpamayo 1.5 navigation: the last input's route and its source
+            values["route"], values["route_source"] = self._last_route
         level, message = self._last
         new_drops = counts.dropped - self._reported_drops
         if new_drops:
@@ -175,6 +178,7 @@ class TickEngine:
             self._last = (Level.WARN, f"not ready: {selected.reason}")
             return [*events, TickReport(tick, Status.NOT_READY, selected.reason)]
         epoch = self.inputs.epoch
+        self._last_route = (selected.route or "-", selected.route_note)
         if self._runner is None:  # lockstep: run to completion now
             self._ticker.submitted(tick, selected)
             submitted = TickReport(tick, Status.SUBMITTED, t0_ns=selected.t0_ns)
@@ -236,7 +240,7 @@ def build_model(settings: ModelSettings, model=None):
     else:
         model = from_pretrained(settings.model_path, base_model_dir=settings.base_model_dir or None,
                                 device=settings.device, dtype=settings.dtype)
-        what = f"AlpamayoR1 from {settings.model_path}"
+        what = f"{'Alpamayo 1.5' if model.is_1_5 else 'AlpamayoR1'} from {settings.model_path}"
     model.set_image_preprocessing(settings.image_preprocessing)
     if settings.compile_flow != "off":
         model.compile_flow(settings.compile_flow)
@@ -245,5 +249,8 @@ def build_model(settings: ModelSettings, model=None):
 
 def model_engine(inputs: Inputs, model, settings: TickSettings, sampling: SamplingSettings, **kwargs) -> TickEngine:
     """A `TickEngine` running `model` (its inference, action space and vision-cache reset)."""
+    if inputs.route is not None and not model.is_1_5:
+        raise ValueError("route_topic / route_path_topic need an Alpamayo 1.5 checkpoint (model_type alpamayo1_5); "
+                         "the loaded model is AlpamayoR1, trained without navigation text")
     return TickEngine(inputs, settings, model_inference(model, sampling), model.action_space,
                       on_reset=model.clear_vision_cache, **kwargs)

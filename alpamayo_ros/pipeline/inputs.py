@@ -17,6 +17,7 @@ from .camera_buffer import CameraBuffer
 from .frames import CameraFrame
 from .monitor import RECENT_FAULT_S, TopicMonitor
 from .pose_history import PoseHistory, PoseSample, discontinuity
+from .route import RouteInput
 from .sync import CAMERA_NAMES, SyncConfig
 
 ODOMETRY_RESTART_COUNT = 25  # this many consecutive backwards odometry stamps mean the source restarted
@@ -34,7 +35,8 @@ class Refused:
 class Inputs:
     """Camera frames (camera order of `CAMERA_NAMES`) and odometry, with one monitor per topic."""
 
-    def __init__(self, camera_topics: Sequence[str], odometry_topic: str, sync: SyncConfig) -> None:
+    def __init__(self, camera_topics: Sequence[str], odometry_topic: str, sync: SyncConfig,
+                 route: RouteInput | None = None) -> None:
         if len(camera_topics) != len(CAMERA_NAMES):
             raise ValueError(f"{len(camera_topics)} camera topics {list(camera_topics)}, expected "
                              f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
@@ -42,6 +44,7 @@ class Inputs:
         self.camera_topics, self.odometry_topic = tuple(camera_topics), odometry_topic
         self.cameras = [CameraBuffer(name) for name in CAMERA_NAMES]
         self.poses = PoseHistory()
+        self.route = route  # Alpamayo 1.5 navigation (route text / planned path); None: no route topics
         self.monitors = {topic: TopicMonitor(topic, f"camera {name}") for topic, name in zip(camera_topics, CAMERA_NAMES)}
         self.monitors[odometry_topic] = TopicMonitor(odometry_topic, "odometry")
         self.epoch = 0  # counts resets
@@ -148,6 +151,8 @@ class Inputs:
             monitor.reset()
         self._camera_lag.clear()
         self._sizes.clear()  # a restarted source may come back at another size
+        if self.route is not None:
+            self.route.clear()  # received on the old clock
         self.epoch += 1
 
     # -- checks ------------------------------------------------------------------------------------

@@ -31,11 +31,17 @@ def model_inference(model: AlpamayoR1,
         greedy = settings.temperature == 0
         # (camera, stamp) identifies a frame: frames shared with earlier ticks reuse their vision encoding.
         keys = [(camera, int(stamp)) for camera, stamps in enumerate(model_input.frame_stamps_ns) for stamp in stamps]
+        release_1_5 = {}
+        if model.is_1_5:  # labelled cameras; the route and its guidance when the tick has a route
+            route = model_input.route
+            release_1_5 = dict(camera_ids=settings.camera_ids, route=route,
+                               nav_guidance_weight=settings.nav_guidance_weight if route is not None else 1.0)
         return model.sample(list(images), model_input.ego_history_xyz, model_input.ego_history_rot,
                             image_keys=keys, num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
                             max_reasoning_tokens=settings.max_reasoning_tokens,
                             temperature=settings.temperature if not greedy else 1.0, top_p=settings.top_p,
-                            greedy=greedy, seed=settings.seed + tick, reasoning=settings.reasoning)
+                            greedy=greedy, seed=settings.seed + tick, reasoning=settings.reasoning,
+                            noise_temperature=settings.noise_temperature, **release_1_5)
 
     return infer
 

@@ -37,6 +37,10 @@ class SamplingSettings:
     top_p: float = 0.98
     seed: int = 0  # tick k uses seed + k: reproducible under replay, different across ticks
     reasoning: str = "per_sample"  # or "shared": one reasoning for all samples
+    # Alpamayo 1.5 only (an R1 model is called without them):
+    camera_ids: tuple[int, ...] | None = None  # NVIDIA camera indices of the cameras, in order: labelled prompt
+    nav_guidance_weight: float = 1.0  # with a route: 1 = plain, else 1.5's classifier-free guidance weight
+    noise_temperature: float = 1.0  # scales the flow's initial noise (1.5's diffusion `temperature`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ class ModelInput:
     odom_frame: str  # header.frame_id of the history's poses: the frame of t0_position / t0_rotation
     base_frame: str  # their child_frame_id: the vehicle frame whose pose at t0 is the ego frame
     odometry_speed_mps: float = float("nan")  # reported by the odometry at t0
+    route: str | None = None  # Alpamayo 1.5 navigation text for this t0 (`route.RouteInput.choose`); None: no route
+    route_note: str = ""  # where `route` came from, or why there is none
 
     @property
     def frame_cameras(self) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ engine may run it on its worker thread while the node's executor keeps buffering
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
@@ -73,6 +74,9 @@ class Ticker:
             problems = input_problems(selected, self.settings.input_limits)
             if problems:
                 selected = NotReady(Missing.INPUT_REJECTED, "input rejected: " + "; ".join(problems))
+            elif self.inputs.route is not None:  # the route at t0: text, or the next turn along the path
+                choice = self.inputs.route.choose(now_ns, selected.odom_frame, selected.t0_position[:2])
+                selected = dataclasses.replace(selected, route=choice.text, route_note=choice.note)
         if isinstance(selected, NotReady):
             self.counts.not_ready[selected.kind] += 1
         return tick, selected

@@ -7,7 +7,8 @@ minADE over all samples, at 1, 3, 5 and 6.4 s. Horizons past the end of the odom
 Beside the model, on the same ticks: the constant-velocity baseline, which extrapolates the speed and yaw
 rate the odometry shows over the last BASELINE_WINDOW_S before t0 (what the history alone predicts).
 Also latency percentiles (DrivingOutput timings) and tick outcomes (`~/tick`). Works on any bag that
-holds the odometry and the node's outputs: a replay's output bag, or a recording made on a car.
+holds the odometry and the node's outputs: a replay's output bag, or a recording made on a car. For Alpamayo 1.5,
+`tools.route_compare` scores one input bag with its route, without it and with left and right swapped.
 
     python -m alpamayo_ros.tools.evaluate replay_out --json eval.json --plot eval.png
 """

@@ -138,6 +138,9 @@ def yaw_quaternion(typestore, yaw: float):
     return typestore.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2))
 
 
+ROUTE_TOPIC = "/route"  # `write_bag(route_text=...)`
+
+
 def camera_topics_of(raw: bool) -> tuple[str, ...]:
     """The sample bag's camera topics, in the model's order."""
     suffix = "image" if raw else "image/compressed"
@@ -173,12 +176,14 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
               height: int = 96, width: int = 160, camera_topics: tuple[str, ...] | None = None,
               odometry_topic: str = "/odom", camera_hz: float = CAMERA_HZ, odometry_hz: float = ODOMETRY_HZ,
               odom_frame: str = "odom", origin_xy: tuple[float, float] = (0.0, 0.0), jitter_ms: float = 0.0,
-              seed: int = 0, odometry_events: tuple[OdometryEvent, ...] = ()) -> Path:
+              seed: int = 0, odometry_events: tuple[OdometryEvent, ...] = (),
+              route_text: str | None = None) -> Path:
     """Write the synthetic drive to `out` (a new rosbag2 directory); returns it.
 
     The defaults are the sample bag; the options make a bag as another stack records one: other rates,
     each camera's stamps jittered by up to +-`jitter_ms` (messages logged at their stamps), odometry in
     another frame far from its origin, relocalization jumps and changes of frame (`odometry_events`).
+    `route_text`: also an Alpamayo 1.5 route instruction on ROUTE_TOPIC (std_msgs/String) once a second.
     """
     rng = np.random.default_rng(seed)
     typestore = get_typestore(Stores.ROS2_HUMBLE)
@@ -191,6 +196,11 @@ def write_bag(out: Path, duration_s: float = 16.0, storage: str = "mcap", raw: b
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(out, version=8, storage_plugin=plugin) as writer:
         cams, odom, tf = drive_connections(writer, typestore, image_type, camera_topics, odometry_topic)
+        if route_text is not None:
+            route = writer.add_connection(ROUTE_TOPIC, "std_msgs/msg/String", typestore=typestore)
+            for k in range(int(duration_s) + 1):
+                writer.write(route, START_NS + k * NS_PER_S,
+                             typestore.serialize_cdr(t["std_msgs/msg/String"](data=route_text), "std_msgs/msg/String"))
         events: list[tuple[int, int]] = [(round(k * NS_PER_S / odometry_hz), ODOMETRY)
                                           for k in range(int(duration_s * odometry_hz) + 1)]
         jitter_ns = round(jitter_ms * 1e6)

@@ -11,7 +11,8 @@
 - realtime: play the bag over DDS into a running node (`use_sim_time:=true`), at `--rate` x real time.
 
 The output bag holds `<node>/output`, `/trajectory`, `/reasoning`, `/candidates`, `/tick` and a copy of
-the odometry: what `tools.evaluate` reads.
+the odometry: what `tools.evaluate` reads. With `route_topic` / `route_path_topic` (Alpamayo 1.5) the bag's
+route is fed too; `route_variant` "none" leaves it out, "swapped" swaps left and right (`tools.route_compare`).
 
     python -m alpamayo_ros.tools.replay BAG --out DIR --mode lockstep --tick-hz 2 \\
         --camera-topics T1 T2 T3 T4 --odometry-topic /odom [--params-file YAML] [--param NAME:=VALUE ...]
@@ -29,6 +30,7 @@ from alpamayo_ros.parameters import NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.engine import build_model, model_engine
 from alpamayo_ros.pipeline.inputs import Inputs
 from alpamayo_ros.pipeline.outcome import Status, TickCounts, TickReport
+from alpamayo_ros.pipeline.route import RouteInput
 from alpamayo_ros.ros_env import loopback_dds_env
 from alpamayo_ros.tools.bag_io import (
     OUTPUT_QOS,
@@ -47,13 +49,14 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 OUTPUT_TYPES = {"trajectory": "nav_msgs/msg/Path", "reasoning": "std_msgs/msg/String",
                 "output": "alpamayo_msgs/msg/DrivingOutput", "candidates": "visualization_msgs/msg/MarkerArray",
                 "tick": "alpamayo_msgs/msg/TickStatus", "timings": "alpamayo_msgs/msg/StageTimings"}
+ROUTE_VARIANTS = ("as_recorded", "none", "swapped")  # the bag's route, no route, left and right swapped
 
 
 class Lockstep:
     """The pipeline over one bag: feed messages, tick at exact times, write every output."""
 
     def __init__(self, cfg: NodeConfig, model, writer, typestore, node: str = "/alpamayo",
-                 camera_topics: list[str] | None = None) -> None:
+                 camera_topics: list[str] | None = None, route_variant: str = "as_recorded") -> None:
         from rclpy.serialization import deserialize_message, serialize_message
 
         from alpamayo_ros import conversions
@@ -61,7 +64,10 @@ class Lockstep:
         self._conversions, self._serialize, self._deserialize = conversions, serialize_message, deserialize_message
         self.cfg, self.model, self.writer, self.typestore = cfg, model, writer, typestore
         self.camera_topics = list(camera_topics or cfg.subscribed_camera_topics)
-        self.inputs = Inputs(self.camera_topics, cfg.odometry_topic, cfg.sync)
+        route = None
+        if cfg.has_route and route_variant != "none":
+            route = RouteInput(round(cfg.max_route_age_s * NS_PER_S), swap_left_right=route_variant == "swapped")
+        self.inputs = Inputs(self.camera_topics, cfg.odometry_topic, cfg.sync, route)
         self.engine = model_engine(self.inputs, model, cfg.tick_settings, cfg.sampling)  # no worker: lockstep
         self.outputs = {name: writer.add_connection(f"{node}/{name}", msgtype, typestore=typestore,
                                                     offered_qos_profiles=OUTPUT_QOS)
@@ -82,6 +88,11 @@ class Lockstep:
                                                                 offered_qos_profiles=SENSOR_QOS)
             self.writer.write(self._odometry_out, now_ns, raw)  # ground truth for evaluate
             refused = conversions.take_odometry(self.inputs, msg, now_ns, now_s)
+        elif topic in (self.cfg.route_topic, self.cfg.route_path_topic):
+            if self.inputs.route is None:  # route_variant "none"
+                return
+            take = conversions.take_route_text if topic == self.cfg.route_topic else conversions.take_route_path
+            refused = take(self.inputs, msg, topic, now_ns)
         else:
             refused = conversions.take_image(self.inputs, self.camera_topics.index(topic), msg, now_ns, now_s)
         if refused is not None:
@@ -134,23 +145,31 @@ class Lockstep:
 
 
 def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_topics: list[str] | None = None,
-                    node: str = "/alpamayo") -> tuple[TickCounts, Lockstep]:
-    """Run the pipeline over `bag` in lockstep (ticks at multiples of 1 / cfg.rate_hz) and write `out`."""
+                    node: str = "/alpamayo", route_variant: str = "as_recorded") -> tuple[TickCounts, Lockstep]:
+    """Run the pipeline over `bag` in lockstep (ticks at multiples of 1 / cfg.rate_hz) and write `out`.
+
+    `route_variant` (with a route topic configured): one of ROUTE_VARIANTS.
+    """
+    if route_variant not in ROUTE_VARIANTS:
+        raise ValueError(f"route_variant={route_variant!r}, expected one of {list(ROUTE_VARIANTS)}")
     model, _ = build_model(cfg.model_settings, model)
     typestore = alpamayo_typestore()
     reader = open_bag([bag], typestore)
     try:
         cameras = list(camera_topics or cfg.subscribed_camera_topics)
-        require_topics(reader, cameras + [cfg.odometry_topic], remaps=None)
-        wanted = [c for c in reader.connections if c.topic in (*cameras, cfg.odometry_topic)]
+        routes = {topic: msgtype for topic, msgtype in ((cfg.route_topic, "std_msgs/msg/String"),
+                                                         (cfg.route_path_topic, "nav_msgs/msg/Path")) if topic}
+        require_topics(reader, cameras + [cfg.odometry_topic, *routes], remaps=None)
+        wanted = [c for c in reader.connections if c.topic in (*cameras, cfg.odometry_topic, *routes)]
         for connection in wanted:
-            expected = IMAGE_TYPES if connection.topic in cameras else ("nav_msgs/msg/Odometry",)
+            expected = IMAGE_TYPES if connection.topic in cameras else (routes[connection.topic],) \
+                if connection.topic in routes else ("nav_msgs/msg/Odometry",)
             if connection.msgtype not in expected:
                 raise BagError(f"bag topic {connection.topic} holds {connection.msgtype}, expected one of "
                                f"{list(expected)}")
         period_ns = round(NS_PER_S / cfg.rate_hz)
         with new_bag(out, storage_of(reader)) as writer:
-            lockstep = Lockstep(cfg, model, writer, typestore, node, cameras)
+            lockstep = Lockstep(cfg, model, writer, typestore, node, cameras, route_variant)
             next_tick = (reader.start_time // period_ns + 1) * period_ns  # the node timer's grid: whole periods
             for connection, stamp, raw in read_messages(reader, wanted):
                 while stamp > next_tick:
@@ -174,6 +193,9 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         values["rate_hz"] = float(args.tick_hz)
     if args.odometry_topic is not None:
         values["odometry_topic"] = args.odometry_topic
+    for name in ("route_topic", "route_path_topic"):
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
     return parameters.from_values(values)
 
 
@@ -197,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera-topics", nargs=4, default=None, metavar="TOPIC",
                         help="the 4 image topics in the bag, model order (default: the parameters' topics)")
     parser.add_argument("--odometry-topic", default=None, help="default: the parameters' odometry_topic")
+    parser.add_argument("--route-topic", default=None, help="Alpamayo 1.5: the bag's std_msgs/String route text")
+    parser.add_argument("--route-path-topic", default=None, help="Alpamayo 1.5: the bag's nav_msgs/Path planned route")
     parser.add_argument("--params-file", type=Path, default=None, help="node parameter YAML")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="parameter override")
     parser.add_argument("--node", default="/alpamayo", help="output topic prefix (realtime: the node's name)")
