@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from alpamayo_ros import parameters
 from alpamayo_ros.parameters import NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.engine import build_model, model_engine
@@ -134,9 +136,13 @@ class Lockstep:
 
 
 def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_topics: list[str] | None = None,
-                    node: str = "/alpamayo") -> tuple[TickCounts, Lockstep]:
-    """Run the pipeline over `bag` in lockstep (ticks at multiples of 1 / cfg.rate_hz) and write `out`."""
+                    node: str = "/alpamayo", progress: bool = False) -> tuple[TickCounts, Lockstep]:
+    """Run the pipeline over `bag` in lockstep (ticks at multiples of 1 / cfg.rate_hz) and write `out`.
+
+    `progress`: a progress bar of the ticks (ticks per second, ETA) on stderr.
+    """
     model, _ = build_model(cfg.model_settings, model)
+    model.clear_vision_cache()  # an injected model may hold encodings keyed by another bag's (camera, stamp)
     typestore = alpamayo_typestore()
     reader = open_bag([bag], typestore)
     try:
@@ -152,12 +158,17 @@ def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_to
         with new_bag(out, storage_of(reader)) as writer:
             lockstep = Lockstep(cfg, model, writer, typestore, node, cameras)
             next_tick = (reader.start_time // period_ns + 1) * period_ns  # the node timer's grid: whole periods
-            for connection, stamp, raw in read_messages(reader, wanted):
-                while stamp > next_tick:
-                    lockstep.tick(next_tick)
-                    next_tick += period_ns
-                lockstep.feed(connection.topic, connection.msgtype, raw, stamp)
-            lockstep.tick(next_tick)
+            last_ns = reader.end_time - 1  # rosbags: the last stamp + 1
+            ticks = max(0, -(-(last_ns - next_tick) // period_ns)) + 1  # grid points before the last message, + 1
+            with tqdm(total=ticks, unit="tick", desc="replay", disable=not progress, file=sys.stderr) as bar:
+                for connection, stamp, raw in read_messages(reader, wanted):
+                    while stamp > next_tick:
+                        lockstep.tick(next_tick)
+                        bar.update()
+                        next_tick += period_ns
+                    lockstep.feed(connection.topic, connection.msgtype, raw, stamp)
+                lockstep.tick(next_tick)
+                bar.update()
     finally:
         reader.close()
     return lockstep.engine.counts, lockstep
@@ -219,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(final outcomes: {dict(sorted((o, outcomes.count(o)) for o in set(outcomes)))}); "
                   f"last reason: {counts.last_reason or '-'}")
             return 0 if counts.published else 1
-        counts, lockstep = replay_lockstep(args.bag, args.out, cfg, camera_topics=args.camera_topics, node=args.node)
+        counts, lockstep = replay_lockstep(args.bag, args.out, cfg, camera_topics=args.camera_topics, node=args.node,
+                                           progress=True)
     except (ValueError, BagError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
