@@ -41,6 +41,9 @@ LOCAL_RAY_ENV = {
     # server of a local instance on 127.0.0.1.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
+# Ray ends a worker idle for 1 s when it has more than its CPUs' worth (measured: a run after a pause got a fresh
+# process, so a fresh model load); a worker here keeps its model between bags however long it waits.
+LOCAL_RAY_CONFIG = {"idle_worker_killing_time_threshold_ms": 24 * 3600 * 1000}
 
 
 def find_bags(paths: Iterable[Path]) -> list[Path]:
@@ -77,11 +80,16 @@ def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | 
     """Join the cluster at `address`, or start Ray on this machine bound to 127.0.0.1 (no dashboard)."""
     if address is None:
         os.environ.update(LOCAL_RAY_ENV)  # before ray is imported: it reads them at import
+        # Local workers inherit this environment: they import this package from where this process did.
+        package_root = str(Path(__file__).resolve().parents[2])
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if package_root not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, paths)])
     import ray
 
     if address is None:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, logging_level="warning",
-                 _node_ip_address="127.0.0.1")
+                 _node_ip_address="127.0.0.1", _system_config=LOCAL_RAY_CONFIG)
     else:
         ray.init(address=address, logging_level="warning")
 
