@@ -129,6 +129,10 @@ def _replay_and_evaluate(job: BagJob, record: dict, started: float) -> dict:
 
     try:
         model, record["worker"]["model_loaded"] = cached_model(job.cfg.model_settings)
+    except Exception as exc:  # noqa: BLE001 - not the bag's fault: recorded, and retried by the next run
+        return _finish(job, record, "error", f"loading the model: {type(exc).__name__}: {exc}", started,
+                       traceback.format_exc())
+    try:
         counts, lockstep = replay_lockstep(job.bag, job.result_dir / "replay", job.cfg, model=model,
                                            camera_topics=list(job.camera_topics) if job.camera_topics else None,
                                            node=job.node)

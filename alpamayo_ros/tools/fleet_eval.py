@@ -35,6 +35,7 @@ from alpamayo_ros.tools.replay import config_from_args
 
 BAG_SUFFIXES = (".mcap", ".db3")
 DEFAULT_MAX_RETRIES = 3  # attempts after a worker death, per bag
+WAIT_S = 0.5  # the driver collects finished bags (and redraws the bar) at least this often
 LOCAL_RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage report sent anywhere
     # Linux clusters bind Ray's servers to the machine's address; this (Ray's Windows/macOS default) keeps every
@@ -117,23 +118,30 @@ def run_fleet(jobs: list[BagJob], gpus_per_bag: float, cpus_per_bag: float, max_
     failed = 0
     with tqdm(total=len(jobs), unit="bag", desc="fleet", disable=not progress, file=sys.stderr) as bar:
         while pending:
-            (ready,), _ = ray.wait(list(pending), num_returns=1)
-            i = pending.pop(ready)
-            try:
-                record = ray.get(ready)
-            except ray.exceptions.RayError as exc:  # the worker died on every attempt
-                record = {"bag": str(jobs[i].bag), "params_sha256": jobs[i].params_sha256, "status": "lost",
-                          "error": f"{type(exc).__name__}: the worker died {max_retries + 1} times: {exc}",
-                          "skipped": False}
-                jobs[i].result_dir.mkdir(parents=True, exist_ok=True)
-                write_result(jobs[i].result_dir, record)
-            records[i] = record
-            failed += record["status"] != "ok"
-            bar.set_postfix(done=bar.n + 1 - failed, failed=failed, refresh=False)
-            bar.update()
-            if on_result is not None:
-                on_result(record)
+            finished, _ = ray.wait(list(pending), num_returns=len(pending), timeout=WAIT_S)
+            for ready in finished:
+                i = pending.pop(ready)
+                records[i] = _record(ready, jobs[i], max_retries)
+                failed += records[i]["status"] != "ok"
+                bar.set_postfix(done=bar.n + 1 - failed, failed=failed, refresh=False)
+                bar.update()
+                if on_result is not None:
+                    on_result(records[i])
     return records
+
+
+def _record(ref, job: BagJob, max_retries: int) -> dict:
+    """A finished task's record; a task whose worker died on every attempt gets a `lost` one, written here."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        record = {"bag": str(job.bag), "params_sha256": job.params_sha256, "status": "lost",
+                  "error": f"{type(exc).__name__}: the worker died {max_retries + 1} times: {exc}", "skipped": False}
+        job.result_dir.mkdir(parents=True, exist_ok=True)
+        write_result(job.result_dir, record)
+        return record
 
 
 def write_report(out: Path, records: list[dict]) -> dict:
