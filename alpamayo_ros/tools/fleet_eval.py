@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_ray()
     summary = write_report(args.out, records)
-    print(f"fleet_eval: {summary['ok']} bags evaluated ({summary['skipped']} from an earlier run), "
-          f"{len(summary['failed'])} failed; report {args.out / 'report.md'}")
+    print(f"fleet_eval: {summary['bags']} bags: {summary['ok']} evaluated, {len(summary['failed'])} failed "
+          f"({summary['skipped']} results taken from an earlier run); report {args.out / 'report.md'}")
     for failure in summary["failed"]:
         print(f"  {failure['status']}: {failure['bag']}: {failure['error'].splitlines()[0]}")
     return 0 if summary["ok"] and not summary["failed"] else 1

@@ -64,8 +64,8 @@ def _cell(value: float | None) -> str:
 def markdown(summary: dict, plots: dict[str, str]) -> str:
     """The report as Markdown: the fleet table, percentiles over bags, tick outcomes, worst bags, failures, plots."""
     lines = [f"# Fleet evaluation: {summary['bags']} bags",
-             "", f"{summary['ok']} evaluated ({summary['skipped']} taken from an earlier run), "
-             f"{len(summary['failed'])} failed; {summary['outputs']} outputs scored against each bag's own odometry "
+             "", f"{summary['ok']} evaluated, {len(summary['failed'])} failed ({summary['skipped']} results taken "
+             f"from an earlier run); {summary['outputs']} outputs scored against each bag's own odometry "
              "(xy, ego frame at t0). CV: the constant-velocity baseline on the same ticks.",
              "", "## Over all outputs", "",
              "| horizon | bags | outputs | ADE [m] | FDE [m] | minADE [m] | CV ADE [m] | CV FDE [m] |",
