@@ -156,3 +156,13 @@ def test_cli_says_when_it_finds_no_bags(tmp_path, capsys):
     assert "no rosbag2 found under" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_find_bags_takes_bag_folders_whole_and_loose_bag_files(tmp_path):
+    for path in ("day1/drive_a/metadata.yaml", "day1/drive_a/drive_a_0.mcap", "day1/notes.txt", "day2/b.mcap",
+                 "day2/deep/drive_c/metadata.yaml", "day2/deep/drive_c/drive_c_0.db3", "given.bin"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("")
+    found = find_bags([tmp_path / "day1", tmp_path / "day2", tmp_path / "day1" / "drive_a", tmp_path / "given.bin"])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["day1/drive_a", "day2/b.mcap",
+                                                                   "day2/deep/drive_c", "given.bin"]
