@@ -42,9 +42,14 @@ LOCAL_RAY_ENV = {
     # server of a local instance on 127.0.0.1.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
-# Ray ends a worker idle for 1 s when it has more than its CPUs' worth (measured: a run after a pause got a fresh
-# process, so a fresh model load); a worker here keeps its model between bags however long it waits.
-LOCAL_RAY_CONFIG = {"idle_worker_killing_time_threshold_ms": 24 * 3600 * 1000}
+LOCAL_RAY_CONFIG = {
+    # Ray ends a worker idle for 1 s when it has more than its CPUs' worth (measured: a run after a pause got a
+    # fresh process, so a fresh model load); a worker here keeps its model between bags however long it waits.
+    "idle_worker_killing_time_threshold_ms": 24 * 3600 * 1000,
+    # Ray's workers run at nice 15 by default: beside other busy processes they got a fraction of the CPU that
+    # tools.replay gets. Here they run at the priority this command has.
+    "worker_niceness": 0,
+}
 
 
 def find_bags(paths: Iterable[Path]) -> list[Path]:
@@ -80,6 +85,9 @@ def result_dir_of(out: Path, bag: Path) -> Path:
 def start_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Join the cluster at `address`, or start Ray on this machine bound to 127.0.0.1 (no dashboard)."""
     if address is None:
+        if "ray" in sys.modules and any(os.environ.get(k) != v for k, v in LOCAL_RAY_ENV.items()):
+            raise RuntimeError("ray was imported before start_ray set its loopback-only environment: a local Ray "
+                               "would listen on every interface; call start_ray before importing ray")
         os.environ.update(LOCAL_RAY_ENV)  # before ray is imported: it reads them at import
         # Local workers inherit this environment: they import this package from where this process did.
         package_root = str(Path(__file__).resolve().parents[2])

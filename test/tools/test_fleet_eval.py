@@ -1,10 +1,12 @@
 """Fleet evaluation on a local Ray (2 CPUs, one session for the module): bad bags recorded, dead workers retried,
 re-runs resumed, and every bag's outputs the same bytes as `tools.replay` alone."""
 
+import importlib.util
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -36,15 +38,50 @@ PARAMS = parameters.from_values(TINY)
 COMBINED_TOL_M = 1e-12
 KILL_POLL_S = 0.02
 KILL_WAIT_S = 120.0
+# /proc/net/tcp{,6}: 127.0.0.1, ::1, ::ffff:127.0.0.1
+LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+TCP_LISTEN = "0A"
 
 
 @pytest.fixture(scope="module")
 def ray_session():
-    pytest.importorskip("ray", reason="ray is not installed")  # on the tests: a module skipping at import skips
-    # the whole directory under launch_testing's collector (test_suite_guards)
+    # Skip here, not at import (a module skipping at import skips the whole directory under launch_testing's
+    # collector, see test_suite_guards), and without importing ray: start_ray sets its environment first.
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed")
     start_ray(None, num_cpus=2)
     yield
     stop_ray()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (Ray's GCS, raylet, workers and agents below this test's process)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def listening_addresses(pids: set[int]) -> list[str]:
+    """The local addresses (hex, as /proc/net/tcp{,6} write them) of the TCP sockets `pids` listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes.update(link[len("socket:["):-1] for link in links if link.startswith("socket:["))
+    rows = [line.split() for table in ("tcp", "tcp6") for line in
+            Path(f"/proc/net/{table}").read_text().splitlines()[1:]]
+    return [row[1] for row in rows if row[3] == TCP_LISTEN and row[9] in inodes]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +103,13 @@ def first_run(ray_session, bags, tmp_path_factory):
     jobs = jobs_for(find_bags([bags]), out, PARAMS, None, "/alpamayo")
     records = run_fleet(jobs, gpus_per_bag=0, cpus_per_bag=1, progress=False)
     return out, jobs, records
+
+
+def test_local_ray_listens_on_loopback_only(first_run):
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("reads Linux's /proc")
+    addresses = listening_addresses(descendants(os.getpid()))
+    assert addresses and {a.split(":")[0] for a in addresses} <= LOOPBACK_HEX, addresses
 
 
 def test_a_corrupt_bag_is_recorded_by_name_and_the_others_are_scored(first_run):
