@@ -31,6 +31,7 @@ setup(
             f"make_sample_bag = {PACKAGE}.tools.make_sample_bag:main",
             f"replay = {PACKAGE}.tools.replay:main",
             f"evaluate = {PACKAGE}.tools.evaluate:main",
+            f"fleet_eval = {PACKAGE}.tools.fleet_eval:main",
         ],
     },
 )

@@ -67,3 +67,14 @@ def test_driver_benchmark_smoke_scores_every_path(tmp_path):
     # Both paths score the same ticks against the same truth: the baseline columns are equal.
     direct = report["summaries"]["direct"]["overall"]
     assert abs(direct["baseline_fde_m@6.4s"] - pipeline["overall"]["baseline_fde_m@6.4s"]) < BASELINE_TOL_M
+
+
+def test_fleet_benchmark_smoke_times_serial_and_ray_runs(tmp_path):
+    """bench_fleet --smoke: 2 short bags in this process, then on a local Ray with 1 and 2 workers, all warm."""
+    report = smoke(tmp_path, "bench_fleet.py")
+    assert [run["label"] for run in report["runs"]] == ["serial, no Ray", "Ray, 1 worker", "Ray, 2 workers"]
+    assert all(run["outputs"] > 0 and run["model_loads"] == 0 for run in report["runs"])  # workers were warm
+    assert report["warm_up"]["model_loads"] == report["warm_up"]["workers"]
+    assert set(report["ratios"]) == {"throughput 2 workers / 1 worker",
+                                     "Ray overhead per bag [s] (1-worker wall - time in tasks)",
+                                     "1 worker vs serial per bag [s]"}

@@ -10,7 +10,8 @@ from conftest import REPO
 # Imported top-level modules that are ROS packages (rosdep keys of the same name).
 NOT_ROS = set(sys.stdlib_module_names) | {"alpamayo_ros", "numpy", "scipy", "PIL", "torch", "transformers",
                                           "safetensors", "tokenizers", "rosbags", "yaml", "matplotlib", "pytest",
-                                          "hypothesis", "conftest", "dds", "catkin_pkg", "launch_pytest", "tqdm"}
+                                          "hypothesis", "conftest", "dds", "catkin_pkg", "launch_pytest", "tqdm",
+                                          "ray"}
 SOURCES = [*(REPO / "alpamayo_ros").rglob("*.py"), *(REPO / "launch").glob("*.py")]
 
 

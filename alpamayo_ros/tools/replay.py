@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from alpamayo_ros import parameters
 from alpamayo_ros.parameters import NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.engine import build_model, model_engine
@@ -145,14 +147,17 @@ class Lockstep:
 
 
 def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_topics: list[str] | None = None,
-                    node: str = "/alpamayo", route_variant: str = "as_recorded") -> tuple[TickCounts, Lockstep]:
+                    node: str = "/alpamayo", route_variant: str = "as_recorded",
+                    progress: bool = False) -> tuple[TickCounts, Lockstep]:
     """Run the pipeline over `bag` in lockstep (ticks at multiples of 1 / cfg.rate_hz) and write `out`.
 
-    `route_variant` (with a route topic configured): one of ROUTE_VARIANTS.
+    `route_variant` (with a route topic configured): one of ROUTE_VARIANTS. `progress`: a progress bar of
+    the ticks (ticks per second, ETA) on stderr.
     """
     if route_variant not in ROUTE_VARIANTS:
         raise ValueError(f"route_variant={route_variant!r}, expected one of {list(ROUTE_VARIANTS)}")
     model, _ = build_model(cfg.model_settings, model)
+    model.clear_vision_cache()  # an injected model may hold encodings keyed by another bag's (camera, stamp)
     typestore = alpamayo_typestore()
     reader = open_bag([bag], typestore)
     try:
@@ -171,12 +176,17 @@ def replay_lockstep(bag: Path, out: Path, cfg: NodeConfig, model=None, camera_to
         with new_bag(out, storage_of(reader)) as writer:
             lockstep = Lockstep(cfg, model, writer, typestore, node, cameras, route_variant)
             next_tick = (reader.start_time // period_ns + 1) * period_ns  # the node timer's grid: whole periods
-            for connection, stamp, raw in read_messages(reader, wanted):
-                while stamp > next_tick:
-                    lockstep.tick(next_tick)
-                    next_tick += period_ns
-                lockstep.feed(connection.topic, connection.msgtype, raw, stamp)
-            lockstep.tick(next_tick)
+            last_ns = reader.end_time - 1  # rosbags: the last stamp + 1
+            ticks = max(0, -(-(last_ns - next_tick) // period_ns)) + 1  # grid points before the last message, + 1
+            with tqdm(total=ticks, unit="tick", desc="replay", disable=not progress, file=sys.stderr) as bar:
+                for connection, stamp, raw in read_messages(reader, wanted):
+                    while stamp > next_tick:
+                        lockstep.tick(next_tick)
+                        bar.update()
+                        next_tick += period_ns
+                    lockstep.feed(connection.topic, connection.msgtype, raw, stamp)
+                lockstep.tick(next_tick)
+                bar.update()
     finally:
         reader.close()
     return lockstep.engine.counts, lockstep
@@ -243,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(final outcomes: {dict(sorted((o, outcomes.count(o)) for o in set(outcomes)))}); "
                   f"last reason: {counts.last_reason or '-'}")
             return 0 if counts.published else 1
-        counts, lockstep = replay_lockstep(args.bag, args.out, cfg, camera_topics=args.camera_topics, node=args.node)
+        counts, lockstep = replay_lockstep(args.bag, args.out, cfg, camera_topics=args.camera_topics, node=args.node,
+                                           progress=True)
     except (ValueError, BagError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
