@@ -8,6 +8,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # The embedded driver's checkpoint (model/loading.py EMBEDDED_DRIVER_DIR), read from inside the package.
+    package_data={PACKAGE: ["driver/*", "driver/base_vlm/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -17,7 +19,7 @@ setup(
     install_requires=["setuptools"],
     # colcon test runs pytest only for a package that declares it (as ros2 pkg create's template does).
     extras_require={"test": ["pytest"]},
-    zip_safe=True,
+    zip_safe=False,  # the driver's checkpoint is read as files
     maintainer="alpamayo_ros maintainers",
     description="AlpamayoR1 driving model as a ROS 2 node",
     license="Apache-2.0",

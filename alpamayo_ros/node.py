@@ -54,6 +54,7 @@ from alpamayo_ros.parameters import ImageTransport, NodeConfig, OutputFrame
 from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.outcome import ClockJump, Level, Status, TickReport
 from alpamayo_ros.pipeline.route import RouteInput
+from alpamayo_ros.pipeline.settings import TINY_RANDOM
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 
 LOG_THROTTLE_S = 5.0
@@ -132,9 +133,12 @@ class AlpamayoNode(LifecycleNode):
         from alpamayo_ros.pipeline.engine import build_model, model_engine  # torch: loaded with the model
 
         try:
-            if self._injected_model is None and not self.cfg.model_path:
-                self.get_logger().warning("model_path is empty: running the TINY RANDOM demo model on the CPU; its "
-                                          "trajectories and reasoning are noise, never drive with them")
+            if self._injected_model is None and self.cfg.model_path == TINY_RANDOM:
+                self.get_logger().warning(f"model_path is '{TINY_RANDOM}': running the TINY RANDOM model on the CPU; "
+                                          "its trajectories and reasoning are noise, never drive with them")
+            elif self._injected_model is None and not self.cfg.model_path:
+                self.get_logger().warning("model_path is empty: running the embedded driver on the CPU, a small model "
+                                          "trained on the synthetic world; never drive a car with it")
             elif self._injected_model is None:
                 self.get_logger().info(f"loading the checkpoint {self.cfg.model_path} on {self.cfg.device} "
                                        f"({self.cfg.dtype})")
@@ -369,7 +373,7 @@ class AlpamayoNode(LifecycleNode):
         engine = self.engine.status()
         faults = self.inputs.faults(now_mono, now_ns) + ([engine.clock_jump] if engine.clock_jump else [])
         failed = engine.level is Level.ERROR
-        model = {"model_path": self.cfg.model_path or "(tiny random demo model)", "device": str(self.model.device),
+        model = {"model_path": self.cfg.model_path or "(embedded driver)", "device": str(self.model.device),
                  "dtype": self._dtype_name, "reasoning_mode": self.cfg.reasoning_mode,
                  "image_preprocessing": self.cfg.image_preprocessing, "compile_flow": self.cfg.compile_flow,
                  "model_type": self.model.config.model_type,

@@ -16,7 +16,14 @@ import yaml
 
 from alpamayo_ros.devices import device_problem
 from alpamayo_ros.model.cameras import RELEASE_CAMERAS, camera_ids_of
-from alpamayo_ros.pipeline.settings import ModelSettings, OutputLimits, SamplingSettings, Selection, TickSettings
+from alpamayo_ros.pipeline.settings import (
+    TINY_RANDOM,
+    ModelSettings,
+    OutputLimits,
+    SamplingSettings,
+    Selection,
+    TickSettings,
+)
 from alpamayo_ros.pipeline.sync import CAMERA_NAMES, InputLimits, SyncConfig
 from alpamayo_ros.units import NS_PER_S
 
@@ -48,8 +55,9 @@ def _param(default: object, description: str, *, name: str = "", low: float | No
 class NodeConfig:
     """Every parameter, read once at start-up and checked."""
 
-    model_path: str = _param("", "Local AlpamayoR1 or Alpamayo 1.5 checkpoint directory (its config.json says which); "
-                                 "empty runs the TINY RANDOM demo model")
+    model_path: str = _param("", f"Local AlpamayoR1 or Alpamayo 1.5 checkpoint directory (its config.json says "
+                                 f"which); empty runs the embedded driver (a small R1 trained on the synthetic world), "
+                                 f"'{TINY_RANDOM}' the tiny random model")
     base_model_dir: str = _param("", "Local base Qwen3-VL directory (config.json, processor files); empty: "
                                      "resolve the checkpoint's vlm_name_or_path locally")
     device: str = _param("cuda", "torch device: cuda, cuda:1, cpu")

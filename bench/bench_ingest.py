@@ -111,7 +111,8 @@ def over_dds(seconds: float, hogs: int, height: int, width: int, warmup_s: float
     spinner.start()
     hog_procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
     node = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu",
-                             "-p", "dtype:=float32", "-p", "image_transport:=compressed", "-p", "rate_hz:=2.0",
+                             "-p", "dtype:=float32", "-p", "model_path:=tiny-random",
+                             "-p", "image_transport:=compressed", "-p", "rate_hz:=2.0",
                              "-p", "max_reasoning_tokens:=8"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--transport",

@@ -56,7 +56,8 @@ def main() -> int:
     from alpamayo_ros.tools.processes import stop
 
     node = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.node", "--ros-args", "-p", "device:=cpu",
-                             "-p", "dtype:=float32", "-p", f"rate_hz:={args.rate_hz}", "-p", f"num_samples:={args.samples}",
+                             "-p", "dtype:=float32", "-p", "model_path:=tiny-random",
+                             "-p", f"rate_hz:={args.rate_hz}", "-p", f"num_samples:={args.samples}",
                              "-p", "max_reasoning_tokens:=16"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher"], cwd=REPO, env=env,

@@ -32,7 +32,7 @@ SHARE = get_package_share_directory("alpamayo_ros")
 ARGUMENTS = {  # name: (default, description)
     "params_file": (os.path.join(SHARE, "config", "alpamayo.yaml"), "Node parameters (YAML)"),
     "model_path": ("", "Local AlpamayoR1 checkpoint directory (empty: params_file's; empty there too runs the "
-                       "tiny random demo model)"),
+                       "embedded driver)"),
     "base_model_dir": ("", "Local base Qwen3-VL directory (config.json, processor files); empty: params_file's"),
     "device": ("", "torch device, e.g. cuda or cpu; empty: params_file's"),
     "camera_topics": ("", "Four camera base topics, comma-separated, in the model's order: cross-left, front-wide, "

@@ -71,7 +71,8 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     `extra_subscriptions`: (message type, topic, QoS profile) the listener also subscribes with, hearing nothing.
     """
     env = ros_env()
-    params = {"device": "cpu", "dtype": "float32", "rate_hz": 2.0, "max_reasoning_tokens": 6, **node_params}
+    params = {"model_path": "tiny-random", "device": "cpu", "dtype": "float32", "rate_hz": 2.0, "max_reasoning_tokens": 6,
+              **node_params}
     node_cmd = [sys.executable, "-m", "alpamayo_ros.node", "--ros-args"]
     for key, value in params.items():
         node_cmd += ["-p", f"{key}:={value}"]

@@ -174,7 +174,7 @@ def test_jumps_and_frame_changes_in_lockstep_replay(tmp_path):
     events = tuple(OdometryEvent(t, frame, shift, turn) for t, frame, shift, turn, _ in LOCKSTEP_EVENTS)
     bag = write_bag(tmp_path / "drive", duration_s=LOCKSTEP_BAG_S, height=48, width=80, odometry_events=events)
     cfg = parameters.from_values({"device": "cpu", "dtype": "float32", "image_transport": "compressed",
-                                  "max_reasoning_tokens": 4, "rate_hz": 2.0})
+                                  "max_reasoning_tokens": 4, "rate_hz": 2.0, "model_path": "tiny-random"})
     counts, lockstep = replay_lockstep(bag, tmp_path / "out", cfg)
     typestore = alpamayo_typestore()
     reader = open_bag([tmp_path / "out"], typestore)

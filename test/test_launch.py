@@ -98,7 +98,8 @@ def _launch_file() -> Path:
 def _params_file() -> Path:
     """The shipped YAML on the CPU and on sim time (which no launch argument below overrides)."""
     document = yaml.safe_load((REPO / "config" / "alpamayo.yaml").read_text())
-    document["/**"]["ros__parameters"].update(device="cpu", use_sim_time=True)
+    document["/**"]["ros__parameters"].update(device="cpu", use_sim_time=True,
+                                                      model_path="tiny-random")
     path = Path(tempfile.mkdtemp(prefix="alpamayo_launch_test_")) / "params.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

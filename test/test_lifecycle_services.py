@@ -36,7 +36,7 @@ def _start_node() -> subprocess.Popen:
     env = dict(os.environ)  # conftest set loopback DDS and this run's ROS_DOMAIN_ID
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     return subprocess.Popen([sys.executable, "-m", "alpamayo_ros.lifecycle_node", "--ros-args", "-p", "device:=cpu",
-                             "-p", "dtype:=float32", "-r", f"__ns:=/{NAMESPACE}"],
+                             "-p", "dtype:=float32", "-p", "model_path:=tiny-random", "-r", f"__ns:=/{NAMESPACE}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

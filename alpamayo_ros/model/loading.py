@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 BASE_VLM_DIR = "base_vlm"  # where `save_pretrained` puts the base Qwen3-VL config
+# The embedded driver (tools/train_driver.py; its README): what runs when no checkpoint is named.
+EMBEDDED_DRIVER_DIR = Path(__file__).resolve().parents[1] / "driver"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SHOWN = 5  # offending keys listed per category in a checkpoint error
 

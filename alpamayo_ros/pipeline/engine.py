@@ -26,7 +26,7 @@ from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from .inputs import Inputs
 from .outcome import ClockJump, Level, Outcome, Status, TickCounts, TickReport
 from .runner import Runner, model_inference
-from .settings import ModelSettings, SamplingSettings, TickSettings
+from .settings import TINY_RANDOM, ModelSettings, SamplingSettings, TickSettings
 from .sync import ModelInput, NotReady
 from .ticker import Infer, Ticker
 
@@ -226,17 +226,21 @@ class TickEngine:
 
 
 def build_model(settings: ModelSettings, model=None):
-    """The model to run: `model` if given (tests), else the checkpoint at `model_path`, else the tiny random one,
-    with the preprocessing and compile options applied. Returns (model, what was loaded in words)."""
+    """The model to run: `model` if given (tests), else the checkpoint at `model_path`: empty is the embedded
+    driver and TINY_RANDOM the tiny random model (both on the CPU in float32, whatever `device` says), with the
+    preprocessing and compile options applied. Returns (model, what was loaded in words)."""
     import torch
 
-    from alpamayo_ros.model.loading import from_pretrained, tiny
+    from alpamayo_ros.model.loading import EMBEDDED_DRIVER_DIR, from_pretrained, tiny
 
     torch.set_num_threads(settings.torch_threads)  # process-wide: the node's (and replay's) only torch user
     if model is not None:
         what = "an injected model"
+    elif settings.model_path == TINY_RANDOM:
+        model, what = tiny(seed=settings.seed), "the TINY RANDOM model (its trajectories and reasoning are noise)"
     elif not settings.model_path:
-        model, what = tiny(seed=settings.seed), "the TINY RANDOM demo model (its trajectories and reasoning are noise)"
+        model = from_pretrained(EMBEDDED_DRIVER_DIR)
+        what = "the embedded driver (a small AlpamayoR1 trained on the synthetic world; never drive a car with it)"
     else:
         model = from_pretrained(settings.model_path, base_model_dir=settings.base_model_dir or None,
                                 device=settings.device, dtype=settings.dtype)

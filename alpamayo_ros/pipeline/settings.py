@@ -53,11 +53,15 @@ class TickSettings:
     selection: Selection = Selection.FIRST
 
 
+# `model_path` naming the tiny random model (2 layers, 64 x 96 images): the tests and code-path benchmarks run it
+TINY_RANDOM = "tiny-random"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
     """Which model to load and how to run it (`engine.build_model`)."""
 
-    model_path: str = ""  # empty: the tiny random demo model
+    model_path: str = ""  # empty: the embedded driver; TINY_RANDOM: the tiny random model
     base_model_dir: str = ""
     device: str = "cuda"
     dtype: str = "bfloat16"

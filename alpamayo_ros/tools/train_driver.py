@@ -3,9 +3,13 @@
 Both of the release's losses (model/training.py) in one joint run: each step runs the VLM once over the
 training conversation (Chain-of-Causation + discrete future tokens), takes stage 1's cross-entropy from
 it, and trains the expert with stage 2's flow matching on that pass's cache, cropped after
-<|traj_future_start|> and detached (the recipe's stop-gradient). Joint rather than two stages because on
-two cores the VLM pass is most of a step's cost and the stage-2 cache is exactly a prefix of it; the
-detach makes the expert's gradients those of the recipe's stage 2 (conformance/training README). The
+<|traj_future_start|>. Joint rather than two stages because on two cores the VLM pass is most of a step's
+cost and the stage-2 cache is exactly a prefix of it. By default the cache is not detached (the recipe's
+option stop_grad_from_vlm=False): flow matching's gradient then also reaches the VLM and its vision tower,
+a dense signal of what the trajectory needs, where the reasoning's cross-entropy alone gives them a few
+decision tokens per sample; `--no-expert-trains-vlm` detaches it (the recipe's default, whose expert
+gradients are those of its stage 2: conformance/training README). The patch embedding runs as a matmul
+(`training.linear_patch_embedding`). The
 expert is trained with the bidirectional attention the release's inference uses, not the recipe's
 accidental causal mask: the model is run by `AlpamayoR1.sample`. Each sample's one VLM pass serves
 `--flow-draws` flow-matching draws (the recipe draws one): the expert is cheap beside the VLM.
@@ -15,7 +19,9 @@ along each drive, rendered once and kept in memory as JPEG (driver_data.py). See
 release layout (`save_pretrained`, self-contained: config, weights, tokenizer, processor, base config)
 plus `training_log.json` (the losses along the run).
 
-    python -m alpamayo_ros.tools.train_driver OUT [--steps 600 --batch-size 4 --drives 8 --seed 0]
+    python -m alpamayo_ros.tools.train_driver OUT [--steps 650 --batch-size 8 --drives 12 --seed 0]
+
+The defaults are the embedded driver's run (alpamayo_ros/driver/README.md).
 """
 
 from __future__ import annotations
@@ -131,12 +137,12 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="output checkpoint directory")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--drives", type=int, default=8, help="training drives per scenario")
+    parser.add_argument("--steps", type=int, default=650)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--drives", type=int, default=12, help="training drives per scenario")
     parser.add_argument("--t0-stride", type=int, default=4, help="t0 every N x 0.1 s along a drive")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--min-lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert-trains-vlm", action=argparse.BooleanOptionalAction, default=True,
                         help="flow matching's gradient reaches the VLM through the cache (the recipe's "
                              "stop_grad_from_vlm=False); --no-expert-trains-vlm detaches it (the recipe's default)")
-    parser.add_argument("--offset-share", type=float, default=0.5,
+    parser.add_argument("--offset-share", type=float, default=0.0,
                         help="share of examples that start off the lane centre and recover")
     parser.add_argument("--max-offset", type=float, default=1.5, help="m: their offsets are uniform within +-this")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")

@@ -22,8 +22,8 @@ CAMERA_TOPICS = list(camera_topics_of(raw=False))
 BAG_S = 4.0
 FOREIGN_CAMERAS = ["/sensors/cam_left/compressed", "/sensors/cam_front/compressed", "/sensors/cam_right/compressed",
                    "/sensors/cam_tele/compressed"]
-TINY = {"device": "cpu", "dtype": "float32", "image_transport": "compressed", "max_reasoning_tokens": 4,
-        "num_samples": 2, "rate_hz": 2.0}
+TINY = {"model_path": "tiny-random", "device": "cpu", "dtype": "float32", "image_transport": "compressed",
+        "max_reasoning_tokens": 4, "num_samples": 2, "rate_hz": 2.0}
 
 
 def outputs(bag: Path) -> list[tuple[str, int, bytes]]:

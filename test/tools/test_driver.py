@@ -1,0 +1,81 @@
+"""The embedded driver on held-out synthetic drives: it turns the right way, stops for red, and says why.
+
+One tick each, chosen from the world's ground truth (never from the model's output): a curve entry where
+the history still goes straight, and a red light the constant-velocity baseline would run.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from alpamayo_ros.model.loading import EMBEDDED_DRIVER_DIR, from_pretrained
+from alpamayo_ros.tools import world
+from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, t0_grid
+from alpamayo_ros.tools.driving_scores import red_light_tick, road_s, stops_before_line
+from alpamayo_ros.tools.evaluate import DT_S, WAYPOINTS, unicycle
+
+CURVE_Y_M = 4.0  # a curve entry: the truth ends at least this far sideways at 6.4 s ...
+BASELINE_SHARE = 0.5  # ... and the baseline covers less than this share of it (the history says straight)
+TURN_SHARE = 0.5  # the driver must cover at least this share, on the right side
+OVERSHOOT_M = 5.0  # a red-light tick where the baseline's front bumper ends at least this far past the line
+SEED = 0  # sampling seed of the model call
+# The shipped driver (650 CPU steps) does not pass these yet: it names the cause on about 60 % of held-out
+# ticks, and its published sample drifts sideways (README "The trained driver"). Strict: a driver that
+# passes turns these into failures until the marks go.
+NOT_YET = pytest.mark.xfail(strict=True, reason="the embedded driver does not read the scene yet (README)")
+
+
+@pytest.fixture(scope="module")
+def driver():
+    return from_pretrained(EMBEDDED_DRIVER_DIR)
+
+
+def baseline(sample) -> np.ndarray:
+    """evaluate's constant speed and yaw rate extrapolation, from the last 0.2 s of the history."""
+    step = sample.ego_history_xyz[-1, :2] - sample.ego_history_xyz[-3, :2]
+    yaw = np.arctan2(sample.ego_history_rot[-3, 1, 0], sample.ego_history_rot[-3, 0, 0])
+    return unicycle(float(np.linalg.norm(step)) / 0.2, -float(yaw) / 0.2, DT_S * np.arange(1, WAYPOINTS + 1))
+
+
+def first_tick(drive, wanted) -> float:
+    for t0 in t0_grid(drive):
+        if wanted(drive.model_sample(t0, 8, 8)):
+            return t0
+    raise AssertionError(f"{drive.scenario} seed {drive.seed}: no tick fits the test")
+
+
+def plan(driver, drive, t0):
+    sample = drive.model_sample(t0)
+    with torch.no_grad():
+        pred = driver.sample(sample.images, sample.ego_history_xyz, sample.ego_history_rot, seed=SEED)
+    return sample, pred.xyz[0, :, :2].numpy(), pred.reasoning[0]
+
+
+@NOT_YET
+@pytest.mark.parametrize("scenario", ["curve_left", "curve_right"])
+def test_driver_turns_the_right_way_at_a_curve_entry_and_says_why(driver, scenario):
+    drive = world.generate(scenario, HELD_OUT_SEEDS[0])
+
+    def curve_entry(sample) -> bool:
+        y = sample.future_xyz[-1, 1]
+        return abs(y) > CURVE_Y_M and abs(baseline(sample)[-1, 1]) < BASELINE_SHARE * abs(y)
+
+    t0 = first_tick(drive, curve_entry)
+    sample, xy, reasoning = plan(driver, drive, t0)
+    truth_y = sample.future_xyz[-1, 1]
+    assert np.sign(xy[-1, 1]) == np.sign(truth_y) and abs(xy[-1, 1]) >= TURN_SHARE * abs(truth_y), (
+        f"t0={t0} s: planned y(6.4 s) = {xy[-1, 1]:.1f} m, truth {truth_y:.1f} m")
+    assert sample.cause in reasoning, f"t0={t0} s: {reasoning!r} does not name {sample.cause!r}"
+
+
+@NOT_YET
+def test_driver_stops_for_red_and_says_why(driver):
+    drive = world.generate("red_light", HELD_OUT_SEEDS[0])
+    def runs_the_light(sample) -> bool:
+        overshoot = road_s(drive, sample.t0_s, baseline(sample)).max() + world.EGO_FRONT_M - drive.stop_line_s
+        return red_light_tick(drive, sample.t0_s, sample.future_xyz[:, :2], baseline(sample)) and overshoot > OVERSHOOT_M
+
+    t0 = first_tick(drive, runs_the_light)
+    sample, xy, reasoning = plan(driver, drive, t0)
+    assert stops_before_line(drive, t0, xy), f"t0={t0} s: the plan crosses the stop line"
+    assert sample.cause in reasoning, f"t0={t0} s: {reasoning!r} does not name {sample.cause!r}"
