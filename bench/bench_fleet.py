@@ -33,10 +33,10 @@ from alpamayo_ros.tools.fleet_bag import run_bag  # noqa: E402
 from alpamayo_ros.tools.fleet_eval import jobs_for, run_fleet, start_ray, stop_ray  # noqa: E402
 from alpamayo_ros.tools.make_sample_bag import write_bag  # noqa: E402
 
-# The README demo's replay settings (tools/demo.py), on the CPU.
-DEMO = {"image_transport": "compressed", "device": "cpu", "dtype": "float32", "num_samples": 3,
+# The README demo's replay settings (tools/demo.py) with the tiny random model, on the CPU.
+DEMO = {"model_path": "tiny-random", "image_transport": "compressed", "device": "cpu", "dtype": "float32", "num_samples": 3,
         "max_reasoning_tokens": 32, "rate_hz": 2.0, "selection": "medoid", "torch_threads": 1}
-SMOKE = {**DEMO, "num_samples": 2, "max_reasoning_tokens": 4, "model_path": "tiny-random"}
+SMOKE = {**DEMO, "num_samples": 2, "max_reasoning_tokens": 4}
 SMOKE_BAGS, SMOKE_DURATION_S = 2, 2.5
 WORKER_CPUS = 2  # the local Ray's CPUs: 2 workers at 1 CPU per bag, 1 worker at 2
 
