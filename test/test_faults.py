@@ -92,7 +92,7 @@ CAMERA_FAULTS = [
 @pytest.mark.parametrize("name,params,publisher,words,resume_s", CAMERA_FAULTS, ids=[c[0] for c in CAMERA_FAULTS])
 def test_fault_is_named_and_output_resumes(name, params, publisher, words, resume_s):
     received = run_scenario(params, publisher, timeout_s=SCENARIO_TIMEOUT_S,
-                            until=lambda r: named(r, *words) and resumed_after(r, resume_s))
+                            until=lambda r: named(r, *words) and (resume_s is None or resumed_after(r, resume_s)))
     check(received, *words, resume_after_s=resume_s)
 
 
@@ -119,15 +119,18 @@ def restarts(received: Received) -> int:
 
 
 def test_relocalization_jumps_restart_the_history_and_one_just_under_the_tolerance_does_not():
-    big = "pose jumped 31.2 m / 20 deg"
+    # 31.2 m / 20 deg; the size measured depends on the time between the two messages (the turned twist predicts
+    # the motion between them): where a loaded machine delayed one 50 Hz message, 31.1 m over 41 ms.
+    big = "pose jumped 31."
     # The jump under the tolerance comes once outputs flow (2-3 s after the start), so that they must span it.
     received = run_scenario({}, ["--odometry-event", f"4.5:odom:{JUST_UNDER[0]}:{JUST_UNDER[1]}",
                                  "--odometry-event", "7:odom:31.2:20"], timeout_s=SCENARIO_TIMEOUT_S,
                             until=lambda r: named(r, big, "history restarted") and resumed_after(r, 7.0 + 1.5 + 0.5))
     check(received, big, "history restarted", resume_after_s=7.0 + 1.5 + 0.5)
     events = odometry_events(received.odometry)
-    assert [what.split(" in ")[0] for _, what in events] == [
-        f"pose jumped {JUST_UNDER[0]:.1f} m / {JUST_UNDER[1]:.0f} deg", big], events
+    small_what, big_what = [what.split(" in ")[0] for _, what in events]
+    assert small_what == f"pose jumped {JUST_UNDER[0]:.1f} m / {JUST_UNDER[1]:.0f} deg", events
+    assert big_what.startswith(big) and big_what.endswith(" m / 20 deg"), events
     (small_ns, _), (big_ns, _) = events
     t0s = [(stamp_ns(o.header.stamp) - small_ns) / 1e9 for o in received.outputs]
     assert spanning(received.outputs, small_ns), f"no output spans the jump under the tolerance: t0 - jump {t0s}"
