@@ -21,6 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 CONFORMANCE = Path(os.environ.get("ALPAMAYO_CONFORMANCE_DIR", REPO / "test" / "conformance"))
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "distro_independent: runs ROS 2 code, but none that the lane's other tests leave unrun; the "
+        "Jazzy lane (`make test ROS_DISTRO=jazzy`) deselects it, the Kilted lane runs it")
+
+
 @pytest.fixture(scope="session")
 def conformance_dir() -> Path:
     """The conformance vectors' folder; their absence fails the test (a clone without them checks nothing)."""

@@ -67,7 +67,8 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
                  timeout_s: float, cpu_hogs: int = 0, extra_subscriptions: tuple = ()) -> Received:
     """Start publisher and node, listen until `until(received)` or the timeout, then stop both cleanly.
 
-    `cpu_hogs` busy-loop processes run beside them the whole time (a loaded vehicle computer).
+    `cpu_hogs` busy-loop processes run beside them from the node's first /diagnostics to the end (a loaded
+    vehicle computer).
     `extra_subscriptions`: (message type, topic, QoS profile) the listener also subscribes with, hearing nothing.
     """
     env = ros_env()
@@ -94,17 +95,23 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     executor.add_node(listener)
     spinner = threading.Thread(target=executor.spin)
     spinner.start()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpu_hogs)]
+    hogs = []
     node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    publisher = None
+    # The publisher imports while the node starts, and publishes only once the node runs (its first /diagnostics),
+    # so fault times count from a live node.
+    publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--start-on-stdin",
+                                  "--duration", str(timeout_s + 10), *publisher_args], cwd=REPO, env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # Feed the node only once it runs (its first /diagnostics), so fault times count from a live node.
         deadline = time.monotonic() + NODE_START_TIMEOUT_S
         while not received.diagnostics and time.monotonic() < deadline and node.poll() is None:
             time.sleep(0.1)
-        publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--duration",
-                                      str(timeout_s + 10), *publisher_args],
-                                     cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            publisher.stdin.write("go\n")
+            publisher.stdin.flush()
+        except BrokenPipeError:  # the publisher died: its log says why
+            pass
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpu_hogs)]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and node.poll() is None and not until(received):
             time.sleep(0.2)
@@ -115,7 +122,7 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
         listener.destroy_node()
         rclpy.try_shutdown(context=context)
         received.node_log = stop(node)
-        received.publisher_log = stop(publisher) if publisher is not None else ""
+        received.publisher_log = stop(publisher)
         received.node_returncode = node.returncode
         for hog in hogs:
             hog.kill()

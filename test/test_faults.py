@@ -89,13 +89,24 @@ CAMERA_FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("name,params,publisher,words,resume_s", CAMERA_FAULTS, ids=[c[0] for c in CAMERA_FAULTS])
+# Rows that take a ROS 2 path the lane's other tests do not: raw Image data and CompressedImage data read through
+# rclpy's message types, and the graph's publisher types. The other rows differ only in what the ROS-free pipeline
+# checks (pipeline/inputs.py, tested there too), so the Jazzy lane leaves them out; so too the tests below marked
+# distro_independent: a silent camera, history restarts, frame changes and model errors are the ROS-free pipeline's
+# and engine's (test/pipeline), and reach DDS through the publishers every output takes.
+DISTRO_ROWS = {"truncated image data", "truncated JPEG, found when decoded", "another message type on a camera topic"}
+distro_independent = pytest.mark.distro_independent
+
+
+@pytest.mark.parametrize("name,params,publisher,words,resume_s", [
+    pytest.param(*row, id=row[0], marks=() if row[0] in DISTRO_ROWS else distro_independent) for row in CAMERA_FAULTS])
 def test_fault_is_named_and_output_resumes(name, params, publisher, words, resume_s):
     received = run_scenario(params, publisher, timeout_s=SCENARIO_TIMEOUT_S,
-                            until=lambda r: named(r, *words) and resumed_after(r, resume_s))
+                            until=lambda r: named(r, *words) and (resume_s is None or resumed_after(r, resume_s)))
     check(received, *words, resume_after_s=resume_s)
 
 
+@distro_independent
 def test_camera_silent_from_start():
     received = run_scenario({}, ["--fault", "silent"], timeout_s=SCENARIO_TIMEOUT_S,
                             until=lambda r: named(r, "camera cross_right: no valid message") and len(r.ticks) >= 6
@@ -118,16 +129,20 @@ def restarts(received: Received) -> int:
     return int(values[-1]["/odom history_restarts"])
 
 
+@distro_independent
 def test_relocalization_jumps_restart_the_history_and_one_just_under_the_tolerance_does_not():
-    big = "pose jumped 31.2 m / 20 deg"
+    # 31.2 m / 20 deg; the size measured depends on the time between the two messages (the turned twist predicts
+    # the motion between them): where a loaded machine delayed one 50 Hz message, 31.1 m over 41 ms.
+    big = "pose jumped 31."
     # The jump under the tolerance comes once outputs flow (2-3 s after the start), so that they must span it.
     received = run_scenario({}, ["--odometry-event", f"4.5:odom:{JUST_UNDER[0]}:{JUST_UNDER[1]}",
                                  "--odometry-event", "7:odom:31.2:20"], timeout_s=SCENARIO_TIMEOUT_S,
                             until=lambda r: named(r, big, "history restarted") and resumed_after(r, 7.0 + 1.5 + 0.5))
     check(received, big, "history restarted", resume_after_s=7.0 + 1.5 + 0.5)
     events = odometry_events(received.odometry)
-    assert [what.split(" in ")[0] for _, what in events] == [
-        f"pose jumped {JUST_UNDER[0]:.1f} m / {JUST_UNDER[1]:.0f} deg", big], events
+    small_what, big_what = [what.split(" in ")[0] for _, what in events]
+    assert small_what == f"pose jumped {JUST_UNDER[0]:.1f} m / {JUST_UNDER[1]:.0f} deg", events
+    assert big_what.startswith(big) and big_what.endswith(" m / 20 deg"), events
     (small_ns, _), (big_ns, _) = events
     t0s = [(stamp_ns(o.header.stamp) - small_ns) / 1e9 for o in received.outputs]
     assert spanning(received.outputs, small_ns), f"no output spans the jump under the tolerance: t0 - jump {t0s}"
@@ -137,6 +152,7 @@ def test_relocalization_jumps_restart_the_history_and_one_just_under_the_toleran
     assert_paths_near_the_car(received.paths, received.odometry)
 
 
+@distro_independent
 def test_a_change_of_odometry_frame_and_back_restarts_the_history_and_labels_each_output_with_its_own():
     to_map, back = "frame changed (frame_id 'odom' -> 'map')", "frame changed (frame_id 'map' -> 'odom')"
     received = run_scenario({}, ["--odometry-event", "4:map", "--odometry-event", "7:odom"],
@@ -164,6 +180,7 @@ LOCKSTEP_EVENTS = [(2.0, "odom", *JUST_UNDER, False), (3.0, "odom", 31.2, 20.0, 
 LOCKSTEP_BAG_S = 14.0
 
 
+@distro_independent
 def test_jumps_and_frame_changes_in_lockstep_replay(tmp_path):
     from alpamayo_ros import parameters
     from alpamayo_ros.tools.bag_io import alpamayo_typestore, open_bag, read_messages
@@ -241,6 +258,7 @@ def test_sim_clock_jumping_forward_is_named_and_recovers():
     assert recovered(received), "no output after the clock jumped forward"
 
 
+@distro_independent
 def test_model_exception_is_an_error_and_the_node_keeps_ticking():
     # A 2000x8 camera is consistent, so it passes the input checks, but the image processor refuses it.
     received = run_scenario({}, ["--fault", "extreme_aspect"], timeout_s=SCENARIO_TIMEOUT_S,

@@ -180,6 +180,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=8.0, help="m/s")
     parser.add_argument("--yaw-rate", type=float, default=0.1, help="rad/s, positive turns left")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until interrupted")
+    parser.add_argument("--start-on-stdin", action="store_true",
+                        help="import, then wait for a line on stdin before publishing (end of input: exit); lets a "
+                             "caller start the publisher beside the node and set it going once the node runs")
     parser.add_argument("--sim-time", action="store_true", help="publish /clock and stamp with it")
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--fault-camera", type=int, default=2, help="camera index the fault applies to")
@@ -192,6 +195,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:])
+    if args.start_on_stdin:
+        try:
+            if not sys.stdin.readline():
+                return 0
+        except KeyboardInterrupt:
+            return 0
     rclpy.init()
     node = SyntheticPublisher(args)
     executor = SingleThreadedExecutor()

@@ -70,6 +70,9 @@ def replay_cli(bag: Path, out: Path, cpu_hogs: int = 0) -> subprocess.CompletedP
             hog.wait()
 
 
+# The foreign layout (names, rates, frame, jitter) and determinism under load are the ROS-free pipeline's; the
+# rclpy message and serialization path is test_lockstep_replay_publishes_one_output_per_new_input's too.
+@pytest.mark.distro_independent
 def test_lockstep_replay_of_a_foreign_bag_is_bitwise_identical_alone_and_beside_cpu_hogs(foreign_bag, tmp_path):
     alone = replay_cli(foreign_bag, tmp_path / "alone")
     loaded = replay_cli(foreign_bag, tmp_path / "loaded", cpu_hogs=2)
