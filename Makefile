@@ -19,7 +19,8 @@ else ifeq ($(LANE),jazzy)
 VENV := .venv-jazzy
 REQUIREMENTS := requirements-jazzy.txt
 TESTS := test/test_ros_environment.py test/test_node.py test/test_lifecycle_node.py test/test_lifecycle_services.py \
-	test/test_faults.py test/tools/test_replay.py test/tools/test_closed_loop.py::test_the_node_process_closes_the_loop_over_dds
+	test/test_node_route.py test/test_faults.py test/tools/test_replay.py \
+	test/tools/test_closed_loop.py::test_the_node_process_closes_the_loop_over_dds
 # Tests that run no ROS 2 code the lane's other tests leave unrun (test/conftest.py) run in the Kilted lane only.
 SELECT := -m "not distro_independent"
 else
