@@ -34,7 +34,7 @@ def model15(folder):
     return from_pretrained(folder / "checkpoint", dtype="float32")
 
 
-def test_checkpoint_loads_the_bf16_shards_upcast_and_derives_the_unstored_buffers(model15, folder, vectors):
+def test_checkpoint_loads_the_bf16_shards_upcast_and_derives_the_unstored_buffers(model15, folder, vectors, inputs):
     facts = vectors["checkpoint"]
     assert model15.is_1_5 and model15.config.include_camera_ids is True
     state = model15.state_dict()
@@ -52,7 +52,6 @@ def test_checkpoint_loads_the_bf16_shards_upcast_and_derives_the_unstored_buffer
     space = model15.action_space
     stats = torch.stack([getattr(space, name) for name in space.STATISTICS])
     assert torch.equal(stats, ref["action_space_stats"])
-    inputs = load_file(folder.parent / "inputs.safetensors")
     with torch.inference_mode():
         out = proj(inputs["action_in_proj_x"], inputs["action_in_proj_t"])
     close(out, ref["output"], ACTION_IN_ULPS, "1.5 action_in_proj")
@@ -96,8 +95,13 @@ def prompts(folder):
 
 
 @pytest.fixture(scope="module")
-def frames(folder):
-    inputs = load_file(folder.parent / "inputs.safetensors")
+def inputs(folder):
+    """The R1 conformance inputs, which the 1.5 vectors share (byte-identical)."""
+    return load_file(folder.parent / "inputs.safetensors")
+
+
+@pytest.fixture(scope="module")
+def frames(inputs):
     return inputs["image_frames"].permute(0, 1, 3, 4, 2).numpy(), inputs["ego_history_xyz"][0, 0]
 
 
@@ -164,8 +168,7 @@ def nav(folder):
 
 
 @pytest.fixture(scope="module")
-def history(folder):
-    inputs = load_file(folder.parent / "inputs.safetensors")
+def history(inputs):
     return inputs["ego_history_xyz"][0, 0], inputs["ego_history_rot"][0, 0]
 
 
