@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +23,8 @@ sys.path.insert(0, str(REPO))
 from alpamayo_ros.ros_env import loopback_dds_env  # noqa: E402
 
 loopback_dds_env()  # rclpy's serializer is used; never multicast
+
+import machine_report  # noqa: E402  (bench/, the script's own folder)
 
 from alpamayo_ros.model.loading import tiny  # noqa: E402
 from alpamayo_ros.pipeline.engine import build_model  # noqa: E402
@@ -120,13 +118,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['max_lane_offset_m']} m, {s['red_violations']} red violations, {s['collisions']} collisions, "
               f"least progress {s['min_progress_ratio']:.0%} of the expert, real-time factor {s['real_time_factor']}")
     report = {"model": what, "latency": latency.label, "rate_hz": cfg.rate_hz, "seeds": args.seeds,
-              "scenarios": args.scenarios, "smoke": args.smoke, "cpu_count": os.cpu_count(),
-              "load_average": os.getloadavg(), "platform": platform.platform(), "python": platform.python_version(),
-              "torch_threads": cfg.torch_threads, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "summary": summary, "runs": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+              "scenarios": args.scenarios, "smoke": args.smoke, **machine_report.machine(),
+              "torch_threads": cfg.torch_threads, "summary": summary, "runs": rows}
+    machine_report.write(args.out, report)
     return 0
 
 

@@ -13,9 +13,6 @@ Prints a table and writes JSON to bench/results/bench_fleet.json (--out to chang
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,6 +24,8 @@ sys.path.insert(0, str(REPO))
 from alpamayo_ros.ros_env import loopback_dds_env  # noqa: E402
 
 loopback_dds_env()  # rclpy's serializer is used; never multicast
+
+import machine_report  # noqa: E402  (bench/, the script's own folder)
 
 from alpamayo_ros import parameters  # noqa: E402
 from alpamayo_ros.tools.fleet_bag import run_bag  # noqa: E402
@@ -103,11 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {value}")
     report = {"bags": n_bags, "duration_s": duration, "parameters": values, "smoke": args.smoke,
               "ray_start_s": round(ray_start_s, 3), "warm_up": warm, "runs": runs, "ratios": ratios,
-              "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform(),
-              "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+              **machine_report.machine()}
+    machine_report.write(args.out, report)
     return 0
 
 
