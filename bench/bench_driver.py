@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from alpamayo_ros import parameters  # noqa: E402
 from alpamayo_ros.model.loading import from_pretrained, tiny  # noqa: E402
+from alpamayo_ros.model.training import IGNORE, TrainingExample, make_batch, token_cross_entropy  # noqa: E402
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS  # noqa: E402
 from alpamayo_ros.tools.driving_scores import red_light_tick, stops_before_line  # noqa: E402
@@ -149,6 +150,32 @@ def direct_scores(world, model, t0s: list[float], settings, blank: bool) -> list
     return scores
 
 
+def reasoning_cross_entropy(model, example: TrainingExample) -> float:
+    """Teacher-forced cross-entropy (nats) of `example.coc` through <|cot_end|>, given the example's inputs."""
+    batch = make_batch(model, [example])
+    with torch.no_grad():
+        hidden, _, _ = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds, batch.deepstack)
+        _, _, per_token = token_cross_entropy(hidden, batch.labels, model.vlm.lm_head, model.token_ids)
+    targets = batch.labels[0, 1:][batch.labels[0, 1:] != IGNORE]
+    end = int((targets == model.token_ids.special["cot_end"]).nonzero()[0, 0])
+    return float(per_token[:end + 1].sum())
+
+
+def reasoning_reads(model, examples: list[TrainingExample], drives: list[int]) -> dict:
+    """Mean CoC cross-entropy per sentence with each tick's own inputs, and with the images or the history of
+    the tick half the list away (`drives[i]`: the drive of example i; a swap comes from another drive)."""
+    n = len(examples)
+    partner = [next((j % n for j in range(i + n // 2, i + n // 2 + n) if drives[j % n] != drives[i]), i)
+               for i in range(n)]
+    own = [reasoning_cross_entropy(model, e) for e in examples]
+    images = [reasoning_cross_entropy(model, replace(e, images=examples[j].images)) for e, j in zip(examples, partner)]
+    history = [reasoning_cross_entropy(model, replace(e, ego_history_xyz=examples[j].ego_history_xyz,
+                                                      ego_history_rot=examples[j].ego_history_rot))
+               for e, j in zip(examples, partner)]
+    return {"ticks": n, "own_inputs_nats": float(np.mean(own)), "other_images_nats": float(np.mean(images)),
+            "other_history_nats": float(np.mean(history))}
+
+
 def summarise(scores: list[TickScore]) -> dict:
     def block(selected: list[TickScore]) -> dict:
         out = {"n": len(selected)}
@@ -201,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     paths: dict[str, list[TickScore]] = {"pipeline": [], "direct": [], "direct, cameras blanked": []}
+    examples: list[TrainingExample] = []
+    drives: list[int] = []
     work = Path(tempfile.mkdtemp(prefix="bench_driver_"))
     try:
         for scenario in args.scenarios:
@@ -213,12 +242,24 @@ def main(argv: list[str] | None = None) -> int:
                 paths["pipeline"] += piped
                 paths["direct"] += direct_scores(world, model, t0s, cfg.sampling, blank=False)
                 paths["direct, cameras blanked"] += direct_scores(world, model, t0s, cfg.sampling, blank=True)
+                drives += [len(set(drives))] * len(t0s)  # this drive's index
+                for t0_s in t0s:
+                    sample = world.model_sample(t0_s)
+                    examples.append(TrainingExample(images=sample.images, ego_history_xyz=sample.ego_history_xyz,
+                                                    ego_history_rot=sample.ego_history_rot, future_xyz=sample.future_xyz,
+                                                    future_rot=sample.future_rot, coc=sample.coc))
                 print(f"{scenario} seed {seed}: {len(piped)} ticks ({time.perf_counter() - started:.0f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summaries = {name: summarise(scores) for name, scores in paths.items()}
     for name, summary in summaries.items():
         print_summary(name, summary)
+    reads = reasoning_reads(model, examples, drives)
+    own = reads["own_inputs_nats"]
+    print(f"\nwhat the reasoning reads ({reads['ticks']} ticks, teacher-forced CoC cross-entropy per sentence): "
+          f"own inputs {own:.2f} nats; another drive's images {reads['other_images_nats']:.2f} "
+          f"(+{reads['other_images_nats'] - own:.2f}); another drive's history {reads['other_history_nats']:.2f} "
+          f"(+{reads['other_history_nats'] - own:.2f})")
     pipe, direct = summaries["pipeline"]["overall"], summaries["direct"]["overall"]
     agreement = {key: abs(direct[key] - pipe[key]) / pipe[key] for key in pipe if key != "n" and pipe[key]}
     print(f"\ndirect vs pipeline: largest relative difference {max(agreement.values()):.1%} "
@@ -228,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({
         "model_path": args.model_path, "scenarios": args.scenarios, "seeds": list(HELD_OUT_SEEDS[:args.seeds]),
         "tick_hz": args.tick_hz, "num_samples": args.num_samples, "summaries": summaries, "agreement": agreement,
+        "reasoning_reads": reads,
         "wall_s": time.perf_counter() - started, "torch": torch.__version__, "machine": platform.machine(),
         "ticks": {name: [asdict(s) for s in scores] for name, scores in paths.items()}}, indent=1, default=str))
     print(f"results: {args.out}")
