@@ -212,7 +212,8 @@ class AlpamayoNode(LifecycleNode):
                                    f"{self.cfg.route_path_topic or '-'}, max age {self.cfg.max_route_age_s} s, guidance "
                                    f"weight {self.cfg.nav_guidance_weight}")
         self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
-        cameras = ", ".join(f"{name} {topic}" for name, topic in zip(self.cfg.camera_names, self.cfg.subscribed_camera_topics))
+        cameras = ", ".join(f"{name} {topic}"
+                            for name, topic in zip(self.cfg.camera_names, self.cfg.subscribed_camera_topics))
         self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[image_type]}) {cameras}; odometry "
                                f"(nav_msgs/msg/Odometry) {self.cfg.odometry_topic}")
         self.get_logger().info(f"ready: {self.cfg.rate_hz} Hz, {self.cfg.num_samples} sample(s), output frame "
@@ -409,8 +410,8 @@ def start_node(model=None, **kwargs) -> AlpamayoNode:
 USAGE = """usage: alpamayo_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]
        alpamayo_lifecycle_node [the same]   (waits for configure / activate from a lifecycle manager)
 
-AlpamayoR1 driving node: 4 cameras (1 or 2 with Alpamayo 1.5) + odometry in, nav_msgs/Path trajectories, reasoning and
-/diagnostics out. Parameters (all read-only, read once at start-up):
+AlpamayoR1 driving node: 4 cameras (1 or 2 with Alpamayo 1.5) + odometry in, nav_msgs/Path trajectories,
+reasoning and /diagnostics out. Parameters (all read-only, read once at start-up):
 """
 
 

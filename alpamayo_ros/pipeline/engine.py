@@ -272,9 +272,9 @@ def check_cameras(cameras: int, camera_ids: tuple[int, ...] | None, is_1_5: bool
     """
     if not is_1_5 and (cameras != len(RELEASE_CAMERA_IDS) or camera_ids not in (None, RELEASE_CAMERA_IDS)):
         ids = "" if camera_ids is None else f", camera ids {list(camera_ids)}"
-        raise ValueError(f"the loaded model is AlpamayoR1, which takes the release's four cameras {list(RELEASE_CAMERAS)} "
-                         f"(its prompt does not say which camera an image is); got {cameras} camera topic(s){ids}: "
-                         "1 or 2 cameras, or other cameras, need an Alpamayo 1.5 checkpoint")
+        raise ValueError(f"the loaded model is AlpamayoR1, which takes the release's four cameras "
+                         f"{list(RELEASE_CAMERAS)} (its prompt does not say which camera an image is); got {cameras} "
+                         f"camera topic(s){ids}: 1 or 2 cameras, or other cameras, need an Alpamayo 1.5 checkpoint")
     named = len(RELEASE_CAMERA_IDS) if camera_ids is None else len(camera_ids)  # unnamed: the release's four
     if named != cameras:
         raise ValueError(f"{cameras} camera topic(s) for {named} cameras (camera ids {camera_ids})")

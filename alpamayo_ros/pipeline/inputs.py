@@ -50,7 +50,8 @@ class Inputs:
         self.cameras = [CameraBuffer(name) for name in camera_names]
         self.poses = PoseHistory()
         self.route = route  # Alpamayo 1.5 navigation (route text / planned path); None: no route topics
-        self.monitors = {topic: TopicMonitor(topic, f"camera {name}") for topic, name in zip(camera_topics, camera_names)}
+        self.monitors = {topic: TopicMonitor(topic, f"camera {name}")
+                         for topic, name in zip(camera_topics, camera_names)}
         self.monitors[odometry_topic] = TopicMonitor(odometry_topic, "odometry")
         self.epoch = 0  # counts resets
         self.history_restarts = 0  # odometry histories restarted by a jump or a change of frames

@@ -30,7 +30,8 @@ def rig(camera_ids: list[str]) -> parameters.NodeConfig:
 
 def test_the_default_rig_is_the_release_four_and_t0_follows_front_wide_else_the_first_camera():
     cfg = parameters.NodeConfig()
-    assert cfg.camera_names == CAMERA_NAMES and cfg.sync.reference_camera == 1 and cfg.sampling.camera_ids == (0, 1, 2, 6)
+    assert cfg.camera_names == CAMERA_NAMES and cfg.sync.reference_camera == 1
+    assert cfg.sampling.camera_ids == (0, 1, 2, 6)
     assert rig(["camera_cross_left_120fov", FRONT_WIDE]).sync.reference_camera == 1
     cfg = rig(["camera_cross_left_120fov", "camera_cross_right_120fov"])
     assert cfg.sync.reference_camera == 0 and cfg.camera_names == ("cross_left", "cross_right")
