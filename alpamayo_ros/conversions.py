@@ -234,7 +234,8 @@ def output_messages(outcome: Outcome, in_odometry_frame: bool, camera_topics: li
         camera_stamps=[ns_to_stamp(s) for s in model_input.frame_stamps_ns.reshape(-1)],
         camera_topics=list(camera_topics),
         history_start=ns_to_stamp(model_input.history_span_ns[0]),
-        history_end=ns_to_stamp(model_input.history_span_ns[1]))
+        history_end=ns_to_stamp(model_input.history_span_ns[1]),
+        route=model_input.route or "", route_source=model_input.route_note)
     text = shown_reasoning(pred.reasoning[selected], pred.partial_reasoning[selected], pred.reasoning_closed[selected])
     markers = candidate_markers([paths[i] for i in order], order.index(selected), text, frame_id, model_input.t0_ns)
     return OutputMessages(trajectory=paths[selected], reasoning=String(data=text), output=output, candidates=markers)

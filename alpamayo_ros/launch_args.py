@@ -20,7 +20,6 @@ from alpamayo_ros.devices import device_problem
 from alpamayo_ros.ros_env import DISCOVERY_RANGES, dds_env
 
 STRING_OVERRIDES = ("model_path", "base_model_dir", "device", "odometry_topic")  # launch argument = parameter name
-CAMERA_COUNT = len(parameters.CAMERA_NAMES)  # the model's order: cross-left, front-wide, cross-right, front-tele
 IMAGE_TRANSPORTS = tuple(transport.value for transport in parameters.ImageTransport)
 BOOLEANS = {"true": True, "false": False}
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")  # rcutils' severities (any case), as --log-level takes them
@@ -102,11 +101,13 @@ def parse_log_level(value: str) -> str:
 
 
 def parse_camera_topics(value: str) -> list[str]:
-    """Four base topics, comma-separated (`/a,/b,/c,/d` or `[/a, /b, /c, /d]`), in the model's camera order."""
+    """Base topics, comma-separated (`/a,/b,/c,/d` or `[/a, /b, /c, /d]`), in the model's camera order: 4, or
+    1 or 2 for Alpamayo 1.5 (whose `camera_ids` in params_file name them)."""
     topics = [t.strip().strip("'\"") for t in value.strip().strip("[]").split(",")]
-    if len(topics) != CAMERA_COUNT or not all(topics):
-        raise LaunchArgumentError(f"camera_topics:={value}: expected {CAMERA_COUNT} comma-separated topics "
-                                  "(cross-left, front-wide, cross-right, front-tele)")
+    if len(topics) not in parameters.CAMERA_COUNTS or not all(topics):
+        raise LaunchArgumentError(f"camera_topics:={value}: expected 4 comma-separated topics (cross-left, "
+                                  "front-wide, cross-right, front-tele) or, for Alpamayo 1.5, 1 or 2 (params_file's "
+                                  "camera_ids naming them)")
     return topics
 
 

@@ -1,7 +1,8 @@
 """alpamayo_ros node: four cameras and odometry in; AlpamayoR1 trajectories, reasoning and diagnostics out.
 
 With an Alpamayo 1.5 checkpoint it also takes navigation: a route text (`route_topic`) or the planned path
-(`route_path_topic`), from which the pipeline words the next turn at t0 (`pipeline/route.py`).
+(`route_path_topic`), from which the pipeline words the next turn at t0 (`pipeline/route.py`); and a rig of 1
+or 2 cameras (`camera_topics` with `camera_ids`) as well as 4.
 
 One lifecycle node serves both executables: `alpamayo_lifecycle_node` waits for a lifecycle manager;
 `alpamayo_node` brings itself to active at start, as Nav2's servers are brought up by a plain launch.
@@ -55,7 +56,6 @@ from alpamayo_ros.pipeline.inputs import Inputs, Refused
 from alpamayo_ros.pipeline.outcome import ClockJump, Level, Status, TickReport
 from alpamayo_ros.pipeline.route import RouteInput
 from alpamayo_ros.pipeline.settings import TINY_RANDOM
-from alpamayo_ros.pipeline.sync import CAMERA_NAMES
 
 LOG_THROTTLE_S = 5.0
 STOP_POLL_S = 0.1  # the executor checks this often whether a signal asked it to stop
@@ -144,7 +144,8 @@ class AlpamayoNode(LifecycleNode):
                                        f"({self.cfg.dtype})")
             self.model, _ = build_model(self.cfg.model_settings, self._injected_model)
             route = RouteInput(round(self.cfg.max_route_age_s * 1e9)) if self.cfg.has_route else None
-            self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync, route)
+            self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync, route,
+                                 self.cfg.camera_names)
             self._results_ready = self.create_guard_condition(self._on_results)
             self.engine = model_engine(self.inputs, self.model, self.cfg.tick_settings, self.cfg.sampling,
                                        worker=True, on_result=self._results_ready.trigger)
@@ -211,7 +212,8 @@ class AlpamayoNode(LifecycleNode):
                                    f"{self.cfg.route_path_topic or '-'}, max age {self.cfg.max_route_age_s} s, guidance "
                                    f"weight {self.cfg.nav_guidance_weight}")
         self._tick_timer = self.create_timer(1.0 / self.cfg.rate_hz, self._on_tick)
-        cameras = ", ".join(f"{name} {topic}" for name, topic in zip(CAMERA_NAMES, self.cfg.subscribed_camera_topics))
+        cameras = ", ".join(f"{name} {topic}"
+                            for name, topic in zip(self.cfg.camera_names, self.cfg.subscribed_camera_topics))
         self.get_logger().info(f"subscribed: cameras ({MESSAGE_TYPE_NAMES[image_type]}) {cameras}; odometry "
                                f"(nav_msgs/msg/Odometry) {self.cfg.odometry_topic}")
         self.get_logger().info(f"ready: {self.cfg.rate_hz} Hz, {self.cfg.num_samples} sample(s), output frame "
@@ -408,8 +410,8 @@ def start_node(model=None, **kwargs) -> AlpamayoNode:
 USAGE = """usage: alpamayo_node [--ros-args -p NAME:=VALUE ... | --params-file FILE]
        alpamayo_lifecycle_node [the same]   (waits for configure / activate from a lifecycle manager)
 
-AlpamayoR1 driving node: 4 cameras + odometry in, nav_msgs/Path trajectories, reasoning and
-/diagnostics out. Parameters (all read-only, read once at start-up):
+AlpamayoR1 driving node: 4 cameras (1 or 2 with Alpamayo 1.5) + odometry in, nav_msgs/Path trajectories,
+reasoning and /diagnostics out. Parameters (all read-only, read once at start-up):
 """
 
 

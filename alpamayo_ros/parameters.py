@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from alpamayo_ros.devices import device_problem
-from alpamayo_ros.model.cameras import RELEASE_CAMERAS, camera_ids_of
+from alpamayo_ros.model.cameras import FRONT_WIDE, NVIDIA_CAMERA_IDS, RELEASE_CAMERAS, camera_ids_of, camera_name
 from alpamayo_ros.pipeline.settings import (
     TINY_RANDOM,
     ModelSettings,
@@ -24,10 +24,13 @@ from alpamayo_ros.pipeline.settings import (
     Selection,
     TickSettings,
 )
-from alpamayo_ros.pipeline.sync import CAMERA_NAMES, InputLimits, SyncConfig
+from alpamayo_ros.pipeline.sync import InputLimits, SyncConfig
 from alpamayo_ros.units import NS_PER_S
 
 NODE_NAME = "alpamayo"  # the node's default name: its topics are ~/trajectory = /alpamayo/trajectory
+# Cameras a rig may have: the release's four, or (Alpamayo 1.5, whose prompt names each camera) 1 or 2, the
+# smaller rigs issue 22 asks for; the prompt, the sync and the ticks are tested with each.
+CAMERA_COUNTS = (1, 2, 4)
 
 
 class OutputFrame(enum.Enum):
@@ -65,14 +68,17 @@ class NodeConfig:
     camera_topics: tuple[str, ...] = _param(
         ("/cameras/cross_left/image", "/cameras/front_wide/image", "/cameras/cross_right/image",
          "/cameras/front_tele/image"),
-        "4 base image topics in the model's order: cross-left, front-wide, cross-right, front-tele "
+        "Base image topics, one per camera in the model's order (camera_ids names their cameras): the release's "
+        "4, cross-left, front-wide, cross-right, front-tele; or 1 or 2 with an Alpamayo 1.5 checkpoint "
         "(image_transport compressed subscribes to <base>/compressed)")
     image_transport: ImageTransport = _param(ImageTransport.RAW, "raw (sensor_msgs/Image on the base topic) or "
                                              "compressed (sensor_msgs/CompressedImage on <base>/compressed)")
     odometry_topic: str = _param("/odom", "nav_msgs/Odometry of the vehicle (base frame in the odometry frame)")
     camera_ids: tuple[str, ...] = _param(
-        RELEASE_CAMERAS, "Alpamayo 1.5: NVIDIA's name of each camera_topics camera, in the same order (e.g. "
-        "camera_front_wide_120fov); its prompt labels each camera's frames with it. AlpamayoR1 ignores this")
+        RELEASE_CAMERAS, "NVIDIA's name of each camera_topics camera, in the same order, sorted by NVIDIA's camera "
+        "index as its loader sorts them (cross_left 0, front_wide 1, cross_right 2, rear_left 3, rear_tele 4, "
+        "rear_right 5, front_tele 6); Alpamayo 1.5's prompt labels each camera's frames with it. AlpamayoR1 takes "
+        "only the release's four (the default)")
     route_topic: str = _param("", "Alpamayo 1.5: std_msgs/String navigation instruction in the release's wording "
                                   "('Turn left in 40m'; '' clears it), subscribed transient-local (the publisher must "
                                   "be transient-local too; a late joiner gets the last one); empty: none")
@@ -133,17 +139,35 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if device_problem(self.device):
             raise ValueError(device_problem(self.device))
-        if len(self.camera_topics) != len(CAMERA_NAMES):
-            raise ValueError(f"parameter camera_topics has {len(self.camera_topics)} topics {list(self.camera_topics)}, "
-                             f"expected {len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
-        if len(set(self.camera_topics)) != len(self.camera_topics):
-            raise ValueError(f"parameter camera_topics {list(self.camera_topics)} names a topic twice")
-        if len(self.camera_ids) != len(self.camera_topics) or len(set(self.camera_ids)) != len(self.camera_ids):
-            raise ValueError(f"parameter camera_ids {list(self.camera_ids)}: expected {len(self.camera_topics)} distinct "
-                             "NVIDIA camera names, one per camera_topics entry")
-        camera_ids_of(self.camera_ids)  # raises naming an unknown camera
+        self._check_cameras()
         if self.route_topic and self.route_topic == self.route_path_topic:
             raise ValueError(f"parameters route_topic and route_path_topic are both {self.route_topic!r}")
+
+    def _check_cameras(self) -> None:
+        topics, names = list(self.camera_topics), list(self.camera_ids)
+        if len(topics) not in CAMERA_COUNTS:
+            raise ValueError(f"parameter camera_topics has {len(topics)} topics {topics}, expected 4 (the release's "
+                             "cameras) or, with an Alpamayo 1.5 checkpoint, 1 or 2")
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"parameter camera_topics {topics} names a topic twice")
+        if len(names) != len(topics):
+            raise ValueError(f"parameters camera_topics {topics} and camera_ids {names} differ in length: camera_ids "
+                             "names the camera of each camera_topics entry, in the same order")
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameter camera_ids {names} names a camera twice (camera_topics {topics})")
+        try:
+            ids = camera_ids_of(names)
+        except ValueError as exc:
+            raise ValueError(f"parameter camera_ids {names} (for camera_topics {topics}): {exc}") from None
+        if list(ids) != sorted(ids):  # NVIDIA's loader sorts the cameras by index: the order the model was fed
+            order = sorted(names, key=NVIDIA_CAMERA_IDS.__getitem__)
+            raise ValueError(f"parameters camera_ids {names} and camera_topics {topics}: list the cameras by NVIDIA "
+                             f"camera index, as its loader orders the model's images ({order}); reorder both lists")
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        """Each camera's short name (front_wide) for logs, diagnostics and the input buffers."""
+        return tuple(camera_name(name) for name in self.camera_ids)
 
     @property
     def has_route(self) -> bool:
@@ -162,7 +186,8 @@ class NodeConfig:
         return SyncConfig(sync_tolerance_ns=round(self.sync_tolerance_s * NS_PER_S),
                           max_input_age_ns=round(self.max_input_age_s * NS_PER_S),
                           max_odometry_gap_ns=round(self.max_odometry_gap_s * NS_PER_S),
-                          max_pose_jump_m=self.max_pose_jump_m, max_yaw_jump_deg=self.max_yaw_jump_deg)
+                          max_pose_jump_m=self.max_pose_jump_m, max_yaw_jump_deg=self.max_yaw_jump_deg,
+                          reference_camera=self.camera_ids.index(FRONT_WIDE) if FRONT_WIDE in self.camera_ids else 0)
 
     @property
     def sampling(self) -> SamplingSettings:

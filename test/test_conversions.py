@@ -172,3 +172,4 @@ def test_unfinished_reasoning_is_published_flagged_and_kept_apart_from_the_refer
     text = [m for m in messages.candidates.markers if m.type == m.TEXT_VIEW_FACING][0].text
     assert text == "[truncated] Nudge left to pass"
     assert messages.trajectory.header.stamp == conversions.ns_to_stamp(5 * 10**9)
+    assert (messages.output.route, messages.output.route_source) == ("", "")  # no route topics: the plain prompt

@@ -25,6 +25,8 @@ def test_given_arguments_become_typed_parameters():
     assert overrides == {"device": "cpu", "camera_topics": TOPICS.split(","), "image_transport": "compressed",
                          "use_sim_time": True}
     assert launch_args.parameter_overrides({"use_sim_time": "false"}) == {"use_sim_time": False}
+    assert launch_args.parameter_overrides({"camera_topics": "/cam/front_wide, /cam/front_tele"}) == {
+        "camera_topics": ["/cam/front_wide", "/cam/front_tele"]}  # Alpamayo 1.5: 1 or 2 cameras too
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
+from alpamayo_ros.model.cameras import RELEASE_CAMERAS, camera_ids_of
 
 from .inputs import Inputs
 from .outcome import ClockJump, Level, Outcome, Status, TickCounts, TickReport
@@ -31,6 +32,7 @@ from .sync import ModelInput, NotReady
 from .ticker import Infer, Ticker
 
 LATENCY_WINDOW = 200  # latencies kept for percentiles
+RELEASE_CAMERA_IDS = camera_ids_of(RELEASE_CAMERAS)  # (0, 1, 2, 6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,5 +258,23 @@ def model_engine(inputs: Inputs, model, settings: TickSettings, sampling: Sampli
     if inputs.route is not None and not model.is_1_5:
         raise ValueError("route_topic / route_path_topic need an Alpamayo 1.5 checkpoint (model_type alpamayo1_5); "
                          "the loaded model is AlpamayoR1, trained without navigation text")
+    check_cameras(len(inputs.cameras), sampling.camera_ids, model.is_1_5)
     return TickEngine(inputs, settings, model_inference(model, sampling), model.action_space,
                       on_reset=model.clear_vision_cache, **kwargs)
+
+
+def check_cameras(cameras: int, camera_ids: tuple[int, ...] | None, is_1_5: bool) -> None:
+    """Raise unless the model takes this camera set: `cameras` buffers, named by NVIDIA `camera_ids` (None: unnamed).
+
+    AlpamayoR1 takes the release's four cameras only: its prompt is 16 unlabelled images, camera-major in the
+    order (0, 1, 2, 6) (reference/alpamayo_r1.md 4.4-4.5), so nothing tells it which camera an image is, and
+    fewer or other cameras (or blank stand-ins) would be a prompt it never saw. Alpamayo 1.5 labels each camera.
+    """
+    if not is_1_5 and (cameras != len(RELEASE_CAMERA_IDS) or camera_ids not in (None, RELEASE_CAMERA_IDS)):
+        ids = "" if camera_ids is None else f", camera ids {list(camera_ids)}"
+        raise ValueError(f"the loaded model is AlpamayoR1, which takes the release's four cameras "
+                         f"{list(RELEASE_CAMERAS)} (its prompt does not say which camera an image is); got {cameras} "
+                         f"camera topic(s){ids}: 1 or 2 cameras, or other cameras, need an Alpamayo 1.5 checkpoint")
+    named = len(RELEASE_CAMERA_IDS) if camera_ids is None else len(camera_ids)  # unnamed: the release's four
+    if named != cameras:
+        raise ValueError(f"{cameras} camera topic(s) for {named} cameras (camera ids {camera_ids})")

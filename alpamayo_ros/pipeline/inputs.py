@@ -33,19 +33,25 @@ class Refused:
 
 
 class Inputs:
-    """Camera frames (camera order of `CAMERA_NAMES`) and odometry, with one monitor per topic."""
+    """Camera frames (in the model's camera order) and odometry, with one monitor per topic."""
 
     def __init__(self, camera_topics: Sequence[str], odometry_topic: str, sync: SyncConfig,
-                 route: RouteInput | None = None) -> None:
-        if len(camera_topics) != len(CAMERA_NAMES):
-            raise ValueError(f"{len(camera_topics)} camera topics {list(camera_topics)}, expected "
-                             f"{len(CAMERA_NAMES)} in the order {list(CAMERA_NAMES)}")
+                 route: RouteInput | None = None, camera_names: Sequence[str] = CAMERA_NAMES) -> None:
+        """`camera_topics` and `camera_names` (short names, for messages): one per camera, in the model's order;
+        `sync.reference_camera` indexes them."""
+        if len(camera_topics) != len(camera_names):
+            raise ValueError(f"{len(camera_topics)} camera topics {list(camera_topics)} for {len(camera_names)} "
+                             f"cameras {list(camera_names)}")
+        if not 0 <= sync.reference_camera < len(camera_names):
+            raise ValueError(f"reference_camera {sync.reference_camera} is not one of the {len(camera_names)} "
+                             f"cameras {list(camera_names)}")
         self.sync = sync
         self.camera_topics, self.odometry_topic = tuple(camera_topics), odometry_topic
-        self.cameras = [CameraBuffer(name) for name in CAMERA_NAMES]
+        self.cameras = [CameraBuffer(name) for name in camera_names]
         self.poses = PoseHistory()
         self.route = route  # Alpamayo 1.5 navigation (route text / planned path); None: no route topics
-        self.monitors = {topic: TopicMonitor(topic, f"camera {name}") for topic, name in zip(camera_topics, CAMERA_NAMES)}
+        self.monitors = {topic: TopicMonitor(topic, f"camera {name}")
+                         for topic, name in zip(camera_topics, camera_names)}
         self.monitors[odometry_topic] = TopicMonitor(odometry_topic, "odometry")
         self.epoch = 0  # counts resets
         self.history_restarts = 0  # odometry histories restarted by a jump or a change of frames
@@ -63,7 +69,7 @@ class Inputs:
 
     def add_frame(self, camera: int, frame: CameraFrame, now_ns: int, now_mono_s: float) -> Refused | None:
         """Buffer one (undecoded, header-checked) frame of camera `camera`; None when accepted."""
-        topic, name = self.camera_topics[camera], CAMERA_NAMES[camera]
+        topic, name = self.camera_topics[camera], self.cameras[camera].name
         ahead = self._ahead_text(frame.stamp_ns, now_ns, topic, f"camera {name}", "frame")
         if ahead:
             return self.refuse(topic, ahead, now_mono_s)
@@ -171,6 +177,7 @@ class Inputs:
         reference camera by more than `sync_tolerance`, ticks will miss its frames.
         """
         reference = self.sync.reference_camera
+        reference_name = self.cameras[reference].name
         tolerance = self.sync.sync_tolerance_ns
         reference_delay = self.monitors[self.camera_topics[reference]].delay_ns
         for camera, buffer in enumerate(self.cameras):
@@ -183,11 +190,11 @@ class Inputs:
             delay = monitor.delay_ns
             text = ""
             if lag_ns > period + tolerance:
-                text = (f"camera {buffer.name}: newest frame {lag_ns / 1e6:.0f} ms behind {CAMERA_NAMES[reference]} "
+                text = (f"camera {buffer.name}: newest frame {lag_ns / 1e6:.0f} ms behind {reference_name} "
                         f"(its frame period {period / 1e6:.0f} ms + sync_tolerance {tolerance / 1e6:.0f} ms)")
             elif delay is not None and reference_delay is not None and delay - reference_delay > tolerance:
                 text = (f"camera {buffer.name}: frames arrive {delay / 1e6:.0f} ms after their stamp, "
-                        f"{(delay - reference_delay) / 1e6:.0f} ms later than {CAMERA_NAMES[reference]} "
+                        f"{(delay - reference_delay) / 1e6:.0f} ms later than {reference_name} "
                         f"(sync_tolerance {tolerance / 1e6:.0f} ms): ticks will miss its newest frames")
             if text:
                 self._camera_lag[camera] = (now_mono_s, text)

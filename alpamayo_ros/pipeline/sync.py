@@ -1,8 +1,9 @@
-"""Choose one model input from the buffers by timestamp: t0, 16 frames and 16 history poses.
+"""Choose one model input from the buffers by timestamp: t0, 4 frames per camera and 16 history poses.
 
 Selection reads stamps only; the chosen frames are decoded later, by whoever runs the model.
 
-t0 is the newest stamp of the reference camera (front-wide) at which every camera has a frame within
+t0 is the newest stamp of the reference camera (front-wide, or the first camera of a rig without one; the
+rig has 4 cameras, or 1 or 2 for Alpamayo 1.5) at which every camera has a frame within
 `sync_tolerance` of each of t0 - 0.3, -0.2, -0.1 and 0 s, and odometry covers t0 - 1.5 ... t0 without a
 gap longer than `max_odometry_gap`. The 16 history poses are interpolated at exact 0.1 s steps and
 expressed in the ego frame at t0 (x forward, y left, z up): p_ego = R0^T (p - p0), R_ego = R0^T R.
@@ -25,7 +26,7 @@ from .camera_buffer import CameraBuffer
 from .frames import CameraFrame
 from .pose_history import HistoryGap, PoseHistory
 
-CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the model's camera order (release)
+CAMERA_NAMES = ("cross_left", "front_wide", "cross_right", "front_tele")  # the release's cameras in the model's order
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class SyncConfig:
     frame_offsets_ns: tuple[int, ...] = (-300_000_000, -200_000_000, -100_000_000, 0)  # release: 4 frames at 10 Hz
     history_poses: int = 16  # t0 - 1.5 s ... t0
     history_step_ns: int = 100_000_000
-    reference_camera: int = 1  # front-wide, index in the model's camera order
+    reference_camera: int = 1  # index in the model's camera order: 1 = front-wide of the release's four
     max_pose_jump_m: float = 1.0  # floors of the continuity tolerance (`pose_history.discontinuity`)
     max_yaw_jump_deg: float = 5.0
 
@@ -59,7 +60,7 @@ class ModelInput:
     """One complete, time-consistent model input; its frames are decoded when the model runs."""
 
     t0_ns: int
-    frames: tuple[CameraFrame, ...]  # 16 undecoded frames, camera-major, oldest first within a camera
+    frames: tuple[CameraFrame, ...]  # cameras x 4 undecoded frames, camera-major, oldest first within a camera
     frame_stamps_ns: np.ndarray  # (cameras, frames) int64, the stamps of `images`
     ego_history_xyz: np.ndarray  # (16, 3) float32, metres, ego frame at t0
     ego_history_rot: np.ndarray  # (16, 3, 3) float32, ego frame at t0

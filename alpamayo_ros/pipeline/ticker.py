@@ -3,7 +3,7 @@
 The tick engine (`engine.TickEngine`, which the node, the lockstep replay and the tests drive) runs these steps:
 
     select(now_ns)        caller's thread   stamps only: which t0, frames and history poses, or NotReady
-    run(tick, input)      worker thread     decode the 16 frames, run the model, check every sample
+    run(tick, input)      worker thread     decode the input's frames, run the model, check every sample
     finish(outcome)       caller's thread   withhold results of reset inputs, forget undecodable frames, count
 
 `run` touches nothing `select` and `finish` use except the frame decoder, which only it uses, so the
@@ -29,14 +29,14 @@ from .inputs import Inputs, Refused
 from .outcome import Outcome, Status, TickCounts
 from .outputs import sample_problems, select_sample
 from .settings import TickSettings
-from .sync import CAMERA_NAMES, Missing, ModelInput, NotReady, input_problems, select_inputs
+from .sync import Missing, ModelInput, NotReady, input_problems, select_inputs
 
 logger = logging.getLogger(__name__)
 
 CLOCK_JUMP_FORWARD_S = 5.0  # a tick this much later than the previous one (and > 3 periods) means a jump
 
 
-Infer = Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]  # (tick, input, its 16 images)
+Infer = Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]  # (tick, input, its images: 4 per camera)
 
 
 class Ticker:
@@ -104,7 +104,7 @@ class Ticker:
                 self._run_epoch = epoch
             images = self.decoder.decode(model_input.frames, model_input.frame_cameras)
         except FrameDecodeError as exc:
-            name = CAMERA_NAMES[exc.camera]
+            name = self.inputs.cameras[exc.camera].name
             text = (f"camera {name}: {self.inputs.camera_topics[exc.camera]}: frame {exc.stamp_ns / 1e9:.3f} s: "
                     f"{exc}; frame dropped")
             return Outcome(tick, Status.REJECTED, model_input, reason=text, bad_frame=(exc.camera, exc.stamp_ns, text),

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class Scored:
     pred_odom: np.ndarray  # (64, 2) selected sample in the odometry frame, for plots
     latency_ms: float
     model_ms: float
+    route: str = ""  # Alpamayo 1.5: the navigation text in the prompt ("" = none)
 
 
 def _stamp(stamp) -> int:
@@ -108,7 +110,7 @@ def score(history: PoseHistory, odom_frame: str, output) -> Scored:
     return Scored(t0_ns=t0, errors=np.array(errors),
                   baseline_errors=np.linalg.norm(baseline - truth[:, :2], axis=1), selected=output.selected,
                   pred_odom=preds[output.selected][:, :2],
-                  latency_ms=output.timings.latency_ms, model_ms=output.timings.total_ms)
+                  latency_ms=output.timings.latency_ms, model_ms=output.timings.total_ms, route=output.route)
 
 
 def constant_velocity_baseline(history: PoseHistory, t0_ns: int) -> np.ndarray:
@@ -151,8 +153,9 @@ def summarise(scored: list[Scored], ticks: dict[int, int]) -> dict:
     latency = [s.latency_ms for s in scored]
     model = [s.model_ms for s in scored]
     outcomes = {name: sum(1 for o in ticks.values() if o == code) for code, name in TICK_OUTCOMES.items()}
+    routes = dict(Counter(s.route for s in scored if s.route))  # Alpamayo 1.5: route text -> outputs with it
     return {"outputs": len(scored), "metrics": metrics, "latency_ms": _percentiles(latency),
-            "model_ms": _percentiles(model), "ticks": {"total": len(ticks), **outcomes}}
+            "model_ms": _percentiles(model), "ticks": {"total": len(ticks), **outcomes}, "routes": routes}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -178,6 +181,8 @@ def print_table(summary: dict) -> None:
         p = summary[name]
         if p and p["max"] > 0:  # a lockstep replay holds sim time while the model runs: latency reads 0
             print(f"{label} [ms]: p50 {p['p50']:.0f}, p90 {p['p90']:.0f}, p99 {p['p99']:.0f}, max {p['max']:.0f}")
+    if summary["routes"]:
+        print("routes in the prompts: " + ", ".join(f"'{text}' ({n})" for text, n in summary["routes"].items()))
     t = summary["ticks"]
     if t["total"]:
         print(f"ticks: {t['total']} ({t['published']} published, {t['not_ready']} not ready, "

@@ -21,13 +21,14 @@ TOPICS = ["/c0", "/c1", "/c2", "/c3"]
 
 
 def fill(inputs: Inputs, start_ms: int, end_ms: int, broken: tuple[int, int] | None = None) -> None:
-    """A straight drive at 8 m/s: 4 cameras at 10 Hz, odometry at 50 Hz, in arrival order."""
+    """A straight drive at 8 m/s: the inputs' cameras (camera k shows `road_images()[k]`) at 10 Hz, odometry at
+    50 Hz, in arrival order."""
     images = road_images()
     for t_ms in range(start_ms, end_ms + 1, 20):
         inputs.add_pose(PoseSample(stamp_ns=t_ms * MS, position=np.array([SPEED_MPS * t_ms / 1e3, 0.0, 0.0]),
                                    orientation=Rotation.identity().as_quat(), speed_mps=SPEED_MPS), t_ms * MS, t_ms / 1e3)
         if t_ms % 100 == 0:
-            for camera in range(4):
+            for camera in range(len(inputs.cameras)):
                 frame = rgb_frame(t_ms * MS, images[camera, 0])
                 if broken == (camera, t_ms):
                     frame = CameraFrame(t_ms * MS, broken_jpeg(images[camera, 0]))

@@ -79,7 +79,8 @@ def write_outputs(bag_dir, odometry_bag, lateral_offset_m):
                 timings=t["alpamayo_msgs/msg/StageTimings"](vision_ms=1.0, prefill_ms=1.0, decode_ms=1.0, expert_ms=1.0,
                                                             trajectory_ms=1.0, total_ms=5.0, latency_ms=40.0,
                                                             decode_tokens=3),
-                tick=1, camera_stamps=[], camera_topics=[], history_start=header.stamp, history_end=header.stamp)
+                tick=1, camera_stamps=[], camera_topics=[], history_start=header.stamp, history_end=header.stamp,
+                route="", route_source="")
             writer.write(out, stamp_ns, typestore.serialize_cdr(msg, "alpamayo_msgs/msg/DrivingOutput"))
     reader.close()
     return bag_dir

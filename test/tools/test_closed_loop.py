@@ -129,6 +129,11 @@ def test_plan_from_an_ego_frame_path_equals_the_odom_frame_one():
     assert ego.t_ns[0] == t0_ns and ego.t_ns[1] == t0_ns + 100_000_000 and tuple(ego.xy[0]) == (3.0, -2.0)
 
 
+def test_the_loop_refuses_cameras_its_world_does_not_render():
+    with pytest.raises(ValueError, match="camera_ids \\['camera_front_wide_120fov'\\]: the synthetic world renders"):
+        node_config(None, ["camera_topics:=[/cam/front_wide]", "camera_ids:=[camera_front_wide_120fov]"], None)
+
+
 def test_lockstep_runs_with_a_fixed_latency_are_identical(tmp_path):
     cfg = node_config(None, FAST, rate_hz=2.0)
     runs = []

@@ -37,3 +37,6 @@ def test_replay_feeds_the_bags_route_and_the_comparison_scores_three_variants(tm
     assert set(summaries) == {"as_recorded", "none", "swapped"}
     assert all(summary["outputs"] == 3 and summary["metrics"]["1s"]["ade_m"] is not None
                for summary in summaries.values())
+    # The route of each output, as its DrivingOutput carries it in the output bag:
+    assert [summaries[v]["routes"] for v in ("as_recorded", "none", "swapped")] == [
+        {"Turn left in 40m": 3}, {}, {"Turn right in 40m": 3}]

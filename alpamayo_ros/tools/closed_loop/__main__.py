@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from alpamayo_ros import parameters
+from alpamayo_ros.model.cameras import RELEASE_CAMERAS
 from alpamayo_ros.ros_env import loopback_dds_env
 from alpamayo_ros.tools.world import SCENARIOS, generate
 
@@ -40,7 +41,11 @@ def node_config(params_file: Path | None, overrides: list[str], rate_hz: float |
     values.pop("use_sim_time", None)
     if rate_hz is not None:
         values["rate_hz"] = float(rate_hz)
-    return parameters.from_values(values)
+    cfg = parameters.from_values(values)
+    if cfg.camera_ids != RELEASE_CAMERAS:
+        raise ValueError(f"camera_ids {list(cfg.camera_ids)}: the synthetic world renders the release's four cameras "
+                         f"{list(RELEASE_CAMERAS)} only")
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ class SimClockEngine:
     def __init__(self, cfg: NodeConfig, model, camera_topics: list[str], latency_ns: Callable[[float], int]) -> None:
         """`latency_ns(compute_s)`: simulated nanoseconds a run whose model answered after `compute_s` wall seconds
         occupies the model."""
-        self.inputs = Inputs(camera_topics, cfg.odometry_topic, cfg.sync)
+        self.inputs = Inputs(camera_topics, cfg.odometry_topic, cfg.sync, camera_names=cfg.camera_names)
         self._infer = model_inference(model, cfg.sampling)
         self.engine = TickEngine(self.inputs, cfg.tick_settings, self._held_infer, model.action_space,
                                  on_reset=model.clear_vision_cache, worker=True, on_result=self._handed_over)
