@@ -37,7 +37,15 @@ sys.path.insert(0, str(REPO))
 
 from alpamayo_ros import parameters  # noqa: E402
 from alpamayo_ros.model.loading import from_pretrained, tiny  # noqa: E402
-from alpamayo_ros.model.training import IGNORE, TrainingExample, make_batch, token_cross_entropy  # noqa: E402
+from alpamayo_ros.model.training import (  # noqa: E402
+    IGNORE,
+    TrainingExample,
+    cropped_cache,
+    flow_matching_loss,
+    flow_training_data,
+    make_batch,
+    token_cross_entropy,
+)
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS  # noqa: E402
 from alpamayo_ros.tools.driving_scores import red_light_tick, stops_before_line  # noqa: E402
@@ -48,6 +56,7 @@ HORIZONS_S = (3.0, 6.4)
 DT_S = 0.1
 NS_PER_S = 1_000_000_000
 AGREEMENT = 0.10  # direct and pipeline scores agree within this relative difference
+FLOW_DRAWS = 16  # seeded (t, noise) draws per tick for the expert's teacher-forced loss
 # --smoke's drive ends after 10.5 s: at 0.25 Hz its tick at 4 s has its whole 6.4 s future in the bag (one scored
 # tick; the full drive's 18 s gave two, rendering 70 % more frames for the same code path).
 SMOKE_DURATION_S = 10.5
@@ -150,30 +159,44 @@ def direct_scores(world, model, t0s: list[float], settings, blank: bool) -> list
     return scores
 
 
-def reasoning_cross_entropy(model, example: TrainingExample) -> float:
-    """Teacher-forced cross-entropy (nats) of `example.coc` through <|cot_end|>, given the example's inputs."""
+def teacher_forced(model, example: TrainingExample, seed: int) -> tuple[float, float]:
+    """The training pass (model/training.py) on `example`, without gradients: the cross-entropy (nats) of its
+    Chain-of-Causation through <|cot_end|>, and the expert's flow-matching loss over FLOW_DRAWS (t, noise)
+    draws seeded by `seed` (the same draws for every variant of one tick)."""
     batch = make_batch(model, [example])
     with torch.no_grad():
-        hidden, _, _ = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds, batch.deepstack)
+        hidden, cache, rope_delta = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds,
+                                                         batch.deepstack)
         _, _, per_token = token_cross_entropy(hidden, batch.labels, model.vlm.lm_head, model.token_ids)
+        x = batch.action.repeat_interleave(FLOW_DRAWS, 0)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            t, noise = flow_training_data(x)
+        flow, _ = flow_matching_loss(model, cropped_cache(cache, batch.crop, repeat=FLOW_DRAWS),
+                                     batch.crop.repeat_interleave(FLOW_DRAWS), rope_delta.repeat_interleave(FLOW_DRAWS, 0),
+                                     x, t, noise, causal=False)
     targets = batch.labels[0, 1:][batch.labels[0, 1:] != IGNORE]
     end = int((targets == model.token_ids.special["cot_end"]).nonzero()[0, 0])
-    return float(per_token[:end + 1].sum())
+    return float(per_token[:end + 1].sum()), float(flow)
 
 
-def reasoning_reads(model, examples: list[TrainingExample], drives: list[int]) -> dict:
-    """Mean CoC cross-entropy per sentence with each tick's own inputs, and with the images or the history of
-    the tick half the list away (`drives[i]`: the drive of example i; a swap comes from another drive)."""
+def what_it_reads(model, examples: list[TrainingExample], drives: list[int]) -> dict:
+    """Teacher-forced losses with each tick's own inputs, and with the images or the history of the tick half
+    the list away (`drives[i]`: the drive of example i; a swap always comes from another drive). A swap that
+    raises a loss shows what that part of the model takes from that input. The history swap also moves the
+    expert's target (actions are relative to the history), so only the reasoning is scored on it."""
     n = len(examples)
     partner = [next((j % n for j in range(i + n // 2, i + n // 2 + n) if drives[j % n] != drives[i]), i)
                for i in range(n)]
-    own = [reasoning_cross_entropy(model, e) for e in examples]
-    images = [reasoning_cross_entropy(model, replace(e, images=examples[j].images)) for e, j in zip(examples, partner)]
-    history = [reasoning_cross_entropy(model, replace(e, ego_history_xyz=examples[j].ego_history_xyz,
-                                                      ego_history_rot=examples[j].ego_history_rot))
-               for e, j in zip(examples, partner)]
-    return {"ticks": n, "own_inputs_nats": float(np.mean(own)), "other_images_nats": float(np.mean(images)),
-            "other_history_nats": float(np.mean(history))}
+    own = np.array([teacher_forced(model, e, i) for i, e in enumerate(examples)])
+    images = np.array([teacher_forced(model, replace(e, images=examples[j].images), i)
+                       for i, (e, j) in enumerate(zip(examples, partner))])
+    history = np.array([teacher_forced(model, replace(e, ego_history_xyz=examples[j].ego_history_xyz,
+                                                      ego_history_rot=examples[j].ego_history_rot), i)
+                        for i, (e, j) in enumerate(zip(examples, partner))])
+    return {"ticks": n, "coc_nats": {"own": own[:, 0].mean(), "other_images": images[:, 0].mean(),
+                                     "other_history": history[:, 0].mean()},
+            "flow_loss": {"own": own[:, 1].mean(), "other_images": images[:, 1].mean()}}
 
 
 def summarise(scores: list[TickScore]) -> dict:
@@ -254,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {name: summarise(scores) for name, scores in paths.items()}
     for name, summary in summaries.items():
         print_summary(name, summary)
-    reads = reasoning_reads(model, examples, drives)
-    own = reads["own_inputs_nats"]
-    print(f"\nwhat the reasoning reads ({reads['ticks']} ticks, teacher-forced CoC cross-entropy per sentence): "
-          f"own inputs {own:.2f} nats; another drive's images {reads['other_images_nats']:.2f} "
-          f"(+{reads['other_images_nats'] - own:.2f}); another drive's history {reads['other_history_nats']:.2f} "
-          f"(+{reads['other_history_nats'] - own:.2f})")
+    reads = what_it_reads(model, examples, drives)
+    coc, flow = reads["coc_nats"], reads["flow_loss"]
+    print(f"\nwhat it reads ({reads['ticks']} ticks, teacher-forced): the reasoning's cross-entropy per sentence "
+          f"{coc['own']:.2f} nats, with another drive's images {coc['other_images']:.2f}, with another drive's "
+          f"history {coc['other_history']:.2f}; the expert's flow-matching loss {flow['own']:.3f}, with another "
+          f"drive's images {flow['other_images']:.3f}")
     pipe, direct = summaries["pipeline"]["overall"], summaries["direct"]["overall"]
     agreement = {key: abs(direct[key] - pipe[key]) / pipe[key] for key in pipe if key != "n" and pipe[key]}
     print(f"\ndirect vs pipeline: largest relative difference {max(agreement.values()):.1%} "
@@ -269,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps({
         "model_path": args.model_path, "scenarios": args.scenarios, "seeds": list(HELD_OUT_SEEDS[:args.seeds]),
         "tick_hz": args.tick_hz, "num_samples": args.num_samples, "summaries": summaries, "agreement": agreement,
-        "reasoning_reads": reads,
+        "what_it_reads": reads,
         "wall_s": time.perf_counter() - started, "torch": torch.__version__, "machine": platform.machine(),
         "ticks": {name: [asdict(s) for s in scores] for name, scores in paths.items()}}, indent=1, default=str))
     print(f"results: {args.out}")
