@@ -19,7 +19,7 @@ along each drive, rendered once and kept in memory as JPEG (driver_data.py). See
 release layout (`save_pretrained`, self-contained: config, weights, tokenizer, processor, base config)
 plus `training_log.json` (the losses along the run).
 
-    python -m alpamayo_ros.tools.train_driver OUT [--steps 650 --batch-size 8 --drives 12 --seed 0]
+    python -m alpamayo_ros.tools.train_driver OUT [--steps 840 --batch-size 8 --drives 12 --threads 2 --seed 0]
 
 The defaults are the embedded driver's run (alpamayo_ros/driver/README.md).
 """
@@ -137,16 +137,16 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="output checkpoint directory")
-    parser.add_argument("--steps", type=int, default=650)
+    parser.add_argument("--steps", type=int, default=840)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--drives", type=int, default=12, help="training drives per scenario")
     parser.add_argument("--t0-stride", type=int, default=4, help="t0 every N x 0.1 s along a drive")
     parser.add_argument("--lr", type=float, default=1.5e-3)
-    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--min-lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1: on a shared machine two threads spin against other processes)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (the driver: both of the 2 cores; use 1 where another job shares them)")
     parser.add_argument("--flow-draws", type=int, default=8,
                         help="flow-matching (t, noise) draws per sample on its one VLM pass (the recipe: 1)")
     parser.add_argument("--expert-trains-vlm", action=argparse.BooleanOptionalAction, default=True,
