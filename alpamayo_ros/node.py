@@ -143,7 +143,7 @@ class AlpamayoNode(LifecycleNode):
                 self.get_logger().info(f"loading the checkpoint {self.cfg.model_path} on {self.cfg.device} "
                                        f"({self.cfg.dtype})")
             self.model, _ = build_model(self.cfg.model_settings, self._injected_model)
-            route = RouteInput(round(self.cfg.max_route_age_s * 1e9)) if self.cfg.has_route else None
+            route = RouteInput(self.cfg.max_route_age_ns) if self.cfg.has_route else None
             self.inputs = Inputs(self.cfg.subscribed_camera_topics, self.cfg.odometry_topic, self.cfg.sync, route,
                                  self.cfg.camera_names)
             self._results_ready = self.create_guard_condition(self._on_results)

@@ -170,6 +170,11 @@ class NodeConfig:
         return tuple(camera_name(name) for name in self.camera_ids)
 
     @property
+    def max_route_age_ns(self) -> int:
+        """`max_route_age` in nanoseconds, as the route input keeps time."""
+        return round(self.max_route_age_s * NS_PER_S)
+
+    @property
     def has_route(self) -> bool:
         """A route topic is configured (Alpamayo 1.5 navigation)."""
         return bool(self.route_topic or self.route_path_topic)

@@ -141,11 +141,11 @@ def _baseline(history_xyz: np.ndarray, history_rot: np.ndarray) -> np.ndarray:
                     DT_S * np.arange(1, 65))
 
 
-def direct_scores(world, model, t0s: list[float], settings, blank: bool) -> list[TickScore]:
-    """The model called on the world's ground-truth inputs at each t0 (images blanked if `blank`)."""
+def direct_scores(world, model, t0s: list[float], samples: list, settings, blank: bool) -> list[TickScore]:
+    """The model called on the world's ground-truth inputs (`samples`, `world.model_sample` at each of `t0s`),
+    images blanked if `blank`."""
     scores = []
-    for tick, t0_s in enumerate(t0s):
-        sample = world.model_sample(t0_s)
+    for tick, (t0_s, sample) in enumerate(zip(t0s, samples, strict=True)):
         images = np.zeros_like(sample.images) if blank else sample.images
         pred = model.sample(images, sample.ego_history_xyz, sample.ego_history_rot,
                             num_samples=settings.num_samples, max_reasoning_tokens=settings.max_reasoning_tokens,
@@ -263,11 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 piped = pipeline_scores(world, model, cfg, work)
                 t0s = [s.t0_s for s in piped]
                 paths["pipeline"] += piped
-                paths["direct"] += direct_scores(world, model, t0s, cfg.sampling, blank=False)
-                paths["direct, cameras blanked"] += direct_scores(world, model, t0s, cfg.sampling, blank=True)
+                samples = [world.model_sample(t0_s) for t0_s in t0s]  # rendered once for the three uses
+                paths["direct"] += direct_scores(world, model, t0s, samples, cfg.sampling, blank=False)
+                paths["direct, cameras blanked"] += direct_scores(world, model, t0s, samples, cfg.sampling, blank=True)
                 drives += [len(set(drives))] * len(t0s)  # this drive's index
-                for t0_s in t0s:
-                    sample = world.model_sample(t0_s)
+                for sample in samples:
                     examples.append(TrainingExample(images=sample.images, ego_history_xyz=sample.ego_history_xyz,
                                                     ego_history_rot=sample.ego_history_rot, future_xyz=sample.future_xyz,
                                                     future_rot=sample.future_rot, coc=sample.coc))

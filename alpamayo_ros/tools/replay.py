@@ -68,7 +68,7 @@ class Lockstep:
         self.camera_topics = list(camera_topics or cfg.subscribed_camera_topics)
         route = None
         if cfg.has_route and route_variant != "none":
-            route = RouteInput(round(cfg.max_route_age_s * NS_PER_S), swap_left_right=route_variant == "swapped")
+            route = RouteInput(cfg.max_route_age_ns, swap_left_right=route_variant == "swapped")
         self.inputs = Inputs(self.camera_topics, cfg.odometry_topic, cfg.sync, route, cfg.camera_names)
         self.engine = model_engine(self.inputs, model, cfg.tick_settings, cfg.sampling)  # no worker: lockstep
         self.outputs = {name: writer.add_connection(f"{node}/{name}", msgtype, typestore=typestore,
