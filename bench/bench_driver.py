@@ -4,8 +4,9 @@ For every scenario of `tools.world` and each held-out seed (driver_data.HELD_OUT
 write the drive's bag (JPEG cameras, odometry), replay it through the node's pipeline in lockstep
 (tools/replay.py) and score the published outputs with tools/evaluate.py against the bag's odometry, beside
 the constant speed and yaw rate extrapolation of the history. Three more scorings on the same t0s, calling
-the model directly on the world's `model_sample` inputs: with the true images (must agree with the
-pipeline within AGREEMENT), and with every camera image blanked (black; should fall to about the baseline).
+the model directly on the world's `model_sample` inputs (images JPEG round-tripped at the bag's quality, the
+pixels a camera delivers and the driver trained on): with the true images (must agree with the pipeline
+within AGREEMENT), and with every camera image blanked (black; should fall to about the baseline).
 
 Reported per path, overall and on the interesting ticks (the future differs from the history: the world's
 flag): minADE (over samples) and FDE (published sample) at 3 s and 6.4 s, and the baseline's; on drives
@@ -47,7 +48,7 @@ from alpamayo_ros.model.training import (  # noqa: E402
     token_cross_entropy,
 )
 from alpamayo_ros.tools import world as world_module  # noqa: E402
-from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS  # noqa: E402
+from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip  # noqa: E402
 from alpamayo_ros.tools.driving_scores import red_light_tick, stops_before_line  # noqa: E402
 from alpamayo_ros.tools.evaluate import BASELINE_WINDOW_S, read_bag, score, unicycle  # noqa: E402
 from alpamayo_ros.tools.replay import replay_lockstep  # noqa: E402
@@ -263,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                 piped = pipeline_scores(world, model, cfg, work)
                 t0s = [s.t0_s for s in piped]
                 paths["pipeline"] += piped
-                samples = [world.model_sample(t0_s) for t0_s in t0s]  # rendered once for the three uses
+                # rendered once for the three uses, JPEG round-tripped as the bag's cameras deliver them
+                samples = [replace(sample, images=jpeg_round_trip(sample.images))
+                           for sample in map(world.model_sample, t0s)]
                 paths["direct"] += direct_scores(world, model, t0s, samples, cfg.sampling, blank=False)
                 paths["direct, cameras blanked"] += direct_scores(world, model, t0s, samples, cfg.sampling, blank=True)
                 drives += [len(set(drives))] * len(t0s)  # this drive's index

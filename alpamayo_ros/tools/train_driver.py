@@ -27,6 +27,7 @@ The defaults are the embedded driver's run (alpamayo_ros/driver/README.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -37,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
+from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.loading import driver_config, random_model, save_pretrained
 from alpamayo_ros.model.training import linear_patch_embedding, make_batch, training_losses
 from alpamayo_ros.tools import world
@@ -47,6 +50,64 @@ from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, StoredExample, drive_exa
 logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # steps between entries of training_log.json
+CAUSES = tuple(sorted(set(world.COC_LABELS.values())))  # the scene probe's classes
+STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
+
+
+def action_statistics(examples: list[StoredExample], config) -> dict[str, float]:
+    """The action space's dataset statistics, measured on the examples' futures: mean and standard deviation of
+    the acceleration and the curvature the unicycle fit gives (the release's config holds its own data's).
+
+    The world's curvature spread is 0.008 1/m, a third of the release's 0.026: normalised with the release's,
+    the curvatures would sit in a band of std 0.3 inside the flow's unit noise, and every error of the expert
+    would come out 3x larger in metres."""
+    space = UnicycleAccelCurvatureActionSpace(config)
+    accel, curvature = [], []
+    for e in examples[::STATISTICS_STRIDE]:
+        action = space.traj_to_action(*(torch.as_tensor(x, dtype=torch.float32) for x in
+                                         (e.ego_history_xyz, e.ego_history_rot, e.future_xyz, e.future_rot)))
+        a, k = space.denormalize(action)
+        accel.append(a)
+        curvature.append(k)
+    accel, curvature = torch.cat(accel).double(), torch.cat(curvature).double()
+    return {"accel_mean": accel.mean().item(), "accel_std": accel.std().item(),
+            "curvature_mean": curvature.mean().item(), "curvature_std": curvature.std().item()}
+
+
+class SceneProbe(torch.nn.Module):
+    """Training only, dropped at save: reads each example's cause and lane offset off the image tokens the
+    language model receives (attention pooling with one learnt query, then linear).
+
+    The release fine-tunes Qwen3-VL, whose vision tower already sees; the driver's starts from random weights,
+    and the reasoning's few decision tokens alone teach it slowly (`alpamayo_ros/driver/README.md`). This
+    dense signal stands in for that pretraining: the tokens the LM reads then carry the light, the brake
+    lights, the road ahead and where the car is in its lane, linearly."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.zeros(width))
+        self.cause = torch.nn.Linear(width, len(CAUSES))
+        self.offset = torch.nn.Linear(width, 1)
+
+    def forward(self, image_embeds: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = image_embeds.reshape(batch_size, -1, image_embeds.shape[-1])
+        weights = torch.softmax(tokens @ self.query, dim=1)
+        pooled = (weights[..., None] * tokens).sum(1)
+        return self.cause(pooled), self.offset(pooled)[:, 0]
+
+    def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
+        """Cross-entropy of the cause plus the offset's squared error (m^2); and the cause's accuracy."""
+        logits, offset = self(image_embeds, len(examples))
+        cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
+        target = torch.tensor([e.offset_m for e in examples], dtype=torch.float32)
+        loss = F.cross_entropy(logits, cause) + F.mse_loss(offset, target)
+        return loss, float((logits.argmax(1) == cause).float().mean())
+
+
+def latest_frames_embeds(model, examples: list[StoredExample]) -> torch.Tensor:
+    """The image tokens of each camera's latest frame, example-major (the vision tower encodes frame by frame)."""
+    images = [camera[-1] for e in examples for camera in e.images()]
+    return torch.cat([encoded.embeds for encoded in model.encode_images(images)])
 
 
 def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 0, offset_share: float = 0.0,
@@ -78,45 +139,58 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: floa
 
 def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, lr: float, warmup: int,
           min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
-          save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0) -> dict:
+          save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
+          scene_weight: float = 0.0, own_statistics: bool = False) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m)
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
+    config, vlm_config = driver_config()
+    statistics = action_statistics(examples, config.action_space_cfg) if own_statistics else {}
+    config = dataclasses.replace(config, action_space_cfg=dataclasses.replace(config.action_space_cfg, **statistics))
+    logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
-    model = random_model(*driver_config(), seed=seed).train()
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    # The recipe's optimiser (AdamW, beta (0.9, 0.999), eps 1e-8, no weight decay, clip 1.0); from scratch,
-    # one learning rate for every part (the recipe fine-tunes, and slows the vision tower 10x).
-    optimiser = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    model = random_model(config, vlm_config, seed=seed).train()
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size)
     order = np.random.default_rng(seed)
     log: list[dict] = []
-    sums = np.zeros(3)
-    bar = tqdm(range(steps), desc="train", unit="step", file=sys.stderr)
     train_started, cpu_started = time.perf_counter(), time.process_time()
+    if scene_steps:
+        log.extend(pretrain_vision(model, probe, examples, scene_steps, lr, order, started))
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    scene = [*probe.parameters()] if scene_weight else []
+    # The recipe's optimiser (AdamW, beta (0.9, 0.999), eps 1e-8, no weight decay, clip 1.0); from scratch,
+    # one learning rate for every part (the recipe fine-tunes, and slows the vision tower 10x).
+    optimiser = torch.optim.AdamW(parameters + scene, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    sums = np.zeros(5)
+    bar = tqdm(range(steps), desc="train", unit="step", file=sys.stderr)
     for step in bar:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup, min_lr)
-        chosen = order.choice(len(examples), size=batch_size, replace=False)
+        chosen = [examples[i] for i in order.choice(len(examples), size=batch_size, replace=False)]
         with linear_patch_embedding(model):
-            batch = make_batch(model, [examples[i].training_example() for i in chosen])
+            batch = make_batch(model, [example.training_example() for example in chosen])
             losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
                                      flow_draws=flow_draws)
+            scene_loss, accuracy = probe.loss(batch.image_embeds, chosen) if scene_weight else (torch.zeros(()), 0.0)
         optimiser.zero_grad(set_to_none=True)
-        (losses.vlm + losses.flow).backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        (losses.vlm + losses.flow + scene_weight * scene_loss).backward()
+        torch.nn.utils.clip_grad_norm_(parameters + scene, 1.0)
         optimiser.step()
-        values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item()])
+        values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item(),
+                           scene_loss.item(), accuracy])
         sums += values
-        bar.set_postfix(ce_future=f"{values[0]:.3f}", ce_coc=f"{values[1]:.3f}", flow=f"{values[2]:.3f}")
+        bar.set_postfix(ce_future=f"{values[0]:.3f}", ce_coc=f"{values[1]:.3f}", flow=f"{values[2]:.3f}",
+                        scene=f"{values[3]:.3f}")
         if save_every and (step + 1) % save_every == 0 and step + 1 < steps:  # a run cut short leaves a model
             save_pretrained(model.eval(), out)
             model.train()
         if (step + 1) % LOG_EVERY == 0:
             mean = sums / LOG_EVERY
             log.append({"step": step + 1, "ce_future": mean[0], "ce_coc": mean[1], "flow": mean[2],
+                        "scene": mean[3], "scene_accuracy": mean[4],
                         "lr": optimiser.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - started})
             sums[:] = 0.0
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
@@ -126,12 +200,39 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "steps": steps, "batch_size": batch_size, "drives_per_scenario": drives, "t0_stride": t0_stride,
               "examples": len(examples), "lr": lr, "warmup": warmup, "min_lr": min_lr, "seed": seed,
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
-              "max_offset_m": max_offset_m,
+              "max_offset_m": max_offset_m, "scene_steps": scene_steps, "scene_weight": scene_weight,
+              "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
               "machine": f"{platform.machine()} {platform.processor()}", "torch": torch.__version__, "log": log}
     (out / "training_log.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def pretrain_vision(model, probe: SceneProbe, examples: list[StoredExample], steps: int, lr: float,
+                    order: np.random.Generator, started: float, batch_size: int = 16) -> list[dict]:
+    """Stage 0: the vision tower and the probe alone, on each camera's latest frame (its log entries: step < 0)."""
+    parameters = [*model.vlm.model.visual.parameters(), *probe.parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    log, sums = [], np.zeros(2)
+    bar = tqdm(range(steps), desc="see", unit="step", file=sys.stderr)
+    for step in bar:
+        for group in optimiser.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 20)
+        chosen = [examples[i] for i in order.choice(len(examples), size=batch_size, replace=False)]
+        with linear_patch_embedding(model):
+            loss, accuracy = probe.loss(latest_frames_embeds(model, chosen), chosen)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        sums += (loss.item(), accuracy)
+        bar.set_postfix(scene=f"{loss.item():.3f}", accuracy=f"{accuracy:.2f}")
+        if (step + 1) % LOG_EVERY == 0:
+            log.append({"step": step + 1 - steps, "scene": sums[0] / LOG_EVERY, "scene_accuracy": sums[1] / LOG_EVERY,
+                        "elapsed_s": time.perf_counter() - started})
+            sums[:] = 0.0
+    return log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,12 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset-share", type=float, default=0.0,
                         help="share of examples that start off the lane centre and recover")
     parser.add_argument("--max-offset", type=float, default=1.5, help="m: their offsets are uniform within +-this")
+    parser.add_argument("--scene-steps", type=int, default=0,
+                        help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
+    parser.add_argument("--scene-weight", type=float, default=0.0,
+                        help="weight of the scene probe's loss beside the release's losses in the joint run")
+    parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=False,
+                        help="normalise actions with the training data's statistics (action_statistics) instead of "
+                             "the release's")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
-                   args.save_every, args.offset_share, args.max_offset)
+                   args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
+                   args.own_statistics)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -10,7 +10,7 @@ import torch
 
 from alpamayo_ros.model.loading import EMBEDDED_DRIVER_DIR, from_pretrained
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, t0_grid
+from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip, t0_grid
 from alpamayo_ros.tools.driving_scores import red_light_tick, road_s, stops_before_line
 from alpamayo_ros.tools.evaluate import DT_S, WAYPOINTS, unicycle
 
@@ -46,8 +46,8 @@ def first_tick(drive, wanted) -> float:
 
 def plan(driver, drive, t0):
     sample = drive.model_sample(t0)
-    with torch.no_grad():
-        pred = driver.sample(sample.images, sample.ego_history_xyz, sample.ego_history_rot, seed=SEED)
+    with torch.no_grad():  # the cameras' pixels as a bag delivers them (JPEG), which the driver trained on
+        pred = driver.sample(jpeg_round_trip(sample.images), sample.ego_history_xyz, sample.ego_history_rot, seed=SEED)
     return sample, pred.xyz[0, :, :2].numpy(), pred.reasoning[0]
 
 

@@ -1,12 +1,13 @@
-"""Training on the synthetic world: a few steps lower both losses; the learning-rate schedule."""
+"""Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule."""
 
 import torch
+from safetensors import safe_open
 
-from alpamayo_ros.model.loading import tiny
+from alpamayo_ros.model.loading import save_pretrained, tiny
 from alpamayo_ros.model.training import make_batch, training_losses
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, drive_examples
-from alpamayo_ros.tools.train_driver import learning_rate
+from alpamayo_ros.tools.train_driver import SceneProbe, latest_frames_embeds, learning_rate
 
 STEPS = 6  # enough to fit one fixed batch; each step is a full VLM + expert pass (CI budget)
 LR = 2e-3
@@ -39,3 +40,26 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     assert learning_rate(0, 100, 1e-3, 10, 1e-5) == 1e-4
     assert learning_rate(9, 100, 1e-3, 10, 1e-5) == 1e-3
     assert abs(learning_rate(100, 100, 1e-3, 10, 1e-5) - 1e-5) < 1e-12
+
+
+def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path):
+    """Stage 0 (`--scene-steps`): the vision tower and the probe fit a fixed batch's causes and lane offsets;
+    the probe is a training aid, so the written checkpoint holds exactly the model's own tensors."""
+    model = tiny(seed=0).train()
+    drive = world.generate("red_light", TRAIN_SEEDS[0])
+    examples = list(drive_examples(drive, [3.0, 9.0], height=64, width=96, offsets=[0.0, 1.0]))
+    assert {e.cause for e in examples} == {"road ahead is clear", "red"}, [e.coc for e in examples]
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size)
+    parameters = [*model.vlm.model.visual.parameters(), *probe.parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=LR)
+    history = []
+    for _ in range(STEPS):
+        loss, _ = probe.loss(latest_frames_embeds(model, examples), examples)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        history.append(loss.item())
+    assert history[-1] < 0.8 * history[0], history
+    save_pretrained(model.eval(), tmp_path)
+    with safe_open(tmp_path / "model-00001-of-00001.safetensors", "pt") as saved:
+        assert set(saved.keys()) == set(model.state_dict())
