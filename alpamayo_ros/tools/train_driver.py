@@ -14,12 +14,19 @@ expert is trained with the bidirectional attention the release's inference uses,
 accidental causal mask: the model is run by `AlpamayoR1.sample`. Each sample's one VLM pass serves
 `--flow-draws` flow-matching draws (the recipe draws one): the expert is cheap beside the VLM.
 
+Two things stand in for what the release starts from. Its Qwen3-VL arrives pretrained and sees; this
+vision tower starts from random weights, so stage 0 (`--scene-steps`) trains it alone, through a
+`SceneProbe` that reads each example's cause and lane offset off the image tokens the LM receives, and
+the joint run keeps that loss (`--scene-weight`); the probe is dropped at save. And its action statistics
+are its own data's; `--own-statistics` measures the world's (`action_statistics`), whose curvature spread
+is a third of the release's. `--offset-share` of the examples start off the lane centre and recover.
+
 Examples: every scenario of `tools.world`, `--drives` training seeds each, t0 every `--t0-stride` x 0.1 s
 along each drive, rendered once and kept in memory as JPEG (driver_data.py). Seeded; writes OUT in the
 release layout (`save_pretrained`, self-contained: config, weights, tokenizer, processor, base config)
 plus `training_log.json` (the losses along the run).
 
-    python -m alpamayo_ros.tools.train_driver OUT [--steps 840 --batch-size 8 --drives 12 --threads 2 --seed 0]
+    python -m alpamayo_ros.tools.train_driver OUT [--steps 780 --batch-size 8 --drives 12 --threads 2 --seed 0]
 
 The defaults are the embedded driver's run (alpamayo_ros/driver/README.md).
 """
@@ -238,7 +245,7 @@ def pretrain_vision(model, probe: SceneProbe, examples: list[StoredExample], ste
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="output checkpoint directory")
-    parser.add_argument("--steps", type=int, default=840)
+    parser.add_argument("--steps", type=int, default=780)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--drives", type=int, default=12, help="training drives per scenario")
     parser.add_argument("--t0-stride", type=int, default=4, help="t0 every N x 0.1 s along a drive")
@@ -253,14 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expert-trains-vlm", action=argparse.BooleanOptionalAction, default=True,
                         help="flow matching's gradient reaches the VLM through the cache (the recipe's "
                              "stop_grad_from_vlm=False); --no-expert-trains-vlm detaches it (the recipe's default)")
-    parser.add_argument("--offset-share", type=float, default=0.0,
+    parser.add_argument("--offset-share", type=float, default=0.25,
                         help="share of examples that start off the lane centre and recover")
     parser.add_argument("--max-offset", type=float, default=1.5, help="m: their offsets are uniform within +-this")
-    parser.add_argument("--scene-steps", type=int, default=0,
+    parser.add_argument("--scene-steps", type=int, default=300,
                         help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
-    parser.add_argument("--scene-weight", type=float, default=0.0,
+    parser.add_argument("--scene-weight", type=float, default=1.0,
                         help="weight of the scene probe's loss beside the release's losses in the joint run")
-    parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
                         help="normalise actions with the training data's statistics (action_statistics) instead of "
                              "the release's")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
