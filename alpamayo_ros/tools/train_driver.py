@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # steps between entries of training_log.json
 CAUSES = tuple(sorted(set(world.COC_LABELS.values())))  # the scene probe's classes
+SCENE_WARMUP_STEPS = 20  # stage 0: linear warmup to the peak learning rate, then constant
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 
 
@@ -144,6 +145,20 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: floa
     return minimum + (peak - minimum) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def recipe_optimiser(parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.AdamW:
+    """The recipe's optimiser: AdamW, beta (0.9, 0.999), eps 1e-8, no weight decay (clip 1.0 in `optimiser_step`).
+    From scratch, one learning rate for every part (the recipe fine-tunes, and slows the vision tower 10x)."""
+    return torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+
+
+def optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> None:
+    """One update: gradients of `loss`, their norm clipped to 1.0 over `parameters`, a step."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimiser.step()
+
+
 def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, lr: float, warmup: int,
           min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
@@ -168,9 +183,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         log.extend(pretrain_vision(model, probe, examples, scene_steps, lr, order, started))
     parameters = [p for p in model.parameters() if p.requires_grad]
     scene = [*probe.parameters()] if scene_weight else []
-    # The recipe's optimiser (AdamW, beta (0.9, 0.999), eps 1e-8, no weight decay, clip 1.0); from scratch,
-    # one learning rate for every part (the recipe fine-tunes, and slows the vision tower 10x).
-    optimiser = torch.optim.AdamW(parameters + scene, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    optimiser = recipe_optimiser(parameters + scene, lr)
     sums = np.zeros(5)
     bar = tqdm(range(steps), desc="train", unit="step", file=sys.stderr)
     for step in bar:
@@ -182,10 +195,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
             losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
                                      flow_draws=flow_draws)
             scene_loss, accuracy = probe.loss(batch.image_embeds, chosen) if scene_weight else (torch.zeros(()), 0.0)
-        optimiser.zero_grad(set_to_none=True)
-        (losses.vlm + losses.flow + scene_weight * scene_loss).backward()
-        torch.nn.utils.clip_grad_norm_(parameters + scene, 1.0)
-        optimiser.step()
+        optimiser_step(optimiser, losses.vlm + losses.flow + scene_weight * scene_loss, parameters + scene)
         values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item(),
                            scene_loss.item(), accuracy])
         sums += values
@@ -220,19 +230,16 @@ def pretrain_vision(model, probe: SceneProbe, examples: list[StoredExample], ste
                     order: np.random.Generator, started: float, batch_size: int = 16) -> list[dict]:
     """Stage 0: the vision tower and the probe alone, on each camera's latest frame (its log entries: step < 0)."""
     parameters = [*model.vlm.model.visual.parameters(), *probe.parameters()]
-    optimiser = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    optimiser = recipe_optimiser(parameters, lr)
     log, sums = [], np.zeros(2)
     bar = tqdm(range(steps), desc="see", unit="step", file=sys.stderr)
     for step in bar:
         for group in optimiser.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 20)
+            group["lr"] = lr * min(1.0, (step + 1) / SCENE_WARMUP_STEPS)
         chosen = [examples[i] for i in order.choice(len(examples), size=batch_size, replace=False)]
         with linear_patch_embedding(model):
             loss, accuracy = probe.loss(latest_frames_embeds(model, chosen), chosen)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
+        optimiser_step(optimiser, loss, parameters)
         sums += (loss.item(), accuracy)
         bar.set_postfix(scene=f"{loss.item():.3f}", accuracy=f"{accuracy:.2f}")
         if (step + 1) % LOG_EVERY == 0:
