@@ -41,6 +41,9 @@ class StoredExample:
     seed: int
     t0_s: float
     offset_m: float = 0.0  # the ego's distance left of the lane centre at t0 (world.model_sample)
+    drift: tuple[float, float] = (0.0, 0.0)  # (heading error rad, curvature error 1/m) over the history (ditto)
+    late_m: float = 0.0  # the ego this far ahead of the expert at t0 ... (world.World.late)
+    late_mps: float = 0.0  # ... and this much faster
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
@@ -74,15 +77,23 @@ def t0_grid(world, stride: int = 1, phase: int = 0) -> list[float]:
 
 
 def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAULT_HEIGHT,
-                   width: int = world_module.DEFAULT_WIDTH, offsets: Iterable[float] | None = None
-                   ) -> Iterator[StoredExample]:
-    """The world's ground truth at each t0 (off the lane centre by `offsets`, one per t0), images JPEG-encoded."""
+                   width: int = world_module.DEFAULT_WIDTH, offsets: Iterable[float] | None = None,
+                   lates: Iterable[tuple[float, float]] | None = None,
+                   drifts: Iterable[tuple[float, float]] | None = None) -> Iterator[StoredExample]:
+    """The world's ground truth at each t0, images JPEG-encoded; one per t0, optionally: off the lane centre by
+    `offsets` with `drifts` (heading, curvature errors: `world.World.model_sample`), and an ego (ahead m,
+    faster m/s) than the expert by `lates` (`world.World.late`)."""
     t0s = list(t0s)
-    for t0, offset in zip(t0s, [0.0] * len(t0s) if offsets is None else offsets, strict=True):
-        sample = world.model_sample(t0, height, width, offset_m=float(offset))
+    offsets = [0.0] * len(t0s) if offsets is None else list(offsets)
+    lates = [(0.0, 0.0)] * len(t0s) if lates is None else list(lates)
+    drifts = [(0.0, 0.0)] * len(t0s) if drifts is None else [(float(h), float(k)) for h, k in drifts]
+    for t0, offset, (ahead, fast), drift in zip(t0s, offsets, lates, drifts, strict=True):
+        ego = world.late(t0, ahead, fast) if (ahead, fast) != (0.0, 0.0) else world
+        sample = ego.model_sample(t0, height, width, offset_m=float(offset), drift=drift)
         flat = sample.images.reshape(-1, height, width, 3)
         yield StoredExample(jpegs=tuple(jpeg_bytes(image) for image in flat), shape=(height, width),
                             ego_history_xyz=sample.ego_history_xyz, ego_history_rot=sample.ego_history_rot,
                             future_xyz=sample.future_xyz, future_rot=sample.future_rot, coc=sample.coc,
                             cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
-                            seed=world.seed, t0_s=t0, offset_m=float(offset))
+                            seed=world.seed, t0_s=t0, offset_m=float(offset), drift=drift, late_m=ego.late_m,
+                            late_mps=ego.late_mps)

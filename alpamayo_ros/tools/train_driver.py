@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 LOG_EVERY = 10  # steps between entries of training_log.json
 CAUSES = tuple(sorted(set(world.COC_LABELS.values())))  # the scene probe's classes
 SCENE_WARMUP_STEPS = 20  # stage 0: linear warmup to the peak learning rate, then constant
+LATE_MPS = (-1.5, 4.0)  # late examples: the ego drove this much faster than the expert (m/s) ...
+LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along at t0
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 
 
@@ -119,13 +121,19 @@ def latest_frames_embeds(model, examples: list[StoredExample]) -> torch.Tensor:
 
 
 def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 0, offset_share: float = 0.0,
-                   max_offset_m: float = 0.0) -> list[StoredExample]:
+                   max_offset_m: float = 0.0, late_share: float = 0.0,
+                   max_drift: tuple[float, float] = (0.0, 0.0)) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
     A share `offset_share` of the examples (drawn per drive from its seed) starts off the lane centre by
     U(-max_offset_m, max_offset_m) and recovers (`world.World.model_sample`): what a driver sees after its own
-    errors, which the expert's drive alone never shows."""
+    errors, which the expert's drive alone never shows; with `max_drift` (heading rad, curvature 1/m) they
+    also drifted there over their history by U(-max, max) of each (their own stream): a history that no
+    longer agrees with the road, as after following a wrongly bent plan. A share `late_share` of the others (drawn from
+    another stream: without them the examples are those of before) has an ego that drove faster than the
+    expert (by U(LATE_MPS)) for U(LATE_S) seconds and must now brake harder than the expert ever does
+    (`world.World.late`): what a driver that reacts late to the light or the lead sees, in closed loop."""
     examples: list[StoredExample] = []
     drives = [(name, TRAIN_SEEDS[seed_offset + i]) for i in range(drives_per_scenario) for name in world.SCENARIOS]
     for k, (name, seed) in enumerate(tqdm(drives, desc="render drives", unit="drive", file=sys.stderr)):
@@ -133,7 +141,14 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
         t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
         rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
         offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
-        examples.extend(drive_examples(drive, t0s, offsets=offsets))
+        late_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 2])
+        late = (late_rng.random(len(t0s)) < late_share) & (offsets == 0.0)
+        fast = np.where(late, late_rng.uniform(*LATE_MPS, len(t0s)), 0.0)
+        ahead = fast * late_rng.uniform(*LATE_S, len(t0s))
+        drift_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 3])
+        drifts = np.where((offsets != 0.0)[:, None], drift_rng.uniform(-1.0, 1.0, (len(t0s), 2)) * max_drift, 0.0)
+        examples.extend(drive_examples(drive, t0s, offsets=offsets, lates=list(zip(ahead.tolist(), fast.tolist())),
+                                       drifts=drifts.tolist()))
     return examples
 
 
@@ -162,10 +177,12 @@ def optimiser_step(optimiser: torch.optim.Optimizer, loss: torch.Tensor, paramet
 def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, lr: float, warmup: int,
           min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
-          scene_weight: float = 0.0, own_statistics: bool = False) -> dict:
+          scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
+          max_drift: tuple[float, float] = (0.0, 0.0)) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m)
+    examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
+                              late_share=late_share, max_drift=max_drift)
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
@@ -217,7 +234,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "steps": steps, "batch_size": batch_size, "drives_per_scenario": drives, "t0_stride": t0_stride,
               "examples": len(examples), "lr": lr, "warmup": warmup, "min_lr": min_lr, "seed": seed,
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
-              "max_offset_m": max_offset_m, "scene_steps": scene_steps, "scene_weight": scene_weight,
+              "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
+              "scene_steps": scene_steps, "scene_weight": scene_weight,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -270,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset-share", type=float, default=0.25,
                         help="share of examples that start off the lane centre and recover")
     parser.add_argument("--max-offset", type=float, default=1.5, help="m: their offsets are uniform within +-this")
+    parser.add_argument("--max-heading-error", type=float, default=0.0,
+                        help="rad: off-centre examples drifted there with a heading error within +-this ...")
+    parser.add_argument("--max-curvature-error", type=float, default=0.0,
+                        help="1/m: ... and turning by up to this more or less than the road")
+    parser.add_argument("--late-share", type=float, default=0.0,
+                        help="share of the centred examples whose ego reacted late: faster and further along than "
+                             "the expert, braking harder (world.World.late)")
     parser.add_argument("--scene-steps", type=int, default=300,
                         help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
     parser.add_argument("--scene-weight", type=float, default=1.0,
@@ -283,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
                    args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
-                   args.own_statistics)
+                   args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error))
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -31,6 +31,7 @@ t0), the CoC label, its cause and the interesting flag.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import io
 import json
@@ -381,6 +382,7 @@ class World:
         self._v_allow = self._curve_speed_profile()
         self._v_allow_list = self._v_allow.tolist()  # read per simulation step: plain floats are faster
         self.drive = self._simulate()
+        self.late_m = self.late_mps = 0.0  # the expert's own drive (`late`)
         self._frames: dict[tuple[int, int, int], np.ndarray] = {}  # _expert_frame's cache, oldest first
         self.route_length_m = float(np.interp(self.duration_s, self.drive.t, self.drive.s))
 
@@ -433,7 +435,8 @@ class World:
             return math.inf
         return (allow - v) / tau
 
-    def _light_accel(self, t: float, front: float, v: float, braking: bool) -> tuple[float, bool]:
+    def _light_accel(self, t: float, front: float, v: float, braking: bool,
+                     dilemma_decel: float | None = None) -> tuple[float, bool]:
         """(acceleration the red light asks of a vehicle whose front bumper is at `front`, whether it brakes for it).
 
         It brakes at the constant deceleration that stops it `stop_margin_m` before the line, from when that
@@ -445,7 +448,8 @@ class World:
         if gap <= 0.0:
             return 0.0, True  # at the stop point: stay
         needed = v * v / (2 * gap)
-        if not braking and (needed < self.limits.light_decel or needed > self.limits.dilemma_decel):
+        dilemma = self.limits.dilemma_decel if dilemma_decel is None else dilemma_decel
+        if not braking and (needed < self.limits.light_decel or needed > dilemma):
             return math.inf, False
         return -needed, True
 
@@ -501,30 +505,78 @@ class World:
                 if not last:
                     lv[k + 1] = max(0.0, lv[k] + la[k] * dt)
                     ls[k + 1] = ls[k] + 0.5 * (lv[k] + lv[k + 1]) * dt
-            # ego: each constraint proposes an acceleration; the least wins and names the binding constraint
-            front = s[k] + EGO_FRONT_M
-            options = {"cruise": _idm(v[k], sc.speed_limit_mps, math.inf, 0.0, lim),
-                       "curve": self._curve_accel(s[k], v[k])}
-            light, braking["ego"] = self._light_accel(tk, front, v[k], braking["ego"])
-            if braking["ego"]:
-                options["light"] = light
-            if lead is not None:
-                options["lead"] = _idm(v[k], sc.speed_limit_mps, ls[k] - front, v[k] - lv[k], lim)
-            name = min(options, key=options.get)
-            a[k] = min(max(options[name], -lim.max_decel), lim.max_accel)
-            if name == "lead" and options["lead"] > min(options["cruise"], options["curve"]) - LEAD_MARGIN:
-                name = min(("cruise", "curve"), key=options.get)  # a far lead barely matters: it is not the cause
-            if name == "lead" and v[k] < STOP_SPEED_MPS and a[k] < 0.3:
-                a[k] = -min(v[k] / dt, lim.comfortable_decel)  # end IDM's creep: rest until the lead moves off
-            if v[k] <= 0.0 and a[k] < 0.0:
-                a[k] = 0.0
-            binding[k] = name
+            a[k], binding[k], braking["ego"] = self._ego_accel(tk, s[k], v[k], ls[k], lv[k], braking["ego"])
             if not last:
                 v[k + 1] = max(0.0, v[k] + a[k] * dt)
                 s[k + 1] = s[k] + 0.5 * (v[k] + v[k + 1]) * dt
         t = np.arange(steps) * dt
         return Drive(t=t, s=np.array(s), v=np.array(v), a=np.array(a), lead_s=np.array(ls), lead_v=np.array(lv),
                      lead_a=np.array(la), binding=np.array(binding))
+
+    def _ego_accel(self, t: float, s: float, v: float, lead_s: float, lead_v: float, braking: bool,
+                   dilemma_decel: float | None = None) -> tuple[float, str, bool]:
+        """The expert's (acceleration, binding constraint, braking for the light) at `t` in state (s, v): each
+        constraint proposes an acceleration; the least wins and names the cause. `lead_s` is NaN without a lead."""
+        lim = self.limits
+        front = s + EGO_FRONT_M
+        options = {"cruise": _idm(v, self.scenario_params.speed_limit_mps, math.inf, 0.0, lim),
+                   "curve": self._curve_accel(s, v)}
+        light, braking = self._light_accel(t, front, v, braking, dilemma_decel)
+        if braking:
+            options["light"] = light
+        if self.lead_plan is not None:
+            options["lead"] = _idm(v, self.scenario_params.speed_limit_mps, lead_s - front, v - lead_v, lim)
+        name = min(options, key=options.get)
+        a = min(max(options[name], -lim.max_decel), lim.max_accel)
+        if name == "lead" and options["lead"] > min(options["cruise"], options["curve"]) - LEAD_MARGIN:
+            name = min(("cruise", "curve"), key=options.get)  # a far lead barely matters: it is not the cause
+        if name == "lead" and v < STOP_SPEED_MPS and a < 0.3:
+            a = -min(v / SIM_DT_S, lim.comfortable_decel)  # end IDM's creep: rest until the lead moves off
+        if v <= 0.0 and a < 0.0:
+            a = 0.0
+        return a, name, braking
+
+    def late(self, t0_s: float, ahead_m: float, fast_mps: float) -> "World":
+        """This world with an ego that drove `fast_mps` faster than the expert and is `ahead_m` further along the
+        road at t0 (over the history: the expert's arc length + ahead_m + fast_mps (t - t0)), and from t0 on
+        drives as the expert would from there, braking for a red light as hard as the vehicle can
+        (`max_decel`) where the expert's comfort would no longer stop it. Its `model_sample(t0)` is what a
+        driver that reacted late sees and what it should do then (closed loop: a car that brakes too little
+        arrives at the line or the lead faster and closer than the expert ever does). The light, the lead
+        vehicle and the labels' causes are the world's; the labels follow this ego's drive.
+
+        The perturbation is limited so that it stays physical: the speed never below zero over the history,
+        the front bumper at least `standstill_gap_m` behind the lead and, where the expert is still before a
+        red light's line, behind the line. The values used: `late_m`, `late_mps`."""
+        d, lim = self.drive, self.limits
+        k0 = min(int(round(t0_s / SIM_DT_S)), len(d.t) - 1)
+        window = slice(max(0, k0 - int(round(HISTORY_S / SIM_DT_S))), k0 + 1)
+        fast = max(fast_mps, -float(d.v[window].min()))
+        tau = d.t[window] - d.t[k0]
+        room = [math.inf]
+        if self.lead_plan is not None:
+            room.append(float(np.min(d.lead_s[window] - d.s[window] - EGO_FRONT_M - fast * tau))
+                        - lim.standstill_gap_m)
+        if self.stop_line_s is not None and self.light_state(t0_s) == "red" and \
+                d.s[k0] + EGO_FRONT_M < self.stop_line_s:  # it can still stop before the line at max_decel
+            room.append(self.stop_line_s - lim.stop_margin_m - (d.s[k0] + EGO_FRONT_M)
+                        - (d.v[k0] + fast) ** 2 / (2 * lim.max_decel))
+        ahead = min(ahead_m, max(min(room), 0.0))
+        s, v, a, binding = d.s.copy(), d.v.copy(), d.a.copy(), d.binding.copy()
+        s[:k0 + 1] += ahead + fast * (d.t[:k0 + 1] - d.t[k0])
+        v[:k0 + 1] = np.maximum(v[:k0 + 1] + fast, 0.0)
+        braking = d.binding[k0] == "light"
+        for k in range(k0, len(d.t)):
+            a[k], binding[k], braking = self._ego_accel(float(d.t[k]), float(s[k]), float(v[k]), float(d.lead_s[k]),
+                                                        float(d.lead_v[k]), braking, lim.max_decel)
+            if k + 1 < len(d.t):
+                v[k + 1] = max(0.0, v[k] + a[k] * SIM_DT_S)
+                s[k + 1] = s[k] + 0.5 * (v[k] + v[k + 1]) * SIM_DT_S
+        other = copy.copy(self)
+        other.drive = dataclasses.replace(d, s=s, v=v, a=a, binding=binding)
+        other._frames = {}
+        other.late_m, other.late_mps = ahead, fast
+        return other
 
     def expert_pose(self, t_s: float) -> Pose2D:
         """The expert's state at world time t (0 <= t <= duration_s + 6.9 s), on the ego lane's centre."""
@@ -537,15 +589,23 @@ class World:
         k = min(int(t_s / SIM_DT_S), len(d.t) - 1)
         return Pose2D(float(x), float(y), float(heading), v, v * kappa, float(d.a[k]))
 
-    def _expert_arrays(self, times: np.ndarray, t0_s: float = 0.0,
-                       offset_m: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World (x, y, yaw) of the expert at `times`; with `offset_m`, of the recovering ego (`model_sample`)."""
+    def _expert_arrays(self, times: np.ndarray, t0_s: float = 0.0, offset_m: float = 0.0,
+                       drift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World (x, y, yaw) of the expert at `times`; with `offset_m` or `drift`, of the recovering ego
+        (`model_sample`)."""
         s = np.interp(times, self.drive.t, self.drive.s)
-        if offset_m == 0.0:
+        if offset_m == 0.0 and drift == (0.0, 0.0):
             return self.road.at(s)
-        u = np.clip((s - float(np.interp(t0_s, self.drive.t, self.drive.s))) / RECOVERY_M, 0.0, 1.0)
+        ds = s - float(np.interp(t0_s, self.drive.t, self.drive.s))
+        u = np.clip(ds / RECOVERY_M, 0.0, 1.0)
         d = offset_m * (1.0 - u * u * (3.0 - 2.0 * u))  # smoothstep from the offset down to the centre
         dd_ds = -offset_m * 6.0 * u * (1.0 - u) / RECOVERY_M
+        if drift != (0.0, 0.0):  # before t0 the lateral offset is a parabola in arc length; after, a cubic
+            slope, curvature = math.tan(drift[0]), drift[1]  # Hermite from (offset, slope) to the centre
+            before = ds < 0.0
+            d = np.where(before, offset_m + slope * ds + 0.5 * curvature * ds * ds,
+                         d + slope * RECOVERY_M * u * (1.0 - u) ** 2)
+            dd_ds = np.where(before, slope + curvature * ds, dd_ds + slope * (1.0 - u) * (1.0 - 3.0 * u))
         x, y, heading = self.road.at(s, d)
         return x, y, heading + np.arctan(dd_ds)
 
@@ -607,11 +667,11 @@ class World:
         return "left" if kappa[np.argmax(np.abs(kappa))] > 0 else "right"
 
     # --- ground truth ------------------------------------------------------------------------------------------
-    def trajectory_in_ego(self, t0_s: float, times: np.ndarray,
-                          offset_m: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def trajectory_in_ego(self, t0_s: float, times: np.ndarray, offset_m: float = 0.0,
+                          drift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
         """Expert poses at `times` in the ego frame at t0: xyz (n, 3) and rotations (n, 3, 3), float32."""
-        x, y, yaw = self._expert_arrays(np.asarray(times, dtype=float), t0_s, offset_m)
-        x0, y0, yaw0 = self._expert_arrays(np.array([t0_s]), t0_s, offset_m)
+        x, y, yaw = self._expert_arrays(np.asarray(times, dtype=float), t0_s, offset_m, drift)
+        x0, y0, yaw0 = self._expert_arrays(np.array([t0_s]), t0_s, offset_m, drift)
         c0, s0 = math.cos(yaw0[0]), math.sin(yaw0[0])
         dx, dy = x - x0[0], y - y0[0]
         xyz = np.stack([c0 * dx + s0 * dy, -s0 * dx + c0 * dy, np.zeros_like(dx)], axis=-1)
@@ -622,7 +682,7 @@ class World:
         return xyz.astype(np.float32), rot.astype(np.float32)
 
     def model_sample(self, t0_s: float, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH,
-                     offset_m: float = 0.0) -> Sample:
+                     offset_m: float = 0.0, drift: tuple[float, float] = (0.0, 0.0)) -> Sample:
         """Ground truth at t0 (HISTORY_S <= t0 <= duration_s) on the expert drive; see `Sample`.
 
         `offset_m` (+ left): the ego drove that far off the lane centre, parallel to it, until t0, and its
@@ -630,27 +690,32 @@ class World:
         expert's pace; standing, it stays where it is). The cameras, history and future are the recovering
         ego's; the labels are the expert's. Training on such samples teaches a driver to steer back when its
         own errors have moved it off the centre, which the expert's drive alone never shows (closed loop).
+        `drift` (heading error rad, curvature error 1/m, + left): the ego also drifted off the lane over its
+        history (at t0 it is `offset_m` off, heading that much off the lane, turning that much more than the
+        road) and its future bends back onto the centre from there (a cubic in arc length): what a car
+        that followed a wrongly bent plan sees, and whose history no longer agrees with the road.
         """
         if not (HISTORY_S - 1e-9 <= t0_s <= self.duration_s + 1e-9):
             raise ValueError(f"t0={t0_s:.2f} s: a sample needs {HISTORY_S:.1f} s of history and its future; "
                              f"t0 must be in [{HISTORY_S:.1f}, {self.duration_s:.1f}] s")
-        if offset_m == 0.0:
+        if offset_m == 0.0 and drift == (0.0, 0.0):
             frames = [self._expert_frame(float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
         else:
-            frames = [self.render(self._offset_pose(float(tf), t0_s, offset_m), float(tf), height, width)
+            frames = [self.render(self._offset_pose(float(tf), t0_s, offset_m, drift), float(tf), height, width)
                       for tf in t0_s + FRAME_OFFSETS_S]
         images = np.stack(frames, axis=1)  # (cameras, frames, H, W, 3)
-        history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S, offset_m)
-        future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + FUTURE_OFFSETS_S, offset_m)
+        history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S, offset_m, drift)
+        future_xyz, future_rot = self.trajectory_in_ego(t0_s, t0_s + FUTURE_OFFSETS_S, offset_m, drift)
         coc, cause = self.coc_label(t0_s)
         return Sample(t0_s=t0_s, images=images, ego_history_xyz=history_xyz, ego_history_rot=history_rot,
                       future_xyz=future_xyz, future_rot=future_rot, coc=coc, cause=cause,
                       interesting=self.interesting(history_xyz, future_xyz))
 
-    def _offset_pose(self, t_s: float, t0_s: float, offset_m: float) -> Pose2D:
-        """The expert's pose at t moved `offset_m` off the centre (t <= t0: parallel to the lane)."""
+    def _offset_pose(self, t_s: float, t0_s: float, offset_m: float,
+                     drift: tuple[float, float] = (0.0, 0.0)) -> Pose2D:
+        """The expert's pose at t moved `offset_m` off the centre (t <= t0: parallel to the lane, unless `drift`)."""
         pose = self.expert_pose(t_s)
-        x, y, yaw = self._expert_arrays(np.array([t_s]), t0_s, offset_m)
+        x, y, yaw = self._expert_arrays(np.array([t_s]), t0_s, offset_m, drift)
         return dataclasses.replace(pose, x=float(x[0]), y=float(y[0]), yaw=float(yaw[0]))
 
     def _expert_frame(self, t_s: float, height: int, width: int) -> np.ndarray:

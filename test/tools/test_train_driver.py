@@ -63,3 +63,33 @@ def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path)
     save_pretrained(model.eval(), tmp_path)
     with safe_open(tmp_path / "model-00001-of-00001.safetensors", "pt") as saved:
         assert set(saved.keys()) == set(model.state_dict())
+
+
+def test_the_examples_add_late_and_drifting_egos_from_their_own_streams(monkeypatch):
+    """Late and drifting examples come from their own random streams: without them the examples are those of
+    before; with them, a share of the centred ones is late and every off-centre one drifts, within the bounds."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
+                                                                           kw["drifts"], strict=True)])
+    monkeypatch.setattr(world, "generate", lambda name, seed: _NoImages(name, seed))
+    plain = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5)
+    more = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5, late_share=0.3,
+                                       max_drift=(0.05, 0.006))
+    assert [e[:3] for e in plain] == [e[:3] for e in more]  # the same t0s and offsets
+    assert all(e[3] == (0.0, 0.0) and e[4] == [0.0, 0.0] for e in plain)
+    late = [e for e in more if e[3] != (0.0, 0.0)]
+    assert all(e[2] == 0.0 for e in late) and 0.15 < len(late) / sum(e[2] == 0.0 for e in more) < 0.45
+    for _, _, _, (ahead, fast), _ in late:
+        assert train_driver.LATE_MPS[0] <= fast <= train_driver.LATE_MPS[1]
+        assert min(train_driver.LATE_S) * abs(fast) - 1e-9 <= abs(ahead) <= max(train_driver.LATE_S) * abs(fast) + 1e-9
+    drifting = [e for e in more if e[2] != 0.0]
+    assert drifting and all(e[4] != [0.0, 0.0] and abs(e[4][0]) <= 0.05 and abs(e[4][1]) <= 0.006 for e in drifting)
+
+
+class _NoImages:
+    """A generated drive's timing without its simulation (build_examples reads only these)."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.scenario, self.seed, self.duration_s = name, seed, 12.0

@@ -280,3 +280,59 @@ def test_an_off_centre_sample_drives_parallel_then_returns_to_the_lane_centre():
     assert np.all(np.diff(off.future_xyz[:, 1]) <= 1e-6)  # one smooth move to the right
     assert off.coc == centre.coc and not np.array_equal(off.images, centre.images)
     assert np.array_equal(world.model_sample(5.0, H, W, offset_m=0.0).images, centre.images)
+
+
+def test_a_late_ego_arrives_faster_and_still_stops_before_the_line_braking_harder_than_the_expert():
+    world = generate("red_light", 1000)  # the expert stops for red within 6.4 s of t0
+    t0 = 6.0
+    late = world.late(t0, ahead_m=5.0, fast_mps=3.0)
+    expert, driver = world.model_sample(t0, 8, 8), late.model_sample(t0, 8, 8)
+    assert (late.late_m, late.late_mps) == (5.0, 3.0) and (world.late_m, world.late_mps) == (0.0, 0.0)
+    speed = lambda xyz: np.linalg.norm(xyz[-1, :2] - xyz[-2, :2]) / STEP_S  # noqa: E731
+    assert speed(driver.ego_history_xyz) == pytest.approx(speed(expert.ego_history_xyz) + 3.0, abs=0.05)
+    # both stop at the expert's stop point: the late ego, 5 m further along, has 5 m less to go
+    assert driver.future_xyz[-1, 0] == pytest.approx(expert.future_xyz[-1, 0] - 5.0, abs=0.05)
+    assert late.drive.a.min() < -LIMITS.light_decel - 1.0 <= world.drive.a[world.drive.t <= world.duration_s].min()
+    assert driver.coc == expert.coc and not np.array_equal(driver.images, expert.images)
+    # the light, the lead and the expert's own drive are untouched; the late world renders the late ego
+    assert late.light_changes == world.light_changes and world.drive.s[0] == 0.0
+    assert np.array_equal(world.model_sample(t0, 8, 8).future_xyz, expert.future_xyz)
+
+
+def test_a_late_ego_never_starts_inside_the_lead_or_beyond_the_point_where_it_could_stop():
+    lead = generate("lead_brake", 1)
+    t0 = 8.0
+    gap = lead.lead_vehicle(t0)[0] - lead.expert_pose(t0).x - EGO_FRONT_M  # straight road along +x
+    late = lead.late(t0, ahead_m=1000.0, fast_mps=2.0)
+    assert late.late_m == pytest.approx(gap - LIMITS.standstill_gap_m, abs=0.5)
+    red = generate("red_light", 0)
+    k = int(round(6.0 / SIM_DT_S))
+    late = red.late(6.0, ahead_m=1000.0, fast_mps=2.0)
+    front = red.drive.s[k] + late.late_m + EGO_FRONT_M
+    v = red.drive.v[k] + 2.0
+    assert front + v * v / (2 * LIMITS.max_decel) == pytest.approx(red.stop_line_s - LIMITS.stop_margin_m, abs=1e-6)
+    while_red = [late.light_state(float(tk)) == "red" for tk in late.drive.t]
+    assert late.drive.s[while_red].max() + EGO_FRONT_M <= red.stop_line_s - LIMITS.stop_margin_m + 0.01  # 10 ms steps
+    assert red.late(6.0, 0.0, -100.0).late_mps == -red.drive.v[k - int(round(1.5 / SIM_DT_S)):k + 1].min()
+
+
+def test_a_drifting_sample_arrives_off_the_lane_heading_away_and_bends_back_onto_the_centre():
+    from alpamayo_ros.tools.world import RECOVERY_M
+
+    world = generate_world("straight", 5)  # a straight road along +x: the ego frame's y is the lateral offset
+    heading, curvature = 0.04, 0.004  # drifting left, and turning left
+    centre, drift = world.model_sample(5.0, 8, 8), world.model_sample(5.0, 8, 8, offset_m=0.5,
+                                                                      drift=(heading, curvature))
+    x = centre.ego_history_xyz[:, 0].astype(float)  # arc length from t0 (negative) along the lane
+    lateral = 0.5 + np.tan(heading) * x + 0.5 * curvature * x * x  # the history's offset, in the lane's frame
+    yaw = np.arctan(np.tan(heading) + curvature * x)
+    expected_y = np.cos(yaw[-1]) * (lateral - 0.5) - np.sin(yaw[-1]) * x  # the ego frame at t0 is rotated by yaw(t0)
+    np.testing.assert_allclose(drift.ego_history_xyz[:, 1], expected_y, atol=2e-3)
+    # after RECOVERY_M of road it is back on the centre (0.5 m to its right in the t0 frame, rotated), heading along
+    along = np.cumsum(np.linalg.norm(np.diff(drift.future_xyz[:, :2], axis=0), axis=1))
+    back = np.flatnonzero(along >= RECOVERY_M + 1.0) + 1
+    assert len(back) and np.allclose(np.arctan2(drift.future_rot[back, 1, 0], drift.future_rot[back, 0, 0]),
+                                     -yaw[-1], atol=1e-3)
+    assert drift.coc == centre.coc and not np.array_equal(drift.images, centre.images)
+    assert np.array_equal(world.model_sample(5.0, 8, 8, offset_m=0.5, drift=(0.0, 0.0)).future_xyz,
+                          world.model_sample(5.0, 8, 8, offset_m=0.5).future_xyz)
