@@ -22,6 +22,7 @@ JPEG_QUALITY = 85  # world.write_bag / make_sample_bag encode every camera frame
 TRAIN_SEEDS = range(0, 1000)  # training draws from these
 HELD_OUT_SEEDS = range(1000, 2000)  # evaluation, tests, the demo: never used in training
 T0_STEP_S = 0.1  # t0 grid along a drive (the camera rate)
+LANE_AHEAD_M = (10.0, 20.0, 30.0, 40.0)  # road ahead of the ego where an example records the lane centre
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class StoredExample:
     drift: tuple[float, float] = (0.0, 0.0)  # (heading error rad, curvature error 1/m) over the history (ditto)
     late_m: float = 0.0  # the ego this far ahead of the expert at t0 ... (world.World.late)
     late_mps: float = 0.0  # ... and this much faster
+    lane_ahead: tuple[float, ...] = ()  # the lane centre's sideways position LANE_AHEAD_M ahead (world.lane_ahead)
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
@@ -90,10 +92,12 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
     for t0, offset, (ahead, fast), drift in zip(t0s, offsets, lates, drifts, strict=True):
         ego = world.late(t0, ahead, fast) if (ahead, fast) != (0.0, 0.0) else world
         sample = ego.model_sample(t0, height, width, offset_m=float(offset), drift=drift)
+        pose = ego._offset_pose(t0, t0, float(offset), drift) if (offset, drift) != (0.0, (0.0, 0.0)) \
+            else ego.expert_pose(t0)
         flat = sample.images.reshape(-1, height, width, 3)
         yield StoredExample(jpegs=tuple(jpeg_bytes(image) for image in flat), shape=(height, width),
                             ego_history_xyz=sample.ego_history_xyz, ego_history_rot=sample.ego_history_rot,
                             future_xyz=sample.future_xyz, future_rot=sample.future_rot, coc=sample.coc,
                             cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
                             seed=world.seed, t0_s=t0, offset_m=float(offset), drift=drift, late_m=ego.late_m,
-                            late_mps=ego.late_mps)
+                            late_mps=ego.late_mps, lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()))

@@ -52,7 +52,7 @@ from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.loading import driver_config, random_model, save_pretrained
 from alpamayo_ros.model.training import linear_patch_embedding, make_batch, training_losses
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
+from alpamayo_ros.tools.driver_data import LANE_AHEAD_M, TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ CAUSES = tuple(sorted(set(world.COC_LABELS.values())))  # the scene probe's clas
 SCENE_WARMUP_STEPS = 20  # stage 0: linear warmup to the peak learning rate, then constant
 LATE_MPS = (-1.5, 4.0)  # late examples: the ego drove this much faster than the expert (m/s) ...
 LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along at t0
+LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 
 
@@ -93,24 +94,29 @@ class SceneProbe(torch.nn.Module):
     dense signal stands in for that pretraining: the tokens the LM reads then carry the light, the brake
     lights, the road ahead and where the car is in its lane, linearly."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, lane: bool = False) -> None:
         super().__init__()
         self.query = torch.nn.Parameter(torch.zeros(width))
         self.cause = torch.nn.Linear(width, len(CAUSES))
         self.offset = torch.nn.Linear(width, 1)
+        self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws
 
-    def forward(self, image_embeds: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image_embeds: torch.Tensor, batch_size: int):
         tokens = image_embeds.reshape(batch_size, -1, image_embeds.shape[-1])
         weights = torch.softmax(tokens @ self.query, dim=1)
         pooled = (weights[..., None] * tokens).sum(1)
-        return self.cause(pooled), self.offset(pooled)[:, 0]
+        return self.cause(pooled), self.offset(pooled)[:, 0], None if self.lane is None else self.lane(pooled)
 
     def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
-        """Cross-entropy of the cause plus the offset's squared error (m^2); and the cause's accuracy."""
-        logits, offset = self(image_embeds, len(examples))
+        """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
+        centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M; and the cause's accuracy."""
+        logits, offset, lane = self(image_embeds, len(examples))
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
         target = torch.tensor([e.offset_m for e in examples], dtype=torch.float32)
         loss = F.cross_entropy(logits, cause) + F.mse_loss(offset, target)
+        if lane is not None:
+            ahead = torch.tensor([e.lane_ahead for e in examples], dtype=torch.float32)
+            loss = loss + F.mse_loss(lane, ahead / LANE_SCALE_M)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
 
@@ -178,7 +184,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
-          max_drift: tuple[float, float] = (0.0, 0.0)) -> dict:
+          max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -192,7 +198,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
     model = random_model(config, vlm_config, seed=seed).train()
-    probe = SceneProbe(model.vlm.config.text_config.hidden_size)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane)
     order = np.random.default_rng(seed)
     log: list[dict] = []
     train_started, cpu_started = time.perf_counter(), time.process_time()
@@ -235,7 +241,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "examples": len(examples), "lr": lr, "warmup": warmup, "min_lr": min_lr, "seed": seed,
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
-              "scene_steps": scene_steps, "scene_weight": scene_weight,
+              "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -297,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the expert, braking harder (world.World.late)")
     parser.add_argument("--scene-steps", type=int, default=300,
                         help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
+    parser.add_argument("--scene-lane", action=argparse.BooleanOptionalAction, default=False,
+                        help="the scene probe also reads where the lane centre is 10-40 m ahead (the road's bend)")
     parser.add_argument("--scene-weight", type=float, default=1.0,
                         help="weight of the scene probe's loss beside the release's losses in the joint run")
     parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
@@ -308,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
                    args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
-                   args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error))
+                   args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error),
+                   args.scene_lane)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

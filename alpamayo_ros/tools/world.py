@@ -409,6 +409,13 @@ class World:
         d = self.drive
         return float(np.interp(t_s, d.t, d.lead_s)), float(np.interp(t_s, d.t, d.lead_v))
 
+    def lane_ahead(self, pose: Pose2D, distances_m: np.ndarray) -> np.ndarray:
+        """(n,) where the ego lane's centre is, sideways (m, + left, in the frame of `pose`), `distances_m` of
+        road ahead of the pose's nearest point on it: the road's shape as the cameras show it."""
+        s, _ = self.lane_offset(pose.x, pose.y)
+        x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
+        return -math.sin(pose.yaw) * (x - pose.x) + math.cos(pose.yaw) * (y - pose.y)
+
     def lane_offset(self, x: float, y: float) -> tuple[float, float]:
         """(arc length s, signed lateral offset m, + left) of a world point from the ego lane's centre."""
         s, d = self.road.project(np.array([x]), np.array([y]))

@@ -336,3 +336,13 @@ def test_a_drifting_sample_arrives_off_the_lane_heading_away_and_bends_back_onto
     assert drift.coc == centre.coc and not np.array_equal(drift.images, centre.images)
     assert np.array_equal(world.model_sample(5.0, 8, 8, offset_m=0.5, drift=(0.0, 0.0)).future_xyz,
                           world.model_sample(5.0, 8, 8, offset_m=0.5).future_xyz)
+
+
+def test_the_lane_ahead_is_where_the_road_bends_seen_from_the_car():
+    curve = generate("curve_right", 1001)  # a right curve from 47 m
+    before, inside = (curve.lane_ahead(curve.expert_pose(t0), [10.0, 40.0]) for t0 in (0.0, 5.8))
+    assert before == pytest.approx([0.0, 0.0], abs=1e-6)  # 40 m of straight road ahead
+    assert inside[1] < inside[0] < 0.0  # bending right, more the farther ahead
+    pose = curve.expert_pose(0.0)
+    moved = dataclasses.replace(pose, y=pose.y + 0.7)  # the car 0.7 m left of the centre: the lane is to its right
+    assert curve.lane_ahead(moved, [10.0]) == pytest.approx([-0.7], abs=1e-6)
