@@ -42,9 +42,6 @@ class StoredExample:
     seed: int
     t0_s: float
     offset_m: float = 0.0  # the ego's distance left of the lane centre at t0 (world.model_sample)
-    drift: tuple[float, float] = (0.0, 0.0)  # (heading error rad, curvature error 1/m) over the history (ditto)
-    late_m: float = 0.0  # the ego this far ahead of the expert at t0 ... (world.World.late)
-    late_mps: float = 0.0  # ... and this much faster
     lane_ahead: tuple[float, ...] = ()  # the lane centre's sideways position LANE_AHEAD_M ahead (world.lane_ahead)
 
     def images(self) -> np.ndarray:
@@ -92,12 +89,11 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
     for t0, offset, (ahead, fast), drift in zip(t0s, offsets, lates, drifts, strict=True):
         ego = world.late(t0, ahead, fast) if (ahead, fast) != (0.0, 0.0) else world
         sample = ego.model_sample(t0, height, width, offset_m=float(offset), drift=drift)
-        pose = ego._offset_pose(t0, t0, float(offset), drift) if (offset, drift) != (0.0, (0.0, 0.0)) \
-            else ego.expert_pose(t0)
+        pose = ego.ego_pose(t0, t0, float(offset), drift)
         flat = sample.images.reshape(-1, height, width, 3)
         yield StoredExample(jpegs=tuple(jpeg_bytes(image) for image in flat), shape=(height, width),
                             ego_history_xyz=sample.ego_history_xyz, ego_history_rot=sample.ego_history_rot,
                             future_xyz=sample.future_xyz, future_rot=sample.future_rot, coc=sample.coc,
                             cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
-                            seed=world.seed, t0_s=t0, offset_m=float(offset), drift=drift, late_m=ego.late_m,
-                            late_mps=ego.late_mps, lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()))
+                            seed=world.seed, t0_s=t0, offset_m=float(offset),
+                            lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()))

@@ -708,7 +708,7 @@ class World:
         if offset_m == 0.0 and drift == (0.0, 0.0):
             frames = [self._expert_frame(float(tf), height, width) for tf in t0_s + FRAME_OFFSETS_S]
         else:
-            frames = [self.render(self._offset_pose(float(tf), t0_s, offset_m, drift), float(tf), height, width)
+            frames = [self.render(self.ego_pose(float(tf), t0_s, offset_m, drift), float(tf), height, width)
                       for tf in t0_s + FRAME_OFFSETS_S]
         images = np.stack(frames, axis=1)  # (cameras, frames, H, W, 3)
         history_xyz, history_rot = self.trajectory_in_ego(t0_s, t0_s + HISTORY_OFFSETS_S, offset_m, drift)
@@ -718,9 +718,10 @@ class World:
                       future_xyz=future_xyz, future_rot=future_rot, coc=coc, cause=cause,
                       interesting=self.interesting(history_xyz, future_xyz))
 
-    def _offset_pose(self, t_s: float, t0_s: float, offset_m: float,
-                     drift: tuple[float, float] = (0.0, 0.0)) -> Pose2D:
-        """The expert's pose at t moved `offset_m` off the centre (t <= t0: parallel to the lane, unless `drift`)."""
+    def ego_pose(self, t_s: float, t0_s: float, offset_m: float = 0.0,
+                 drift: tuple[float, float] = (0.0, 0.0)) -> Pose2D:
+        """The pose at t of `model_sample(t0, offset_m=..., drift=...)`'s ego: the expert's moved `offset_m` off the
+        centre (t <= t0: parallel to the lane, unless `drift`); without either, the expert's."""
         pose = self.expert_pose(t_s)
         x, y, yaw = self._expert_arrays(np.array([t_s]), t0_s, offset_m, drift)
         return dataclasses.replace(pose, x=float(x[0]), y=float(y[0]), yaw=float(yaw[0]))
