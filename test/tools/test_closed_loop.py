@@ -1,5 +1,6 @@
 """Closed loop: the vehicle model's limits, the tracking controller, and lockstep runs of the node's tick engine."""
 
+import csv
 import dataclasses
 import math
 
@@ -177,10 +178,11 @@ def test_the_node_process_closes_the_loop_over_dds(tmp_path):
     assert {"/alpamayo/trajectory", "/alpamayo/tick", "/odom", "/tf"} <= set(digests)
 
 
-def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_do():
+def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_do(tmp_path):
     from alpamayo_ros.pipeline.outcome import TickCounts
     from alpamayo_ros.tools.closed_loop.loop import simulate
     from alpamayo_ros.tools.closed_loop.oracle import LaneCentreOracle
+    from alpamayo_ros.tools.closed_loop.report import plans_csv
     from alpamayo_ros.tools.make_sample_bag import START_NS
 
     world = world_module.generate("mixed", 1000)  # a curve, a red light it must stop for, a lead that brakes
@@ -190,6 +192,18 @@ def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_
     assert stood and max(stood) + world_module.EGO_FRONT_M < world.stop_line_s  # it stood before the line on red
     assert metrics.passes(measured), measured
     assert measured["completed"] and measured["min_gap_m"] > 0
+
+    table = tmp_path / "plans.csv"
+    plans_csv(trace, world, table)
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == len(trace.plans) > 10
+    ahead = np.array([[float(row[f"plan_ahead_{t}s_m"]) for t in ("1.6", "3.2", "6.4")] for row in rows])
+    offsets = np.array([[float(row[f"plan_d_{t}s_m"]) for t in ("1.6", "3.2", "6.4")] for row in rows])
+    assert np.all(np.abs(offsets) < 0.05)  # the oracle plans on the lane centre, in the curve too
+    assert np.all(np.diff(ahead, axis=1) >= -0.01) and ahead[:, 2].max() > 50.0  # forward along the road
+    assert {row["light"] for row in rows} == {"red", "green"} and rows[0]["reasoning"] == trace.plans[0][1].reasoning
+    line = np.array([float(row["stop_line_ahead_m"]) for row in rows])
+    assert line[0] > 0 > line[-1] and np.all(np.diff(line) <= 0)  # the car reaches the line and passes it
 
 
 def test_the_embedded_driver_keeps_its_lane_on_a_held_out_straight_drive():

@@ -3,7 +3,7 @@
     python -m alpamayo_ros.tools.closed_loop --scenario NAME --seed N --out DIR [--rate-hz HZ]
         [--latency measured|fixed:MS] [--params-file YAML] [--param NAME:=VALUE ...] [--mode lockstep|dds]
 
-DIR (new) gets metrics.json, bird_eye.png, run.gif and bag/ (rosbag2 MCAP: cameras, odometry, TF and every
+DIR (new) gets metrics.json, plans.csv, bird_eye.png, run.gif and bag/ (rosbag2 MCAP: cameras, odometry, TF and every
 output). Parameters are the node's (model_path empty: the package's default model); the cameras are sent
 as image_transport `compressed` unless the parameters say otherwise. `--latency fixed:MS` (default
 fixed:300) is deterministic; `measured` charges each tick's wall time to simulated time (realistic).
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     measured.update(mode=args.mode, latency=latency_label if args.mode == "lockstep" else "real time",
                     model=what, rate_hz=cfg.rate_hz)
     (args.out / "metrics.json").write_text(json.dumps(measured, indent=2) + "\n")
+    report.plans_csv(result.trace, world, args.out / "plans.csv")
     report.bird_eye_png(result.trace, world, measured, args.out / "bird_eye.png")
     if not args.no_animation:
         report.animation_gif(result.trace, world, args.out / "run.gif")
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in held_messages(result.trace):
         print(f"closed_loop: {line}")
     print(run_metrics.key_value_table(measured))
-    print(f"closed_loop: wrote {args.out}/metrics.json, bird_eye.png{'' if args.no_animation else ', run.gif'}, bag/")
+    print(f"closed_loop: wrote {args.out}/metrics.json, plans.csv, bird_eye.png{'' if args.no_animation else ', run.gif'}, bag/")
     return 0
 
 

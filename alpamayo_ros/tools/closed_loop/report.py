@@ -1,11 +1,13 @@
-"""What a person looks at: a bird's-eye plot of the run with every published trajectory, and an animation of
-the front camera (as the model got it) beside a heading-up bird's-eye view with the reasoning text.
+"""What a person looks at: a bird's-eye plot of the run with every published trajectory, an animation of the
+front camera (as the model got it) beside a heading-up bird's-eye view with the reasoning text, and a table of
+the plans (where the car was, where each plan goes along the road, what it said).
 
 The plot uses matplotlib (Agg); the animation is drawn with PIL and saved as a GIF (no ffmpeg).
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import textwrap
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from alpamayo_ros.tools.world import EGO_FRONT_M, LANE_WIDTH_M, VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, World
+from alpamayo_ros.units import NS_PER_S
 
 from .loop import EGO_WIDTH_M, Trace
 
@@ -23,6 +26,7 @@ BEV_PX, BEV_AHEAD_M, BEV_BEHIND_M = 240, 60.0, 20.0  # the animation's bird's-ey
 CAMERA_SCALE = 2  # the front camera image is upscaled this much (nearest) beside it
 TEXT_ROWS = 4
 LIGHT_RGB = {"red": (230, 40, 30), "green": (40, 200, 70), None: (160, 160, 160)}
+PLAN_TABLE_S = (1.6, 3.2, 6.4)  # plans.csv: where each plan is this long after its t0
 
 
 def _road_lines(world: World, s_lo: float, s_hi: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -174,3 +178,35 @@ def _box(draw, px, world: World, s_centre: float, length: float, width: float, f
                ((length / 2, width / 2), (length / 2, -width / 2), (-length / 2, -width / 2), (-length / 2, width / 2))]
     pts = px([p[0] for p in corners], [p[1] for p in corners])
     draw.polygon([tuple(p) for p in pts], fill=fill)
+
+
+def plans_csv(trace: Trace, world: World, path: Path) -> None:
+    """One row per published plan: the car when it was published (road arc length s, offset d from the lane
+    centre, + left, speed, light, distances from its front bumper to the stop line and to the lead), how far
+    along the road the plan goes by PLAN_TABLE_S after its t0 and its offset from the lane centre there, and
+    the reasoning. In road coordinates a plan that turns too little ends metres off the centre, and one that
+    runs a red light goes further than the stop line is ahead."""
+    steps = np.asarray(trace.t_s)
+    columns = ["t_s", "tick", "s_m", "d_m", "speed_mps", "light", "stop_line_ahead_m", "lead_gap_m"]
+    columns += [f"plan_ahead_{t:g}s_m" for t in PLAN_TABLE_S] + [f"plan_d_{t:g}s_m" for t in PLAN_TABLE_S]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*columns, "reasoning"])
+        for t_s, plan in trace.plans:
+            k = int(np.argmin(np.abs(steps - t_s)))
+            s, lead_s = trace.s[k], trace.lead_s[k]
+            points = [_road_point(world, plan, t) for t in PLAN_TABLE_S]
+            line = world.stop_line_s - s - EGO_FRONT_M if world.stop_line_s is not None else math.nan
+            gap = lead_s - s - EGO_FRONT_M if math.isfinite(lead_s) else math.nan
+            values = [t_s, plan.tick, s, trace.d[k], trace.state[k].speed, trace.light[k] or "", line, gap]
+            values += [ps - s for ps, _ in points] + [pd for _, pd in points]
+            writer.writerow([f"{v:.2f}" if isinstance(v, float) else v for v in values] + [plan.reasoning])
+
+
+def _road_point(world: World, plan, after_s: float) -> tuple[float, float]:
+    """(s, d) of the plan's position `after_s` after its t0 (linear between its poses); NaNs past its end."""
+    t_ns = plan.t0_ns + round(after_s * NS_PER_S)
+    if t_ns > plan.t_ns[-1]:
+        return math.nan, math.nan
+    x, y = (float(np.interp(t_ns, plan.t_ns, plan.xy[:, i])) for i in (0, 1))
+    return world.lane_offset(x, y)
