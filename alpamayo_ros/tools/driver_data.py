@@ -8,7 +8,9 @@ seeds and held-out seeds are disjoint ranges, fixed here.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -23,6 +25,9 @@ TRAIN_SEEDS = range(0, 1000)  # training draws from these
 HELD_OUT_SEEDS = range(1000, 2000)  # evaluation, tests, the demo: never used in training
 T0_STEP_S = 0.1  # t0 grid along a drive (the camera rate)
 LANE_AHEAD_M = (10.0, 20.0, 30.0, 40.0)  # road ahead of the ego where an example records the lane centre
+MIRRORED_CAMERAS = (2, 1, 0, 3)  # the rig mirrored left for right: cross-left <-> cross-right (yaw +-60 deg, on
+# the centre line), front-wide and front-tele stay (world.CAMERA_YAW_DEG)
+FLIP_Y = np.diag(np.float32([1.0, -1.0, 1.0]))  # mirrors a position (y -> -y) and, as M R M, a rotation (yaw -> -yaw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +48,26 @@ class StoredExample:
     t0_s: float
     offset_m: float = 0.0  # the ego's distance left of the lane centre at t0 (world.model_sample)
     lane_ahead: tuple[float, ...] = ()  # the lane centre's sideways position LANE_AHEAD_M ahead (world.lane_ahead)
+    mirrored: bool = False  # left for right (`mirror`): the images are flipped when decoded
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
         decoded = [np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB")) for data in self.jpegs]
-        return np.stack(decoded).reshape(4, 4, *self.shape, 3)
+        images = np.stack(decoded).reshape(4, 4, *self.shape, 3)
+        return images[list(MIRRORED_CAMERAS), :, :, ::-1] if self.mirrored else images
+
+    def mirror(self) -> StoredExample:
+        """The same moment in a world mirrored left for right: the rig is symmetric, so that is each image flipped
+        with the cross cameras swapped, every y and yaw negated, and "left" and "right" swapped in the labels.
+        The example's twin with the same speed profile and the other turn: what tells them apart is the images
+        and the history's turn, never the drive's pace (a driver that memorised which drive turned which way)."""
+        swap = {"left": "right", "right": "left"}
+        words = re.compile(r"\b(left|right)\b")
+        return dataclasses.replace(
+            self, ego_history_xyz=self.ego_history_xyz @ FLIP_Y, ego_history_rot=FLIP_Y @ self.ego_history_rot @ FLIP_Y,
+            future_xyz=self.future_xyz @ FLIP_Y, future_rot=FLIP_Y @ self.future_rot @ FLIP_Y,
+            coc=words.sub(lambda m: swap[m.group(1)], self.coc), cause=words.sub(lambda m: swap[m.group(1)], self.cause),
+            offset_m=-self.offset_m, lane_ahead=tuple(-y for y in self.lane_ahead), mirrored=not self.mirrored)
 
     def training_example(self) -> TrainingExample:
         return TrainingExample(images=self.images(), ego_history_xyz=self.ego_history_xyz,

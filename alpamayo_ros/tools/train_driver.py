@@ -19,7 +19,8 @@ vision tower starts from random weights, so stage 0 (`--scene-steps`) trains it 
 `SceneProbe` that reads each example's cause and lane offset off the image tokens the LM receives, and
 the joint run keeps that loss (`--scene-weight`); the probe is dropped at save. And its action statistics
 are its own data's; `--own-statistics` measures the world's (`action_statistics`), whose curvature spread
-is a third of the release's. `--offset-share` of the examples start off the lane centre and recover.
+is a third of the release's. `--offset-share` of the examples start off the lane centre and recover;
+`--mirror-share` of those drawn are mirrored left for right.
 
 Examples: every scenario of `tools.world`, `--drives` training seeds each, t0 every `--t0-stride` x 0.1 s
 along each drive, rendered once and kept in memory as JPEG (driver_data.py). Seeded; writes OUT in the
@@ -184,7 +185,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
-          max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False) -> dict:
+          max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -200,10 +201,18 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     model = random_model(config, vlm_config, seed=seed).train()
     probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane)
     order = np.random.default_rng(seed)
+    mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
+
+    def draw(size: int) -> list[StoredExample]:
+        chosen = [examples[i] for i in order.choice(len(examples), size=size, replace=False)]
+        if not mirror_share:
+            return chosen
+        return [e.mirror() if flip else e for e, flip in zip(chosen, mirrors.random(size) < mirror_share)]
+
     log: list[dict] = []
     train_started, cpu_started = time.perf_counter(), time.process_time()
     if scene_steps:
-        log.extend(pretrain_vision(model, probe, examples, scene_steps, lr, order, started))
+        log.extend(pretrain_vision(model, probe, draw, scene_steps, lr, started))
     parameters = [p for p in model.parameters() if p.requires_grad]
     scene = [*probe.parameters()] if scene_weight else []
     optimiser = recipe_optimiser(parameters + scene, lr)
@@ -212,7 +221,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     for step in bar:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, lr, warmup, min_lr)
-        chosen = [examples[i] for i in order.choice(len(examples), size=batch_size, replace=False)]
+        chosen = draw(batch_size)
         with linear_patch_embedding(model):
             batch = make_batch(model, [example.training_example() for example in chosen])
             losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
@@ -242,6 +251,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
+              "mirror_share": mirror_share,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -250,8 +260,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     return record
 
 
-def pretrain_vision(model, probe: SceneProbe, examples: list[StoredExample], steps: int, lr: float,
-                    order: np.random.Generator, started: float, batch_size: int = 16) -> list[dict]:
+def pretrain_vision(model, probe: SceneProbe, draw, steps: int, lr: float, started: float,
+                    batch_size: int = 16) -> list[dict]:
     """Stage 0: the vision tower and the probe alone, on each camera's latest frame (its log entries: step < 0)."""
     parameters = [*model.vlm.model.visual.parameters(), *probe.parameters()]
     optimiser = recipe_optimiser(parameters, lr)
@@ -260,7 +270,7 @@ def pretrain_vision(model, probe: SceneProbe, examples: list[StoredExample], ste
     for step in bar:
         for group in optimiser.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / SCENE_WARMUP_STEPS)
-        chosen = [examples[i] for i in order.choice(len(examples), size=batch_size, replace=False)]
+        chosen = draw(batch_size)
         with linear_patch_embedding(model):
             loss, accuracy = probe.loss(latest_frames_embeds(model, chosen), chosen)
         optimiser_step(optimiser, loss, parameters)
@@ -310,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
                         help="normalise actions with the training data's statistics (action_statistics) instead of "
                              "the release's")
+    parser.add_argument("--mirror-share", type=float, default=0.0,
+                        help="share of the drawn examples mirrored left for right (StoredExample.mirror): each drive "
+                             "gets a twin with the same pace and the other turn")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -317,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
                    args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
                    args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error),
-                   args.scene_lane)
+                   args.scene_lane, args.mirror_share)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -1,5 +1,7 @@
-"""Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule."""
+"""Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule;
+late, drifting and mirrored examples."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -7,7 +9,7 @@ from safetensors import safe_open
 from alpamayo_ros.model.loading import save_pretrained, tiny
 from alpamayo_ros.model.training import make_batch, training_losses
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, drive_examples
+from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, drive_examples, t0_grid
 from alpamayo_ros.tools.train_driver import SceneProbe, latest_frames_embeds, learning_rate
 
 STEPS = 6  # enough to fit one fixed batch; each step is a full VLM + expert pass (CI budget)
@@ -96,3 +98,28 @@ class _NoImages:
 
     def __init__(self, name: str, seed: int) -> None:
         self.scenario, self.seed, self.duration_s = name, seed, 12.0
+
+
+def test_a_mirrored_example_is_the_same_moment_left_for_right():
+    """`--mirror-share`: the rig is symmetric, so the mirror flips each image, swaps the cross cameras, negates
+    every y and yaw and swaps left and right in the labels; twice is the example itself."""
+    drive = world.generate("curve_left", TRAIN_SEEDS[0])
+    t0 = next(t for t in t0_grid(drive) if drive.model_sample(t, 8, 8).cause == "left curve")
+    example = next(drive_examples(drive, [t0], height=32, width=48, offsets=[0.5]))
+    mirrored = example.mirror()
+    assert mirrored.cause == "right curve" and "right curve" in mirrored.coc and "left" not in mirrored.coc
+    assert mirrored.offset_m == -0.5
+    np.testing.assert_array_equal(mirrored.future_xyz[:, 1], -example.future_xyz[:, 1])
+    np.testing.assert_array_equal(mirrored.future_xyz[:, [0, 2]], example.future_xyz[:, [0, 2]])
+    yaw = np.arctan2(example.future_rot[:, 1, 0], example.future_rot[:, 0, 0])
+    np.testing.assert_allclose(np.arctan2(mirrored.future_rot[:, 1, 0], mirrored.future_rot[:, 0, 0]), -yaw, atol=1e-6)
+    assert np.all(np.abs(np.linalg.det(mirrored.future_rot) - 1.0) < 1e-5)  # still rotations
+    assert mirrored.future_xyz.dtype == example.future_xyz.dtype == np.float32
+    images, flipped = example.images(), mirrored.images()
+    np.testing.assert_array_equal(flipped[0], images[2, :, :, ::-1])  # cross-left sees what cross-right saw
+    np.testing.assert_array_equal(flipped[1], images[1, :, :, ::-1])
+    np.testing.assert_array_equal(flipped[3], images[3, :, :, ::-1])
+    twice = mirrored.mirror()
+    assert (twice.coc, twice.cause, twice.offset_m, twice.mirrored) == (example.coc, example.cause, 0.5, False)
+    np.testing.assert_array_equal(twice.images(), images)
+    np.testing.assert_array_equal(twice.ego_history_rot, example.ego_history_rot)
