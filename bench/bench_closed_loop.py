@@ -41,6 +41,17 @@ HELD_OUT_SEEDS = (1000, 1001, 1002)  # the driver trains on seeds below 1000 (to
 SMOKE_DURATION_S = 2.5
 
 
+def causes_named(trace) -> dict[str, int]:
+    """How many published plans' reasoning names each of the world's causes ("left curve", "red", ...; "none":
+    no known cause): on a curve_right run, how often the driver said left."""
+    causes = sorted(set(world_module.COC_LABELS.values()))
+    named = dict.fromkeys([*causes, "none"], 0)
+    for _, plan in trace.plans:
+        for cause in [c for c in causes if c in plan.reasoning] or ["none"]:
+            named[cause] += 1
+    return {cause: n for cause, n in named.items() if n}
+
+
 def run_model(label: str, model, cfg, latency: Latency, scenarios, seeds, duration_s: float | None) -> list[dict]:
     rows = []
     for scenario in scenarios:
@@ -56,12 +67,13 @@ def run_model(label: str, model, cfg, latency: Latency, scenarios, seeds, durati
             else:
                 result = run_lockstep(world, cfg, latency, model=model, keep_frames=False)
             row = metrics.compute(result.trace, world, result.counts)
-            row.update(model=label, passed=metrics.passes(row),
+            row.update(model=label, passed=metrics.passes(row), causes_named=causes_named(result.trace),
                        compute_p50_s=round(statistics.median(result.compute_s), 4) if result.compute_s else None)
             rows.append(row)
             print(f"{label:>8} {scenario:>12} {seed}: {'PASS' if row['passed'] else 'fail'} "
                   f"progress {row['progress_ratio']} offset {row['max_lane_offset_m']} red {row['red_violations']} "
-                  f"collisions {row['collisions']} RTF {row['real_time_factor']}  ({row['end_reason']})", flush=True)
+                  f"collisions {row['collisions']} RTF {row['real_time_factor']}  ({row['end_reason']}); named "
+                  f"{row['causes_named']}", flush=True)
     return rows
 
 
