@@ -47,6 +47,8 @@ from alpamayo_ros.model.training import (  # noqa: E402
     make_batch,
     token_cross_entropy,
 )
+from alpamayo_ros.pipeline.outputs import select_sample  # noqa: E402
+from alpamayo_ros.pipeline.runner import sampling_arguments  # noqa: E402
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip  # noqa: E402
 from alpamayo_ros.tools.driving_scores import red_light_tick, stops_before_line  # noqa: E402
@@ -80,6 +82,7 @@ class TickScore:
     names_cause: bool
     reasoning: str
     cause: str
+    tick: int  # the node's tick that published it; the direct call samples with that tick's seed
 
 
 def red_stop(world, t0_s: float, truth: np.ndarray, baseline: np.ndarray, published: np.ndarray) -> bool | None:
@@ -88,7 +91,7 @@ def red_stop(world, t0_s: float, truth: np.ndarray, baseline: np.ndarray, publis
 
 
 def tick_score(world, t0_s: float, errors: np.ndarray, baseline_errors: np.ndarray, selected: int,
-               truth: np.ndarray, baseline: np.ndarray, published: np.ndarray, reasoning: str) -> TickScore:
+               truth: np.ndarray, baseline: np.ndarray, published: np.ndarray, reasoning: str, tick: int) -> TickScore:
     """errors: (S, 64) per-sample per-waypoint distances; baseline_errors (64,); xy arrays (64, 2), ego frame."""
     sample = world.model_sample(t0_s, 8, 8)  # only the labels and flags are read: tiny images
     min_ade, fde, base_ade, base_fde = {}, {}, {}, {}
@@ -101,7 +104,8 @@ def tick_score(world, t0_s: float, errors: np.ndarray, baseline_errors: np.ndarr
     return TickScore(scenario=world.scenario, seed=world.seed, t0_s=t0_s, min_ade_m=min_ade, fde_m=fde,
                      baseline_ade_m=base_ade, baseline_fde_m=base_fde, interesting=bool(sample.interesting),
                      red_stop=red_stop(world, t0_s, truth, baseline, published),
-                     names_cause=sample.cause.lower() in reasoning.lower(), reasoning=reasoning, cause=sample.cause)
+                     names_cause=sample.cause.lower() in reasoning.lower(), reasoning=reasoning, cause=sample.cause,
+                     tick=tick)
 
 
 def pipeline_scores(world, model, cfg, work: Path) -> list[TickScore]:
@@ -122,7 +126,7 @@ def pipeline_scores(world, model, cfg, work: Path) -> list[TickScore]:
         baseline = _baseline(sample.ego_history_xyz, sample.ego_history_rot)
         published = _ego(world, t0_s, scored.pred_odom)
         scores.append(tick_score(world, t0_s, scored.errors, scored.baseline_errors, scored.selected, truth, baseline,
-                                 published, output.reasoning[output.selected]))
+                                 published, output.reasoning[output.selected], int(output.tick)))
     return scores
 
 
@@ -142,21 +146,25 @@ def _baseline(history_xyz: np.ndarray, history_rot: np.ndarray) -> np.ndarray:
                     DT_S * np.arange(1, 65))
 
 
-def direct_scores(world, model, t0s: list[float], samples: list, settings, blank: bool) -> list[TickScore]:
+def direct_scores(world, model, ticks: list[int], t0s: list[float], samples: list, cfg, blank: bool) -> list[TickScore]:
     """The model called on the world's ground-truth inputs (`samples`, `world.model_sample` at each of `t0s`),
-    images blanked if `blank`."""
+    images blanked if `blank`, sampling as the node's tick `ticks[i]` did (the same seed and settings) and
+    publishing the sample the node's selection picks: with the true images, what differs from the pipeline's
+    call is only the inputs the bag and the pipeline made (history resampled from odometry, frames chosen by
+    time), so the scores' agreement checks the data path rather than the spread between random draws."""
     scores = []
-    for tick, (t0_s, sample) in enumerate(zip(t0s, samples, strict=True)):
+    for tick, t0_s, sample in zip(ticks, t0s, samples, strict=True):
         images = np.zeros_like(sample.images) if blank else sample.images
         pred = model.sample(images, sample.ego_history_xyz, sample.ego_history_rot,
-                            num_samples=settings.num_samples, max_reasoning_tokens=settings.max_reasoning_tokens,
-                            temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed + tick)
-        xy = pred.xyz[..., :2].numpy()
+                            **sampling_arguments(cfg.sampling, tick))
+        xyz = pred.xyz.numpy()
+        selected = select_sample(xyz, list(range(len(xyz))), cfg.selection)
+        xy = xyz[..., :2]
         truth = sample.future_xyz[:, :2]
         baseline = _baseline(sample.ego_history_xyz, sample.ego_history_rot)
         errors = np.linalg.norm(xy - truth, axis=-1)
-        scores.append(tick_score(world, t0_s, errors, np.linalg.norm(baseline - truth, axis=-1), 0, truth, baseline,
-                                 xy[0], pred.reasoning[0]))
+        scores.append(tick_score(world, t0_s, errors, np.linalg.norm(baseline - truth, axis=-1), selected, truth,
+                                 baseline, xy[selected], pred.reasoning[selected], tick))
     return scores
 
 
@@ -241,13 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true",
                         help=f"one red-light drive, its first {SMOKE_DURATION_S:g} s, at 0.25 Hz, 1 sample: the code path")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="node parameter (sampling: temperature:=0.0 for greedy reasoning, noise_temperature:=0.5)")
     parser.add_argument("--out", type=Path, default=RESULTS / "driver.json")
     args = parser.parse_args(argv)
     if args.smoke:
         args.scenarios, args.seeds, args.tick_hz, args.num_samples = ["red_light"], 1, 0.25, 1
-    cfg = parameters.from_values({"device": "cpu", "dtype": "float32", "image_transport": "compressed",
-                                  "num_samples": args.num_samples, "rate_hz": args.tick_hz, "selection": "medoid",
-                                  "torch_threads": args.threads, "model_path": args.model_path})
+    values = {"device": "cpu", "dtype": "float32", "image_transport": "compressed", "num_samples": args.num_samples,
+              "rate_hz": args.tick_hz, "selection": "medoid", "torch_threads": args.threads,
+              "model_path": args.model_path}
+    values.update(parameters.parse_override(text) for text in args.param)
+    cfg = parameters.from_values(values)
     model = from_pretrained(args.model_path) if args.model_path else tiny(seed=0)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -262,13 +274,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.smoke:
                     world = world_module.World(replace(world.scenario_params, duration_s=SMOKE_DURATION_S))
                 piped = pipeline_scores(world, model, cfg, work)
-                t0s = [s.t0_s for s in piped]
+                t0s, ticks = [s.t0_s for s in piped], [s.tick for s in piped]
                 paths["pipeline"] += piped
                 # rendered once for the three uses, JPEG round-tripped as the bag's cameras deliver them
                 samples = [replace(sample, images=jpeg_round_trip(sample.images))
                            for sample in map(world.model_sample, t0s)]
-                paths["direct"] += direct_scores(world, model, t0s, samples, cfg.sampling, blank=False)
-                paths["direct, cameras blanked"] += direct_scores(world, model, t0s, samples, cfg.sampling, blank=True)
+                paths["direct"] += direct_scores(world, model, ticks, t0s, samples, cfg, blank=False)
+                paths["direct, cameras blanked"] += direct_scores(world, model, ticks, t0s, samples, cfg, blank=True)
                 drives += [len(set(drives))] * len(t0s)  # this drive's index
                 for sample in samples:
                     examples.append(TrainingExample(images=sample.images, ego_history_xyz=sample.ego_history_xyz,
@@ -294,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "model_path": args.model_path, "scenarios": args.scenarios, "seeds": list(HELD_OUT_SEEDS[:args.seeds]),
-        "tick_hz": args.tick_hz, "num_samples": args.num_samples, "summaries": summaries, "agreement": agreement,
+        "tick_hz": args.tick_hz, "num_samples": args.num_samples, "params": args.param, "summaries": summaries,
+        "agreement": agreement,
         "what_it_reads": reads,
         "wall_s": time.perf_counter() - started, "torch": torch.__version__, "machine": platform.machine(),
         "ticks": {name: [asdict(s) for s in scores] for name, scores in paths.items()}}, indent=1, default=str))

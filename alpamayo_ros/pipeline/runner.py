@@ -23,12 +23,22 @@ logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 
 
+def sampling_arguments(settings: SamplingSettings, tick: int) -> dict:
+    """`AlpamayoR1.sample`'s sampling arguments for tick `tick` (its seed is `seed + tick`): what a call outside
+    the node passes to reproduce the node's sampling on the same inputs (bench/bench_driver.py)."""
+    greedy = settings.temperature == 0
+    return dict(num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
+                max_reasoning_tokens=settings.max_reasoning_tokens,
+                temperature=settings.temperature if not greedy else 1.0, top_p=settings.top_p,
+                greedy=greedy, seed=settings.seed + tick, reasoning=settings.reasoning,
+                noise_temperature=settings.noise_temperature)
+
+
 def model_inference(model: AlpamayoR1,
                     settings: SamplingSettings) -> Callable[[int, ModelInput, Sequence[np.ndarray]], Prediction]:
     """The model call of tick `tick` on its decoded images."""
 
     def infer(tick: int, model_input: ModelInput, images: Sequence[np.ndarray]) -> Prediction:
-        greedy = settings.temperature == 0
         # (camera, stamp) identifies a frame: frames shared with earlier ticks reuse their vision encoding.
         keys = [(camera, int(stamp)) for camera, stamps in enumerate(model_input.frame_stamps_ns) for stamp in stamps]
         release_1_5 = {}
@@ -37,11 +47,7 @@ def model_inference(model: AlpamayoR1,
             release_1_5 = dict(camera_ids=settings.camera_ids, route=route,
                                nav_guidance_weight=settings.nav_guidance_weight if route is not None else 1.0)
         return model.sample(list(images), model_input.ego_history_xyz, model_input.ego_history_rot,
-                            image_keys=keys, num_samples=settings.num_samples, diffusion_steps=settings.diffusion_steps,
-                            max_reasoning_tokens=settings.max_reasoning_tokens,
-                            temperature=settings.temperature if not greedy else 1.0, top_p=settings.top_p,
-                            greedy=greedy, seed=settings.seed + tick, reasoning=settings.reasoning,
-                            noise_temperature=settings.noise_temperature, **release_1_5)
+                            image_keys=keys, **sampling_arguments(settings, tick), **release_1_5)
 
     return infer
 
