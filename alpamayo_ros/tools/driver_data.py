@@ -60,7 +60,9 @@ class StoredExample:
         """The same moment in a world mirrored left for right: the rig is symmetric, so that is each image flipped
         with the cross cameras swapped, every y and yaw negated, and "left" and "right" swapped in the labels.
         The example's twin with the same speed profile and the other turn: what tells them apart is the images
-        and the history's turn, never the drive's pace (a driver that memorised which drive turned which way)."""
+        and the history's turn, never the drive's pace (a driver that memorised which drive turned which way).
+        The world itself is not symmetric: mirrored, the opposite lane and the light's pole change sides, a
+        left-hand-traffic road the real drives never show (`--mirror-share` did not help: driver README)."""
         swap = {"left": "right", "right": "left"}
         words = re.compile(r"\b(left|right)\b")
         return dataclasses.replace(
