@@ -95,8 +95,9 @@ class SceneProbe(torch.nn.Module):
     dense signal stands in for that pretraining: the tokens the LM reads then carry the light, the brake
     lights, the road ahead and where the car is in its lane, linearly."""
 
-    def __init__(self, width: int, lane: bool = False) -> None:
+    def __init__(self, width: int, lane: bool = False, pooling: str = "attention") -> None:
         super().__init__()
+        self.pooling = pooling  # "mean": every image token's equal share, the simplest read an LM head can make
         self.query = torch.nn.Parameter(torch.zeros(width))
         self.cause = torch.nn.Linear(width, len(CAUSES))
         self.offset = torch.nn.Linear(width, 1)
@@ -104,8 +105,11 @@ class SceneProbe(torch.nn.Module):
 
     def forward(self, image_embeds: torch.Tensor, batch_size: int):
         tokens = image_embeds.reshape(batch_size, -1, image_embeds.shape[-1])
-        weights = torch.softmax(tokens @ self.query, dim=1)
-        pooled = (weights[..., None] * tokens).sum(1)
+        if self.pooling == "mean":
+            pooled = tokens.mean(1)
+        else:
+            weights = torch.softmax(tokens @ self.query, dim=1)
+            pooled = (weights[..., None] * tokens).sum(1)
         return self.cause(pooled), self.offset(pooled)[:, 0], None if self.lane is None else self.lane(pooled)
 
     def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
@@ -185,7 +189,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           min_lr: float, seed: int, threads: int, flow_draws: int, expert_trains_vlm: bool,
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
-          max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0) -> dict:
+          max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0,
+          scene_pooling: str = "attention") -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -199,7 +204,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
     model = random_model(config, vlm_config, seed=seed).train()
-    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
 
@@ -251,7 +256,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
-              "mirror_share": mirror_share,
+              "mirror_share": mirror_share, "scene_pooling": scene_pooling,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -320,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
                         help="normalise actions with the training data's statistics (action_statistics) instead of "
                              "the release's")
+    parser.add_argument("--scene-pooling", choices=("attention", "mean"), default="attention",
+                        help="how the scene probe pools the image tokens: one learnt attention query, or their mean "
+                             "(the cause then has to be readable from every token's share alike)")
     parser.add_argument("--mirror-share", type=float, default=0.0,
                         help="share of the drawn examples mirrored left for right (StoredExample.mirror): each drive "
                              "gets a twin with the same pace and the other turn")
@@ -330,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
                    args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
                    args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error),
-                   args.scene_lane, args.mirror_share)
+                   args.scene_lane, args.mirror_share, args.scene_pooling)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

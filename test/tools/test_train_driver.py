@@ -45,15 +45,16 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     assert abs(learning_rate(100, 100, 1e-3, 10, 1e-5) - 1e-5) < 1e-12
 
 
-def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path):
-    """Stage 0 (`--scene-steps`): the vision tower and the probe fit a fixed batch's causes, lane offsets and
-    (`--scene-lane`) the lane ahead; the probe is a training aid, so the written checkpoint holds exactly the
-    model's own tensors."""
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path, pooling):
+    """Stage 0 (`--scene-steps`): the vision tower and the probe (either `--scene-pooling`) fit a fixed batch's
+    causes, lane offsets and (`--scene-lane`) the lane ahead; the probe is a training aid, so the written
+    checkpoint holds exactly the model's own tensors."""
     model = tiny(seed=0).train()
     drive = world.generate("red_light", TRAIN_SEEDS[0])
     examples = list(drive_examples(drive, [3.0, 9.0], height=64, width=96, offsets=[0.0, 1.0]))
     assert {e.cause for e in examples} == {"road ahead is clear", "red"}, [e.coc for e in examples]
-    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=True)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=True, pooling=pooling)
     assert examples[1].lane_ahead == pytest.approx([-1.0] * 4, abs=1e-6)  # 1 m left of the centre of a straight
     parameters = [*model.vlm.model.visual.parameters(), *probe.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=LR)
