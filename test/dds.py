@@ -182,23 +182,33 @@ def resumed_from(outputs: list, t_ns: int) -> bool:
 
 
 def assert_paths_near_the_car(paths: list, odometry: list, max_m: float = NEAR_CAR_M) -> None:
-    """Every path's first pose lies within `max_m` of the car's pose, in the frame the path names, at that time.
+    """Every path's first pose (t0 + 0.1 s) lies within `max_m` of the car's pose at t0, in the frame it names.
 
     A path in the vehicle frame (an odometry child_frame_id: the ego frame at t0) starts near its origin; one
-    in an odometry frame starts near the odometry pose in that frame nearest the first pose's stamp.
+    in an odometry frame starts near the odometry pose in that frame nearest t0 (the path's stamp): the node
+    had odometry there, where after t0 a stalled publisher may have sent none for a while.
     """
     vehicle_frames = {m.child_frame_id for m in odometry}
+    heard = [stamp_ns(m.header.stamp) for m in odometry]
+    checked = 0
     for path in paths:
         frame, first = path.header.frame_id, path.poses[0]
         p = np.array([first.pose.position.x, first.pose.position.y])
         if frame in vehicle_frames:
             assert np.linalg.norm(p) < max_m, f"path in {frame} starts at {p}, not at the car"
+            checked += 1
             continue
-        t1 = stamp_ns(first.header.stamp)
+        t0 = stamp_ns(path.header.stamp)
+        if not heard or not min(heard) <= t0 <= max(heard):
+            # Odometry is best effort and volatile: the node may match the publisher and plan from poses sent
+            # before the listener matched it (seen: a first path 0.45 s before the listener's first pose).
+            continue
         same_frame = [m for m in odometry if m.header.frame_id == frame]
         assert same_frame, f"path labelled {frame!r}: no odometry pose was in that frame"
-        car = min(same_frame, key=lambda m: abs(stamp_ns(m.header.stamp) - t1))
-        gap_s = abs(stamp_ns(car.header.stamp) - t1) / 1e9
-        assert gap_s <= 0.2, f"no odometry in {frame} near {t1 / 1e9:.3f} s: the nearest heard is {gap_s:.3f} s away"
+        car = min(same_frame, key=lambda m: abs(stamp_ns(m.header.stamp) - t0))
+        gap_s = abs(stamp_ns(car.header.stamp) - t0) / 1e9
+        assert gap_s <= 0.2, f"no odometry in {frame} near t0 {t0 / 1e9:.3f} s: the nearest heard is {gap_s:.3f} s away"
         c = np.array([car.pose.pose.position.x, car.pose.pose.position.y])
         assert np.linalg.norm(p - c) < max_m, f"path in {frame} starts {np.linalg.norm(p - c):.1f} m from the car"
+        checked += 1
+    assert checked or not paths, f"none of {len(paths)} paths lies within the odometry the listener heard"
