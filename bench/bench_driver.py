@@ -149,7 +149,8 @@ def _baseline(history_xyz: np.ndarray, history_rot: np.ndarray) -> np.ndarray:
 def direct_scores(world, model, ticks: list[int], t0s: list[float], samples: list, cfg, blank: bool) -> list[TickScore]:
     """The model called on the world's ground-truth inputs (`samples`, `world.model_sample` at each of `t0s`),
     images blanked if `blank`, sampling as the node's tick `ticks[i]` did (the same seed and settings) and
-    publishing the sample the node's selection picks: with the true images, what differs from the pipeline's
+    publishing the sample the node's selection picks among all of them (the node first drops any its output
+    checks refuse, which would show here as a difference): with the true images, what differs from the pipeline's
     call is only the inputs the bag and the pipeline made (history resampled from odometry, frames chosen by
     time), so the scores' agreement checks the data path rather than the spread between random draws."""
     scores = []

@@ -190,6 +190,7 @@ def assert_paths_near_the_car(paths: list, odometry: list, max_m: float = NEAR_C
     """
     vehicle_frames = {m.child_frame_id for m in odometry}
     heard = [stamp_ns(m.header.stamp) for m in odometry]
+    first_heard, last_heard = (min(heard), max(heard)) if heard else (None, None)
     checked = 0
     for path in paths:
         frame, first = path.header.frame_id, path.poses[0]
@@ -199,7 +200,7 @@ def assert_paths_near_the_car(paths: list, odometry: list, max_m: float = NEAR_C
             checked += 1
             continue
         t0 = stamp_ns(path.header.stamp)
-        if not heard or not min(heard) <= t0 <= max(heard):
+        if not heard or not first_heard <= t0 <= last_heard:
             # Odometry is best effort and volatile: the node may match the publisher and plan from poses sent
             # before the listener matched it (seen: a first path 0.45 s before the listener's first pose).
             continue

@@ -28,6 +28,7 @@ LANE_AHEAD_M = (10.0, 20.0, 30.0, 40.0)  # road ahead of the ego where an exampl
 MIRRORED_CAMERAS = (2, 1, 0, 3)  # the rig mirrored left for right: cross-left <-> cross-right (yaw +-60 deg, on
 # the centre line), front-wide and front-tele stay (world.CAMERA_YAW_DEG)
 FLIP_Y = np.diag(np.float32([1.0, -1.0, 1.0]))  # mirrors a position (y -> -y) and, as M R M, a rotation (yaw -> -yaw)
+SIDES = re.compile(r"\b(left|right)\b")  # the words a mirrored label swaps
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +64,13 @@ class StoredExample:
         and the history's turn, never the drive's pace (a driver that memorised which drive turned which way).
         The world itself is not symmetric: mirrored, the opposite lane and the light's pole change sides, a
         left-hand-traffic road the real drives never show (`--mirror-share` did not help: driver README)."""
-        swap = {"left": "right", "right": "left"}
-        words = re.compile(r"\b(left|right)\b")
+        def swap(text: str) -> str:
+            return SIDES.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+
         return dataclasses.replace(
             self, ego_history_xyz=self.ego_history_xyz @ FLIP_Y, ego_history_rot=FLIP_Y @ self.ego_history_rot @ FLIP_Y,
             future_xyz=self.future_xyz @ FLIP_Y, future_rot=FLIP_Y @ self.future_rot @ FLIP_Y,
-            coc=words.sub(lambda m: swap[m.group(1)], self.coc), cause=words.sub(lambda m: swap[m.group(1)], self.cause),
+            coc=swap(self.coc), cause=swap(self.cause),
             offset_m=-self.offset_m, lane_ahead=tuple(-y for y in self.lane_ahead), mirrored=not self.mirrored)
 
     def training_example(self) -> TrainingExample:

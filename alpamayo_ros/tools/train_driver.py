@@ -97,8 +97,10 @@ class SceneProbe(torch.nn.Module):
 
     def __init__(self, width: int, lane: bool = False, pooling: str = "attention") -> None:
         super().__init__()
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"scene probe pooling {pooling!r}: attention or mean")
         self.pooling = pooling  # "mean": every image token's equal share, the simplest read an LM head can make
-        self.query = torch.nn.Parameter(torch.zeros(width))
+        self.query = torch.nn.Parameter(torch.zeros(width))  # kept with "mean" (unused): the seed's draws stay
         self.cause = torch.nn.Linear(width, len(CAUSES))
         self.offset = torch.nn.Linear(width, 1)
         self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws

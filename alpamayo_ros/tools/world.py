@@ -365,25 +365,6 @@ class Drive:
     binding: np.ndarray  # per step: "cruise", "curve", "light" or "lead"
 
 
-
-def extrapolation_miss(history_xyz: np.ndarray, future_xyz: np.ndarray) -> tuple[float, float]:
-    """Where the 6.4 s pose lies from a constant speed and yaw rate extrapolation of the history: (along, left) m
-    in the frame of the extrapolated end pose. `left` is what the road's bend (or a lane change) adds, `along`
-    what braking or speeding up does."""
-    step = history_xyz[-1, :2] - history_xyz[-2, :2]
-    prev = history_xyz[-2, :2] - history_xyz[-3, :2]
-    speed = float(np.linalg.norm(step)) / STEP_S
-    turn = math.atan2(step[1], step[0]) - math.atan2(prev[1], prev[0]) if speed > 0.5 else 0.0
-    yaw_rate = (turn + math.pi) % (2 * math.pi) - math.pi
-    heading0 = math.atan2(step[1], step[0]) if speed > 0.5 else 0.0
-    yaw = heading0 + yaw_rate / STEP_S * FUTURE_OFFSETS_S
-    dx = float(np.sum(speed * STEP_S * np.cos(yaw)))
-    dy = float(np.sum(speed * STEP_S * np.sin(yaw)))
-    ex, ey = future_xyz[-1, 0] - dx, future_xyz[-1, 1] - dy
-    c, s = math.cos(yaw[-1]), math.sin(yaw[-1])
-    return c * ex + s * ey, -s * ex + c * ey
-
-
 class World:
     """One generated drive: road, light, lead vehicle and the expert's trajectory. See the module docstring."""
 
@@ -758,7 +739,18 @@ class World:
     @staticmethod
     def interesting(history_xyz: np.ndarray, future_xyz: np.ndarray) -> bool:
         """Whether a constant speed and yaw rate extrapolation of the history misses the 6.4 s pose by > 2 m."""
-        return math.hypot(*extrapolation_miss(history_xyz, future_xyz)) > INTERESTING_FDE_M
+        step = history_xyz[-1, :2] - history_xyz[-2, :2]
+        prev = history_xyz[-2, :2] - history_xyz[-3, :2]
+        speed = float(np.linalg.norm(step)) / STEP_S
+        turn = math.atan2(step[1], step[0]) - math.atan2(prev[1], prev[0]) if speed > 0.5 else 0.0
+        yaw_rate = (turn + math.pi) % (2 * math.pi) - math.pi
+        tau = FUTURE_OFFSETS_S
+        yaw = yaw_rate / STEP_S * tau
+        heading0 = math.atan2(step[1], step[0]) if speed > 0.5 else 0.0
+        dx = np.cumsum(speed * STEP_S * np.cos(heading0 + yaw))
+        dy = np.cumsum(speed * STEP_S * np.sin(heading0 + yaw))
+        miss = math.hypot(dx[-1] - future_xyz[-1, 0], dy[-1] - future_xyz[-1, 1])
+        return miss > INTERESTING_FDE_M
 
     # --- rendering ---------------------------------------------------------------------------------------------
     def render(self, pose: Pose2D, t_s: float, height: int = DEFAULT_HEIGHT, width: int = DEFAULT_WIDTH) -> np.ndarray:
