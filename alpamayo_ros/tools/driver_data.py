@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ TRAIN_SEEDS = range(0, 1000)  # training draws from these
 HELD_OUT_SEEDS = range(1000, 2000)  # evaluation, tests, the demo: never used in training
 T0_STEP_S = 0.1  # t0 grid along a drive (the camera rate)
 LANE_AHEAD_M = (10.0, 20.0, 30.0, 40.0)  # road ahead of the ego where an example records the lane centre
+DISTANCE_RANGE_M = 100.0  # an example records the stop line and the lead vehicle this far ahead (NaN: none)
 MIRRORED_CAMERAS = (2, 1, 0, 3)  # the rig mirrored left for right: cross-left <-> cross-right (yaw +-60 deg, on
 # the centre line), front-wide and front-tele stay (world.CAMERA_YAW_DEG)
 FLIP_Y = np.diag(np.float32([1.0, -1.0, 1.0]))  # mirrors a position (y -> -y) and, as M R M, a rotation (yaw -> -yaw)
@@ -50,6 +52,8 @@ class StoredExample:
     offset_m: float = 0.0  # the ego's distance left of the lane centre at t0 (world.model_sample)
     lane_ahead: tuple[float, ...] = ()  # the lane centre's sideways position LANE_AHEAD_M ahead (world.lane_ahead)
     mirrored: bool = False  # left for right (`mirror`): the images are flipped when decoded
+    distances: tuple[float, float] = (math.nan, math.nan)  # front bumper to the stop line, to the lead (m; NaN:
+    # none within DISTANCE_RANGE_M; world.distances_ahead)
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
@@ -120,4 +124,5 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
                             future_xyz=sample.future_xyz, future_rot=sample.future_rot, coc=sample.coc,
                             cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
                             seed=world.seed, t0_s=t0, offset_m=float(offset),
-                            lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()))
+                            lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()),
+                            distances=ego.distances_ahead(pose, t0, DISTANCE_RANGE_M))

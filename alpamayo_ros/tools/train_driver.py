@@ -63,6 +63,7 @@ SCENE_WARMUP_STEPS = 20  # stage 0: linear warmup to the peak learning rate, the
 LATE_MPS = (-1.5, 4.0)  # late examples: the ego drove this much faster than the expert (m/s) ...
 LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along at t0
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
+DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 
 
@@ -95,7 +96,7 @@ class SceneProbe(torch.nn.Module):
     dense signal stands in for that pretraining: the tokens the LM reads then carry the light, the brake
     lights, the road ahead and where the car is in its lane, linearly."""
 
-    def __init__(self, width: int, lane: bool = False, pooling: str = "attention") -> None:
+    def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False) -> None:
         super().__init__()
         if pooling not in ("attention", "mean"):
             raise ValueError(f"scene probe pooling {pooling!r}: attention or mean")
@@ -104,6 +105,7 @@ class SceneProbe(torch.nn.Module):
         self.cause = torch.nn.Linear(width, len(CAUSES))
         self.offset = torch.nn.Linear(width, 1)
         self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws
+        self.distances = torch.nn.Linear(width, 2) if distances else None  # after it, for the same reason
 
     def forward(self, image_embeds: torch.Tensor, batch_size: int):
         tokens = image_embeds.reshape(batch_size, -1, image_embeds.shape[-1])
@@ -112,18 +114,25 @@ class SceneProbe(torch.nn.Module):
         else:
             weights = torch.softmax(tokens @ self.query, dim=1)
             pooled = (weights[..., None] * tokens).sum(1)
-        return self.cause(pooled), self.offset(pooled)[:, 0], None if self.lane is None else self.lane(pooled)
+        return (self.cause(pooled), self.offset(pooled)[:, 0], None if self.lane is None else self.lane(pooled),
+                None if self.distances is None else self.distances(pooled))
 
     def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
         """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
-        centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M; and the cause's accuracy."""
-        logits, offset, lane = self(image_embeds, len(examples))
+        centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M, plus (with `distances`) the squared
+        error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
+        one within range; and the cause's accuracy."""
+        logits, offset, lane, distances = self(image_embeds, len(examples))
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
         target = torch.tensor([e.offset_m for e in examples], dtype=torch.float32)
         loss = F.cross_entropy(logits, cause) + F.mse_loss(offset, target)
         if lane is not None:
             ahead = torch.tensor([e.lane_ahead for e in examples], dtype=torch.float32)
             loss = loss + F.mse_loss(lane, ahead / LANE_SCALE_M)
+        if distances is not None:
+            target = torch.tensor([e.distances for e in examples], dtype=torch.float32) / DISTANCE_SCALE_M
+            seen = torch.isfinite(target)
+            loss = loss + ((distances - target.nan_to_num()) ** 2 * seen).sum() / len(examples)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
 
@@ -192,7 +201,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
           max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0,
-          scene_pooling: str = "attention") -> dict:
+          scene_pooling: str = "attention", scene_distances: bool = False) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -206,7 +215,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
     model = random_model(config, vlm_config, seed=seed).train()
-    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling,
+                       distances=scene_distances)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
 
@@ -258,6 +268,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
+              "scene_distances": scene_distances,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
@@ -322,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
     parser.add_argument("--scene-lane", action=argparse.BooleanOptionalAction, default=False,
                         help="the scene probe also reads where the lane centre is 10-40 m ahead (the road's bend)")
+    parser.add_argument("--scene-distances", action=argparse.BooleanOptionalAction, default=False,
+                        help="the scene probe also reads how far ahead the stop line and the lead vehicle are "
+                             "(world.World.distances_ahead): where to stop")
     parser.add_argument("--scene-weight", type=float, default=1.0,
                         help="weight of the scene probe's loss beside the release's losses in the joint run")
     parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
@@ -340,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
                    args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
                    args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error),
-                   args.scene_lane, args.mirror_share, args.scene_pooling)
+                   args.scene_lane, args.mirror_share, args.scene_pooling, args.scene_distances)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -416,6 +416,18 @@ class World:
         x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
         return -math.sin(pose.yaw) * (x - pose.x) + math.cos(pose.yaw) * (y - pose.y)
 
+    def distances_ahead(self, pose: Pose2D, t_s: float, range_m: float) -> tuple[float, float]:
+        """(to the stop line, to the lead vehicle's rear bumper): metres of road ahead of the front bumper of a car
+        at `pose` at time t, each NaN where there is none ahead within `range_m` (the light's colour aside)."""
+        front = self.lane_offset(pose.x, pose.y)[0] + EGO_FRONT_M
+
+        def within(target: float | None) -> float:
+            gap = math.nan if target is None else target - front
+            return gap if 0.0 <= gap <= range_m else math.nan
+
+        lead = self.lead_vehicle(t_s)
+        return within(self.stop_line_s), within(None if lead is None else lead[0])
+
     def lane_offset(self, x: float, y: float) -> tuple[float, float]:
         """(arc length s, signed lateral offset m, + left) of a world point from the ego lane's centre."""
         s, d = self.road.project(np.array([x]), np.array([y]))

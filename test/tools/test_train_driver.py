@@ -48,14 +48,18 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
 @pytest.mark.parametrize("pooling", ["attention", "mean"])
 def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path, pooling):
     """Stage 0 (`--scene-steps`): the vision tower and the probe (either `--scene-pooling`) fit a fixed batch's
-    causes, lane offsets and (`--scene-lane`) the lane ahead; the probe is a training aid, so the written
+    causes, lane offsets, (`--scene-lane`) the lane ahead and (`--scene-distances`) the stop line's distance (no
+    lead vehicle here: that target is absent, NaN, and costs nothing); the probe is a training aid, so the written
     checkpoint holds exactly the model's own tensors."""
     model = tiny(seed=0).train()
     drive = world.generate("red_light", TRAIN_SEEDS[0])
     examples = list(drive_examples(drive, [3.0, 9.0], height=64, width=96, offsets=[0.0, 1.0]))
     assert {e.cause for e in examples} == {"road ahead is clear", "red"}, [e.coc for e in examples]
-    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=True, pooling=pooling)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=True, pooling=pooling, distances=True)
     assert examples[1].lane_ahead == pytest.approx([-1.0] * 4, abs=1e-6)  # 1 m left of the centre of a straight
+    travelled = np.interp(9.0, drive.drive.t, drive.drive.s) - np.interp(3.0, drive.drive.t, drive.drive.s)
+    (line_before, no_lead), (line_after, _) = (e.distances for e in examples)
+    assert line_before - line_after == pytest.approx(travelled, abs=1e-3) and np.isnan(no_lead)
     parameters = [*model.vlm.model.visual.parameters(), *probe.parameters()]
     optimiser = torch.optim.AdamW(parameters, lr=LR)
     history = []

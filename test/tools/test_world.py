@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -346,3 +347,19 @@ def test_the_lane_ahead_is_where_the_road_bends_seen_from_the_car():
     pose = curve.expert_pose(0.0)
     moved = dataclasses.replace(pose, y=pose.y + 0.7)  # the car 0.7 m left of the centre: the lane is to its right
     assert curve.lane_ahead(moved, [10.0]) == pytest.approx([-0.7], abs=1e-6)
+
+
+def test_the_distances_ahead_are_road_from_the_front_bumper_to_the_stop_line_and_the_lead():
+    light, lead = generate("red_light", 1000), generate("lead_brake", 1000)
+    pose = light.expert_pose(2.0)
+    s, _ = light.lane_offset(pose.x, pose.y)
+    line, none = light.distances_ahead(pose, 2.0, 200.0)
+    assert line == pytest.approx(light.stop_line_s - s - EGO_FRONT_M, abs=1e-6) and math.isnan(none)
+    assert math.isnan(light.distances_ahead(pose, 2.0, line - 1.0)[0])  # beyond the range
+    past = light.expert_pose(light.duration_s)  # the line behind the car
+    assert light.road.project(np.array([past.x]), np.array([past.y]))[0][0] > light.stop_line_s
+    assert math.isnan(light.distances_ahead(past, light.duration_s, 200.0)[0])
+    pose = lead.expert_pose(4.0)
+    no_line, gap = lead.distances_ahead(pose, 4.0, 200.0)
+    assert math.isnan(no_line)
+    assert gap == pytest.approx(lead.lead_vehicle(4.0)[0] - lead.lane_offset(pose.x, pose.y)[0] - EGO_FRONT_M, abs=1e-6)
