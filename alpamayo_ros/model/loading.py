@@ -314,7 +314,7 @@ def tiny_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
 DRIVER_PIXELS = 96 * 160  # the demo's camera images (make_sample_bag) stay 96 x 160: 3 x 5 = 15 tokens each
 
 
-def driver_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
+def driver_config(expert_width: int = 96) -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     """The synthetic-world driver's architecture (tools/train_driver.py): the tiny layout with a third layer, a wider
     vision tower and expert, and full-resolution demo images; about 3 M parameters (12 MB in float32).
 
@@ -322,11 +322,14 @@ def driver_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     action (within about +-3) is then a smooth, one-to-one function of its features, and the expert learns
     from few CPU steps (measured on 8 world samples: flow loss 0.97 after 60 steps, 1.62 with max_freq 4,
     1.74 with the release's 100).
+
+    `expert_width`: the expert's hidden size (its MLP twice that); its attention keeps the VLM's heads.
     """
     config = AlpamayoR1Config(
         vlm_name_or_path=BASE_VLM_DIR, min_pixels=DRIVER_PIXELS, max_pixels=DRIVER_PIXELS, model_dtype="float32",
         action_in_proj_cfg=ActionInProjConfig(hidden_size=64, max_freq=0.1),
-        expert_cfg=ExpertConfig(hidden_size=96, intermediate_size=192, num_attention_heads=4, head_dim=32))
+        expert_cfg=ExpertConfig(hidden_size=expert_width, intermediate_size=2 * expert_width, num_attention_heads=4,
+                                head_dim=32))
     vlm_config = _qwen3_vl_config(
         256,
         text=dict(vocab_size=384, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,

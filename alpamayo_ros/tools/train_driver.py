@@ -201,7 +201,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
           max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0,
-          scene_pooling: str = "attention", scene_distances: bool = False) -> dict:
+          scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -209,7 +209,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
-    config, vlm_config = driver_config()
+    config, vlm_config = driver_config(expert_width)
     statistics = action_statistics(examples, config.action_space_cfg) if own_statistics else {}
     config = dataclasses.replace(config, action_space_cfg=dataclasses.replace(config.action_space_cfg, **statistics))
     logger.info("action statistics: %s", statistics or "the release's")
@@ -268,7 +268,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
-              "scene_distances": scene_distances,
+              "scene_distances": scene_distances, "expert_width": expert_width,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
@@ -347,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror-share", type=float, default=0.0,
                         help="share of the drawn examples mirrored left for right (StoredExample.mirror): each drive "
                              "gets a twin with the same pace and the other turn")
+    parser.add_argument("--expert-width", type=int, default=96,
+                        help="the action expert's hidden size (loading.driver_config; its MLP twice that)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
                    args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
                    args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error),
-                   args.scene_lane, args.mirror_share, args.scene_pooling, args.scene_distances)
+                   args.scene_lane, args.mirror_share, args.scene_pooling, args.scene_distances, args.expert_width)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")
