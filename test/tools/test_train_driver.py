@@ -128,3 +128,18 @@ def test_a_mirrored_example_is_the_same_moment_left_for_right():
     assert (twice.coc, twice.cause, twice.offset_m, twice.mirrored) == (example.coc, example.cause, 0.5, False)
     np.testing.assert_array_equal(twice.images(), images)
     np.testing.assert_array_equal(twice.ego_history_rot, example.ego_history_rot)
+
+
+def test_expert_width_widens_only_the_expert():
+    """`--expert-width`: the expert's hidden size and MLP change; the VLM, the heads that read its cache and the
+    default (the shipped driver's layout) do not."""
+    from alpamayo_ros.model.loading import driver_config, random_model
+
+    (plain, plain_vlm), (wide, wide_vlm) = driver_config(), driver_config(expert_width=160)
+    assert plain_vlm.to_dict() == wide_vlm.to_dict()
+    assert (plain.expert_cfg.hidden_size, plain.expert_cfg.intermediate_size) == (96, 192)
+    assert (wide.expert_cfg.hidden_size, wide.expert_cfg.intermediate_size) == (160, 320)
+    assert (wide.expert_cfg.num_attention_heads, wide.expert_cfg.head_dim) == (plain.expert_cfg.num_attention_heads,
+                                                                            plain.expert_cfg.head_dim)
+    model = random_model(wide, wide_vlm, seed=0)
+    assert model.expert.config.hidden_size == 160 and model.vlm.config.text_config.hidden_size == 128
