@@ -130,9 +130,9 @@ class SceneProbe(torch.nn.Module):
             ahead = torch.tensor([e.lane_ahead for e in examples], dtype=torch.float32)
             loss = loss + F.mse_loss(lane, ahead / LANE_SCALE_M)
         if distances is not None:
-            target = torch.tensor([e.distances for e in examples], dtype=torch.float32) / DISTANCE_SCALE_M
-            seen = torch.isfinite(target)
-            loss = loss + ((distances - target.nan_to_num()) ** 2 * seen).sum() / len(examples)
+            metres = torch.tensor([e.distances for e in examples], dtype=torch.float32)
+            seen = torch.isfinite(metres)  # no stop line or lead within range: no loss
+            loss = loss + ((distances - metres.nan_to_num() / DISTANCE_SCALE_M) ** 2 * seen).sum() / len(examples)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
 
