@@ -107,32 +107,32 @@ class SceneProbe(torch.nn.Module):
         self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws
         self.distances = torch.nn.Linear(width, 2) if distances else None  # after it, for the same reason
 
-    def forward(self, image_embeds: torch.Tensor, batch_size: int):
+    def forward(self, image_embeds: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Each example's image tokens pooled into one vector (batch_size, width), which the heads read."""
         tokens = image_embeds.reshape(batch_size, -1, image_embeds.shape[-1])
         if self.pooling == "mean":
-            pooled = tokens.mean(1)
-        else:
-            weights = torch.softmax(tokens @ self.query, dim=1)
-            pooled = (weights[..., None] * tokens).sum(1)
-        return (self.cause(pooled), self.offset(pooled)[:, 0], None if self.lane is None else self.lane(pooled),
-                None if self.distances is None else self.distances(pooled))
+            return tokens.mean(1)
+        weights = torch.softmax(tokens @ self.query, dim=1)
+        return (weights[..., None] * tokens).sum(1)
 
     def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
         """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
         centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M, plus (with `distances`) the squared
         error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
         one within range; and the cause's accuracy."""
-        logits, offset, lane, distances = self(image_embeds, len(examples))
+        pooled = self(image_embeds, len(examples))
+        logits = self.cause(pooled)
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
-        target = torch.tensor([e.offset_m for e in examples], dtype=torch.float32)
-        loss = F.cross_entropy(logits, cause) + F.mse_loss(offset, target)
-        if lane is not None:
+        offset = torch.tensor([e.offset_m for e in examples], dtype=torch.float32)
+        loss = F.cross_entropy(logits, cause) + F.mse_loss(self.offset(pooled)[:, 0], offset)
+        if self.lane is not None:
             ahead = torch.tensor([e.lane_ahead for e in examples], dtype=torch.float32)
-            loss = loss + F.mse_loss(lane, ahead / LANE_SCALE_M)
-        if distances is not None:
+            loss = loss + F.mse_loss(self.lane(pooled), ahead / LANE_SCALE_M)
+        if self.distances is not None:
             metres = torch.tensor([e.distances for e in examples], dtype=torch.float32)
             seen = torch.isfinite(metres)  # no stop line or lead within range: no loss
-            loss = loss + ((distances - metres.nan_to_num() / DISTANCE_SCALE_M) ** 2 * seen).sum() / len(examples)
+            error = self.distances(pooled) - metres.nan_to_num() / DISTANCE_SCALE_M
+            loss = loss + (error ** 2 * seen).sum() / len(examples)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
 
@@ -354,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
-                   args.save_every, args.offset_share, args.max_offset, args.scene_steps, args.scene_weight,
-                   args.own_statistics, args.late_share, (args.max_heading_error, args.max_curvature_error),
-                   args.scene_lane, args.mirror_share, args.scene_pooling, args.scene_distances, args.expert_width)
+                   save_every=args.save_every, offset_share=args.offset_share, max_offset_m=args.max_offset,
+                   scene_steps=args.scene_steps, scene_weight=args.scene_weight, own_statistics=args.own_statistics,
+                   late_share=args.late_share, max_drift=(args.max_heading_error, args.max_curvature_error),
+                   scene_lane=args.scene_lane, mirror_share=args.mirror_share, scene_pooling=args.scene_pooling,
+                   scene_distances=args.scene_distances, expert_width=args.expert_width)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")
