@@ -101,9 +101,11 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
     spinner.start()
     hogs = []
     node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # The publisher imports while the node starts, and publishes only once the node runs (its first /diagnostics),
-    # so fault times count from a live node.
+    # The publisher creates its publishers while the node starts, and publishes only once the node runs (its first
+    # /diagnostics) and both the node and this listener have matched its odometry: fault times count from a live
+    # node, and the listener hears every pose the node plans from (on CI it once matched only after the third plan).
     publisher = subprocess.Popen([sys.executable, "-m", "alpamayo_ros.tools.synthetic_publisher", "--start-on-stdin",
+                                  "--wait-for-subscribers", "2",
                                   "--duration", str(timeout_s + 10), *publisher_args], cwd=REPO, env=env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -17,6 +17,7 @@ import argparse
 import io
 import math
 import sys
+import time
 
 import numpy as np
 import rclpy
@@ -70,15 +71,19 @@ class SyntheticPublisher(Node):
         self.camera_pubs = [self.create_publisher(t, topic, qos_profile_sensor_data) for t, topic in zip(types, topics)]
         self.odom_pub = self.create_publisher(Odometry, args.odometry_topic, qos_profile_sensor_data)
         self.clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        self.wall_start_ns = self.get_clock().now().nanoseconds
+        self.wall_start_ns = 0  # set by start()
         self.clock_offset_ns = 0  # sim time = SIM_START + elapsed + offset (the clock faults move it)
         self.frames = road_images(args.height, args.width)  # (4 cameras, 4 variants, H, W, 3)
         self.encoded = [[self._encode(self.frames[c, f]) for f in range(4)] for c in range(4)]
         self.camera_count = 0
         self.pending: list[tuple[int, int, object]] = []  # (due wall ns, camera, message): the late camera
         self.reported = ReportedOdometry(args.odometry_event)
+
+    def start(self) -> None:
+        """The drive (and every fault time) begins now; the publishers existed before, so peers may have matched them."""
+        self.wall_start_ns = self.get_clock().now().nanoseconds
         self.create_timer(0.1, self._publish_cameras)
-        self.create_timer(1.0 / args.odometry_hz, self._publish_odometry)
+        self.create_timer(1.0 / self.args.odometry_hz, self._publish_odometry)
         self.create_timer(0.01, self._publish_pending_and_clock)
 
     # -- time and faults ---------------------------------------------------------------------------
@@ -181,8 +186,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--yaw-rate", type=float, default=0.1, help="rad/s, positive turns left")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until interrupted")
     parser.add_argument("--start-on-stdin", action="store_true",
-                        help="import, then wait for a line on stdin before publishing (end of input: exit); lets a "
-                             "caller start the publisher beside the node and set it going once the node runs")
+                        help="create the publishers, then wait for a line on stdin before publishing (end of input: "
+                             "exit); lets a caller start the publisher beside the node and set it going once the node runs")
+    parser.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
+                        help="before publishing, wait until N subscriptions have matched the odometry publisher (the "
+                             "node and a recorder), so that none of them misses the start of the drive")
     parser.add_argument("--sim-time", action="store_true", help="publish /clock and stamp with it")
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--fault-camera", type=int, default=2, help="camera index the fault applies to")
@@ -193,19 +201,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def wait_for_subscribers(node: SyntheticPublisher, count: int, report_every_s: float = 5.0) -> bool:
+    """Block until `count` subscriptions have matched the odometry publisher (DDS matches in its own threads);
+    False if rclpy shut down first (a signal)."""
+    next_report = time.monotonic() + report_every_s
+    while rclpy.ok() and (matched := node.odom_pub.get_subscription_count()) < count:
+        if time.monotonic() >= next_report:
+            node.get_logger().info(f"waiting for {count} subscribers on {node.odom_pub.topic_name} ({matched} matched)")
+            next_report += report_every_s
+        time.sleep(0.05)
+    return rclpy.ok()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv if argv is None else argv)[1:])
-    if args.start_on_stdin:
-        try:
-            if not sys.stdin.readline():
-                return 0
-        except KeyboardInterrupt:
-            return 0
     rclpy.init()
     node = SyntheticPublisher(args)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
+        if (args.start_on_stdin and not sys.stdin.readline()) or not wait_for_subscribers(node, args.wait_for_subscribers):
+            return 0
+        node.start()
         if args.duration > 0:
             end = node.get_clock().now().nanoseconds + args.duration * 1e9
             while rclpy.ok() and node.get_clock().now().nanoseconds < end:
