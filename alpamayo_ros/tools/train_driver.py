@@ -87,6 +87,20 @@ def action_statistics(examples: list[StoredExample], config) -> dict[str, float]
             "curvature_mean": curvature.mean().item(), "curvature_std": curvature.std().item()}
 
 
+def action_rarity(examples: list[StoredExample], config) -> np.ndarray:
+    """Per example, the largest |normalised action| of its future (acceleration or curvature, in the action space's
+    standard deviations; at least 1): tight curves and hard braking score 3-4, cruising 1. With the world's
+    statistics half the examples have no curvature at all and a 30 m curve is 4 standard deviations out, where the
+    expert's plans regress towards the mean (alpamayo_ros/driver/README.md)."""
+    space = UnicycleAccelCurvatureActionSpace(config)
+    rarity = np.empty(len(examples))
+    for i, e in enumerate(examples):
+        action = space.traj_to_action(*(torch.as_tensor(x, dtype=torch.float32) for x in
+                                         (e.ego_history_xyz, e.ego_history_rot, e.future_xyz, e.future_rot)))
+        rarity[i] = max(1.0, float(action.abs().max()))
+    return rarity
+
+
 class SceneProbe(torch.nn.Module):
     """Training only, dropped at save: reads each example's cause and lane offset off the image tokens the
     language model receives (attention pooling with one learnt query, then linear).
@@ -201,7 +215,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           save_every: int = 0, offset_share: float = 0.0, max_offset_m: float = 0.0, scene_steps: int = 0,
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
           max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0,
-          scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96) -> dict:
+          scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96,
+          rare_weight: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -219,9 +234,16 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
                        distances=scene_distances)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
+    # Drawn in proportion to rarity ** rare_weight; 0: uniformly (p=None, the same batches as before).
+    chance = None
+    if rare_weight:
+        rarity = action_rarity(examples, config.action_space_cfg)
+        chance = rarity ** rare_weight / np.sum(rarity ** rare_weight)
+        logger.info("rarity-weighted draws: examples with an action >= 3 standard deviations out are %.0f %% of the "
+                    "data and %.0f %% of the draws", 100 * np.mean(rarity >= 3), 100 * chance[rarity >= 3].sum())
 
     def draw(size: int) -> list[StoredExample]:
-        chosen = [examples[i] for i in order.choice(len(examples), size=size, replace=False)]
+        chosen = [examples[i] for i in order.choice(len(examples), size=size, replace=False, p=chance)]
         if not mirror_share:
             return chosen
         return [e.mirror() if flip else e for e, flip in zip(chosen, mirrors.random(size) < mirror_share)]
@@ -269,7 +291,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
               "scene_distances": scene_distances, "expert_width": expert_width,
-              "mirror_share": mirror_share, "scene_pooling": scene_pooling,
+              "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -349,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                              "gets a twin with the same pace and the other turn")
     parser.add_argument("--expert-width", type=int, default=96,
                         help="the action expert's hidden size (loading.driver_config; its MLP twice that)")
+    parser.add_argument("--rare-weight", type=float, default=0.0,
+                        help="draw examples in proportion to their rarity to this power (action_rarity: the largest "
+                             "|normalised action| of the future, at least 1); 0 draws uniformly")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -358,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                    scene_steps=args.scene_steps, scene_weight=args.scene_weight, own_statistics=args.own_statistics,
                    late_share=args.late_share, max_drift=(args.max_heading_error, args.max_curvature_error),
                    scene_lane=args.scene_lane, mirror_share=args.mirror_share, scene_pooling=args.scene_pooling,
-                   scene_distances=args.scene_distances, expert_width=args.expert_width)
+                   scene_distances=args.scene_distances, expert_width=args.expert_width,
+                   rare_weight=args.rare_weight)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

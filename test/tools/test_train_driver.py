@@ -143,3 +143,38 @@ def test_expert_width_widens_only_the_expert():
                                                                             plain.expert_cfg.head_dim)
     model = random_model(wide, wide_vlm, seed=0)
     assert model.expert.config.hidden_size == 160 and model.vlm.config.text_config.hidden_size == 128
+
+
+def test_rarity_scores_a_tight_curve_by_its_standard_deviations_and_cruising_as_one():
+    """`--rare-weight`: an example's rarity is its future's largest |normalised action| (at least 1). With the
+    shipped driver's statistics a 30 m curve at 10 m/s is about (1/30) / 0.0079 = 4.2 standard deviations out;
+    cruising straight on is 1."""
+    import dataclasses
+    import json
+    import types
+    from pathlib import Path
+
+    from alpamayo_ros.model.loading import driver_config
+    from alpamayo_ros.tools.train_driver import action_rarity
+
+    shipped = json.loads((Path(__file__).parents[2] / "alpamayo_ros/driver/config.json").read_text())["action_space_cfg"]
+    config = dataclasses.replace(driver_config()[0].action_space_cfg,
+                                 **{k: shipped[k] for k in ("accel_mean", "accel_std", "curvature_mean", "curvature_std")})
+
+    def example(radius_m: float | None, speed: float = 10.0):
+        history_t, future_t = np.arange(-15, 1) * 0.1, np.arange(1, 65) * 0.1
+        history = np.stack([history_t * speed, 0 * history_t, 0 * history_t], 1)
+        yaw = future_t * speed / radius_m if radius_m else 0 * future_t
+        future = (np.stack([radius_m * np.sin(yaw), radius_m * (1 - np.cos(yaw)), 0 * yaw], 1) if radius_m else
+                  np.stack([future_t * speed, 0 * future_t, 0 * future_t], 1))
+        rot = np.zeros((64, 3, 3))
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = (np.cos(yaw), -np.sin(yaw), np.sin(yaw),
+                                                                                np.cos(yaw), 1.0)
+        return types.SimpleNamespace(ego_history_xyz=history.astype(np.float32),
+                                     ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
+                                     future_xyz=future.astype(np.float32), future_rot=rot.astype(np.float32))
+
+    straight, curve, gentle = action_rarity([example(None), example(30.0), example(200.0)], config)
+    assert straight == 1.0 and gentle == 1.0  # within one standard deviation: the floor
+    expected = (1 / 30 - shipped["curvature_mean"]) / shipped["curvature_std"]
+    assert abs(curve - expected) < 0.1 * expected, (curve, expected)
