@@ -12,7 +12,9 @@ gradients are those of its stage 2: conformance/training README). The patch embe
 (`training.linear_patch_embedding`). The
 expert is trained with the bidirectional attention the release's inference uses, not the recipe's
 accidental causal mask: the model is run by `AlpamayoR1.sample`. Each sample's one VLM pass serves
-`--flow-draws` flow-matching draws (the recipe draws one): the expert is cheap beside the VLM.
+`--flow-draws` flow-matching draws (the recipe draws one). `--expert-steps` then adds the recipe's stage 2 on
+the frozen VLM (stop_grad_from_vlm): each example's prefix cache is stored once, and the expert alone trains on
+them; on two cores an expert step of 64 rows takes 0.3 s where a joint step takes 1.1 s.
 
 Two things stand in for what the release starts from. Its Qwen3-VL arrives pretrained and sees; this
 vision tower starts from random weights, so stage 0 (`--scene-steps`) trains it alone, through a
@@ -48,10 +50,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from transformers import DynamicCache
 
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.loading import driver_config, random_model, save_pretrained
-from alpamayo_ros.model.training import linear_patch_embedding, make_batch, training_losses
+from alpamayo_ros.model.training import (
+    flow_matching_loss,
+    flow_training_data,
+    linear_patch_embedding,
+    make_batch,
+    training_losses,
+)
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import LANE_AHEAD_M, TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
 
@@ -216,7 +225,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_weight: float = 0.0, own_statistics: bool = False, late_share: float = 0.0,
           max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0,
           scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96,
-          rare_weight: float = 0.0) -> dict:
+          rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
+          expert_lr: float = 5e-4) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -281,6 +291,14 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
                         "scene": mean[3], "scene_accuracy": mean[4],
                         "lr": optimiser.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - started})
             sums[:] = 0.0
+    if expert_steps:
+        model.eval()
+        prefixes = frozen_prefixes(model, examples)
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        for parameter in expert_parameters(model):
+            parameter.requires_grad_(True)
+        log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started))
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
     model.eval()
     save_pretrained(model, out)
@@ -292,6 +310,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
               "scene_distances": scene_distances, "expert_width": expert_width,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
+              "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
+              "expert_lr": expert_lr,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -320,6 +340,79 @@ def pretrain_vision(model, probe: SceneProbe, draw, steps: int, lr: float, start
             log.append({"step": step + 1 - steps, "scene": sums[0] / LOG_EVERY, "scene_accuracy": sums[1] / LOG_EVERY,
                         "elapsed_s": time.perf_counter() - started})
             sums[:] = 0.0
+    return log
+
+
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """One example as the expert reads it: the frozen VLM's cache up to <|traj_future_start|>, and the target."""
+
+    keys: tuple[torch.Tensor, ...]  # per layer (kv heads, crop, head dim)
+    values: tuple[torch.Tensor, ...]
+    rope_delta: torch.Tensor  # (1,)
+    action: torch.Tensor  # (64, 2), normalised
+
+
+def frozen_prefixes(model, examples: list[StoredExample], batch_size: int = 16) -> list[Prefix]:
+    """Each example's prefix cache from one pass of the (now fixed) VLM over its training conversation."""
+    prefixes = []
+    with torch.no_grad(), linear_patch_embedding(model):
+        for first in tqdm(range(0, len(examples), batch_size), desc="cache", unit="batch", file=sys.stderr):
+            chunk = examples[first:first + batch_size]
+            batch = make_batch(model, [e.training_example() for e in chunk], fuse_future_bins=False)
+            _, cache, rope_delta = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds,
+                                                        batch.deepstack)
+            for i, crop in enumerate(batch.crop.tolist()):
+                prefixes.append(Prefix(keys=tuple(layer.keys[i, :, :crop].clone() for layer in cache.layers),
+                                       values=tuple(layer.values[i, :, :crop].clone() for layer in cache.layers),
+                                       rope_delta=rope_delta[i].clone(), action=batch.action[i]))
+    return prefixes
+
+
+def prefix_batch(prefixes: list[Prefix]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded cache rows (zeros after each row's prefix, hidden by `build_context`'s `visible`), the crops,
+    rope deltas (R, 1) and actions (R, 64, 2)."""
+    crop = torch.tensor([p.keys[0].shape[1] for p in prefixes])
+    cache = DynamicCache()
+    for layer in range(len(prefixes[0].keys)):
+        heads, _, width = prefixes[0].keys[layer].shape
+        keys, values = torch.zeros(len(prefixes), heads, int(crop.max()), width), torch.zeros(len(prefixes), heads,
+                                                                                               int(crop.max()), width)
+        for row, p in enumerate(prefixes):
+            keys[row, :, :p.keys[layer].shape[1]] = p.keys[layer]
+            values[row, :, :p.values[layer].shape[1]] = p.values[layer]
+        cache.update(keys, values, layer)
+    return cache, crop, torch.stack([p.rope_delta for p in prefixes]), torch.stack([p.action for p in prefixes])
+
+
+def expert_parameters(model) -> list[torch.nn.Parameter]:
+    """What reads the cache and writes actions: the expert and the action projections in and out."""
+    return [*model.expert.parameters(), *model.action_in_proj.parameters(), *model.action_out_proj.parameters()]
+
+
+def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flow_draws: int, lr: float,
+                 seed: int, started: float) -> list[dict]:
+    """Stage 2 on the frozen VLM (the recipe's stop_grad_from_vlm): flow matching on the stored prefixes, the
+    expert alone, warmup then cosine to lr / 100."""
+    parameters = expert_parameters(model)
+    optimiser = recipe_optimiser(parameters, lr)
+    order = np.random.default_rng([seed, 5])
+    log, total = [], 0.0
+    bar = tqdm(range(steps), desc="expert", unit="step", file=sys.stderr)
+    for step in bar:
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, SCENE_WARMUP_STEPS, lr / 100)
+        chosen = [prefixes[i] for i in order.choice(len(prefixes), size=batch_size, replace=False)]
+        cache, crop, rope_delta, x = prefix_batch([p for p in chosen for _ in range(flow_draws)])
+        t, noise = flow_training_data(x)
+        loss, _ = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
+        optimiser_step(optimiser, loss, parameters)
+        total += loss.item()
+        bar.set_postfix(flow=f"{loss.item():.3f}")
+        if (step + 1) % LOG_EVERY == 0:
+            log.append({"expert_step": step + 1, "flow": total / LOG_EVERY, "lr": optimiser.param_groups[0]["lr"],
+                        "elapsed_s": time.perf_counter() - started})
+            total = 0.0
     return log
 
 
@@ -374,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rare-weight", type=float, default=0.0,
                         help="draw examples in proportion to their rarity to this power (action_rarity: the largest "
                              "|normalised action| of the future, at least 1); 0 draws uniformly")
+    parser.add_argument("--expert-steps", type=int, default=0,
+                        help="then stage 2 on the frozen VLM (the recipe's stop_grad_from_vlm): the expert alone, on "
+                             "each example's stored prefix cache; an expert step costs a quarter of a joint one")
+    parser.add_argument("--expert-batch-size", type=int, default=16)
+    parser.add_argument("--expert-draws", type=int, default=4, help="flow-matching draws per example in that stage")
+    parser.add_argument("--expert-lr", type=float, default=5e-4, help="that stage's peak learning rate")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -384,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                    late_share=args.late_share, max_drift=(args.max_heading_error, args.max_curvature_error),
                    scene_lane=args.scene_lane, mirror_share=args.mirror_share, scene_pooling=args.scene_pooling,
                    scene_distances=args.scene_distances, expert_width=args.expert_width,
-                   rare_weight=args.rare_weight)
+                   rare_weight=args.rare_weight, expert_steps=args.expert_steps,
+                   expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from alpamayo_ros.model.loading import save_pretrained, tiny
-from alpamayo_ros.model.training import make_batch, training_losses
+from alpamayo_ros.model.training import flow_matching_loss, make_batch, training_losses
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, drive_examples, t0_grid
 from alpamayo_ros.tools.train_driver import SceneProbe, latest_frames_embeds, learning_rate
@@ -178,3 +178,40 @@ def test_rarity_scores_a_tight_curve_by_its_standard_deviations_and_cruising_as_
     assert straight == 1.0 and gentle == 1.0  # within one standard deviation: the floor
     expected = (1 / 30 - shipped["curvature_mean"]) / shipped["curvature_std"]
     assert abs(curve - expected) < 0.1 * expected, (curve, expected)
+
+
+def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_from_it():
+    """`--expert-steps`: the stored prefixes, padded into one batch, give the expert the loss the joint pass's
+    cropped cache gives it (same draws; prefixes of different lengths in one batch); then a few expert-only steps
+    lower it and leave the VLM untouched."""
+    from alpamayo_ros.tools.train_driver import expert_parameters, frozen_prefixes, prefix_batch, train_expert
+
+    model = tiny(seed=0).eval()
+    drive = world.generate("red_light", TRAIN_SEEDS[0])
+    stored = list(drive_examples(drive, [3.0, 6.0], height=64, width=96))  # accelerate; stop for the red light
+    examples = [e.training_example() for e in stored]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        batch = make_batch(model, examples)
+        assert batch.crop[0] != batch.crop[1]  # different reasoning lengths: the padding is exercised
+        t = torch.rand(2, 1, 1, generator=generator)
+        noise = torch.randn(batch.action.shape, generator=generator)
+        joint = training_losses(model, batch, t=t, noise=noise).flow
+        prefixes = frozen_prefixes(model, stored, batch_size=1)  # one at a time: no padding in the VLM pass either
+        cache, crop, rope_delta, x = prefix_batch(prefixes)
+        alone, _ = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
+    torch.testing.assert_close(alone, joint, rtol=1e-4, atol=1e-6)
+
+    vlm_before = {k: v.clone() for k, v in model.vlm.state_dict().items()}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        before = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)[0].item()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in expert_parameters(model):
+        p.requires_grad_(True)
+    train_expert(model, prefixes, steps=30, batch_size=2, flow_draws=4, lr=3e-3, seed=0, started=0.0)
+    with torch.no_grad():
+        after = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)[0].item()
+    assert after < 0.8 * before, (before, after)
+    assert all(torch.equal(v, model.vlm.state_dict()[k]) for k, v in vlm_before.items())
