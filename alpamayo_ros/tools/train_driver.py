@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 from transformers import DynamicCache
 
@@ -76,6 +77,12 @@ DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 
 
+def future_action(space: UnicycleAccelCurvatureActionSpace, example: StoredExample) -> torch.Tensor:
+    """The example's future as the action space's normalised (acceleration, curvature) per step (64, 2)."""
+    return space.traj_to_action(*(torch.as_tensor(x, dtype=torch.float32) for x in (
+        example.ego_history_xyz, example.ego_history_rot, example.future_xyz, example.future_rot)))
+
+
 def action_statistics(examples: list[StoredExample], config) -> dict[str, float]:
     """The action space's dataset statistics, measured on the examples' futures: mean and standard deviation of
     the acceleration and the curvature the unicycle fit gives (the release's config holds its own data's).
@@ -86,9 +93,7 @@ def action_statistics(examples: list[StoredExample], config) -> dict[str, float]
     space = UnicycleAccelCurvatureActionSpace(config)
     accel, curvature = [], []
     for e in examples[::STATISTICS_STRIDE]:
-        action = space.traj_to_action(*(torch.as_tensor(x, dtype=torch.float32) for x in
-                                         (e.ego_history_xyz, e.ego_history_rot, e.future_xyz, e.future_rot)))
-        a, k = space.denormalize(action)
+        a, k = space.denormalize(future_action(space, e))
         accel.append(a)
         curvature.append(k)
     accel, curvature = torch.cat(accel).double(), torch.cat(curvature).double()
@@ -99,15 +104,10 @@ def action_statistics(examples: list[StoredExample], config) -> dict[str, float]
 def action_rarity(examples: list[StoredExample], config) -> np.ndarray:
     """Per example, the largest |normalised action| of its future (acceleration or curvature, in the action space's
     standard deviations; at least 1): tight curves and hard braking score 3-4, cruising 1. With the world's
-    statistics half the examples have no curvature at all and a 30 m curve is 4 standard deviations out, where the
-    expert's plans regress towards the mean (alpamayo_ros/driver/README.md)."""
+    statistics half the examples have no curvature at all and a 30 m curve is 4 standard deviations out, where a
+    flow trained on them could regress towards the mean (it did not help: alpamayo_ros/driver/README.md)."""
     space = UnicycleAccelCurvatureActionSpace(config)
-    rarity = np.empty(len(examples))
-    for i, e in enumerate(examples):
-        action = space.traj_to_action(*(torch.as_tensor(x, dtype=torch.float32) for x in
-                                         (e.ego_history_xyz, e.ego_history_rot, e.future_xyz, e.future_rot)))
-        rarity[i] = max(1.0, float(action.abs().max()))
-    return rarity
+    return np.array([max(1.0, float(future_action(space, e).abs().max())) for e in examples])
 
 
 class SceneProbe(torch.nn.Module):
@@ -294,10 +294,6 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     if expert_steps:
         model.eval()
         prefixes = frozen_prefixes(model, examples)
-        for parameter in parameters:
-            parameter.requires_grad_(False)
-        for parameter in expert_parameters(model):
-            parameter.requires_grad_(True)
         log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started))
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
     model.eval()
@@ -372,16 +368,13 @@ def frozen_prefixes(model, examples: list[StoredExample], batch_size: int = 16) 
 def prefix_batch(prefixes: list[Prefix]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded cache rows (zeros after each row's prefix, hidden by `build_context`'s `visible`), the crops,
     rope deltas (R, 1) and actions (R, 64, 2)."""
-    crop = torch.tensor([p.keys[0].shape[1] for p in prefixes])
+    def padded(rows: list[torch.Tensor]) -> torch.Tensor:  # (heads, crop_r, dim) each -> (R, heads, crop, dim)
+        return pad_sequence([r.transpose(0, 1) for r in rows], batch_first=True).transpose(1, 2).contiguous()
+
     cache = DynamicCache()
     for layer in range(len(prefixes[0].keys)):
-        heads, _, width = prefixes[0].keys[layer].shape
-        keys, values = torch.zeros(len(prefixes), heads, int(crop.max()), width), torch.zeros(len(prefixes), heads,
-                                                                                               int(crop.max()), width)
-        for row, p in enumerate(prefixes):
-            keys[row, :, :p.keys[layer].shape[1]] = p.keys[layer]
-            values[row, :, :p.values[layer].shape[1]] = p.values[layer]
-        cache.update(keys, values, layer)
+        cache.update(padded([p.keys[layer] for p in prefixes]), padded([p.values[layer] for p in prefixes]), layer)
+    crop = torch.tensor([p.keys[0].shape[1] for p in prefixes])
     return cache, crop, torch.stack([p.rope_delta for p in prefixes]), torch.stack([p.action for p in prefixes])
 
 
@@ -393,7 +386,8 @@ def expert_parameters(model) -> list[torch.nn.Parameter]:
 def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flow_draws: int, lr: float,
                  seed: int, started: float) -> list[dict]:
     """Stage 2 on the frozen VLM (the recipe's stop_grad_from_vlm): flow matching on the stored prefixes, the
-    expert alone, warmup then cosine to lr / 100."""
+    expert alone, warmup then cosine to lr / 100. The prefixes were stored without gradients, so none reaches
+    the VLM; the optimiser holds only `expert_parameters`."""
     parameters = expert_parameters(model)
     optimiser = recipe_optimiser(parameters, lr)
     order = np.random.default_rng([seed, 5])
