@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
-from .alpamayo_r1 import AlpamayoR1
+from .alpamayo_r1 import AlpamayoR1, EncodedInputs
 from .config import FutureTokenizerConfig
 from .expert import build_context
 from .prompt import TokenIds, special_token
@@ -38,7 +38,8 @@ LABEL_COMPONENTS = ("cot", "traj_future")  # the recipe's CoC run: both spans su
 class TrainingExample:
     """One supervised sample: the model's inputs at t0, the true future and its Chain-of-Causation."""
 
-    images: np.ndarray  # (4, 4, H, W, 3) uint8 RGB, release camera order, frames oldest first
+    images: np.ndarray | None  # (4, 4, H, W, 3) uint8 RGB, release camera order, frames oldest first; None when
+    # `make_batch` is given them encoded
     ego_history_xyz: np.ndarray  # (16, 3) float32, metres, ego frame at t0
     ego_history_rot: np.ndarray  # (16, 3, 3) float32
     future_xyz: np.ndarray  # (64, 3) float32, poses at t0 + 0.1 .. 6.4 s, ego frame at t0
@@ -131,16 +132,21 @@ def fuse_future(input_ids: torch.Tensor, bins: torch.Tensor, token_ids: TokenIds
     return fused
 
 
-def make_batch(model: AlpamayoR1, examples: Sequence[TrainingExample], fuse_future_bins: bool = True) -> Batch:
+def make_batch(model: AlpamayoR1, examples: Sequence[TrainingExample], fuse_future_bins: bool = True,
+               encoded: Sequence[EncodedInputs] | None = None) -> Batch:
     """Encode images (with gradients, when enabled) and build the right-padded conversations and labels.
 
     `fuse_future_bins`: stage 1 writes the future's discrete bins into the placeholders; stage 2 alone
     (the recipe's `fuse_traj_tokens`) leaves them, and the crop drops them before the expert reads the cache.
+    `encoded`: each example's `encode_inputs`, made earlier by a vision tower that is not trained now; the
+    examples' images are then not read.
     """
     token_ids = model.token_ids
+    if encoded is not None and len(encoded) != len(examples):
+        raise ValueError(f"{len(encoded)} encodings for {len(examples)} examples")
     rows, grids, embeds, deepstack, actions = [], [], [], [], []
-    for example in examples:
-        inputs = model.encode_inputs(example.images, example.ego_history_xyz)
+    for k, example in enumerate(examples):
+        inputs = model.encode_inputs(example.images, example.ego_history_xyz) if encoded is None else encoded[k]
         ids = torch.cat([inputs.input_ids, completion_ids(model, example.coc)], dim=1)
         hist_xyz = torch.as_tensor(example.ego_history_xyz, dtype=torch.float32)
         hist_rot = torch.as_tensor(example.ego_history_rot, dtype=torch.float32)

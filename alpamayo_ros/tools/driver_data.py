@@ -77,8 +77,9 @@ class StoredExample:
             coc=swap(self.coc), cause=swap(self.cause),
             offset_m=-self.offset_m, lane_ahead=tuple(-y for y in self.lane_ahead), mirrored=not self.mirrored)
 
-    def training_example(self) -> TrainingExample:
-        return TrainingExample(images=self.images(), ego_history_xyz=self.ego_history_xyz,
+    def training_example(self, images: bool = True) -> TrainingExample:
+        """`images`: decoded; False for a batch given the images already encoded (`training.make_batch`)."""
+        return TrainingExample(images=self.images() if images else None, ego_history_xyz=self.ego_history_xyz,
                                ego_history_rot=self.ego_history_rot, future_xyz=self.future_xyz,
                                future_rot=self.future_rot, coc=self.coc)
 

@@ -211,3 +211,23 @@ def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_fro
         after = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)[0].item()
     assert after < 0.8 * before, (before, after)
     assert all(torch.equal(v, model.vlm.state_dict()[k]) for k, v in vlm_before.items())
+
+
+def test_frozen_vision_encodes_once_what_each_batch_would_encode():
+    """`--frozen-vision`: a batch built from the stored encodings is the batch encoding the images again gives,
+    bitwise (the same tower, the same per-example vision call), and the stored examples' images are not read."""
+    from alpamayo_ros.model.training import linear_patch_embedding
+    from alpamayo_ros.tools.train_driver import frozen_encodings
+
+    model = tiny(seed=0).eval()
+    drive = world.generate("curve_left", TRAIN_SEEDS[0])
+    stored = list(drive_examples(drive, [2.0, 5.0], height=64, width=96))
+    encodings = frozen_encodings(model, stored)
+    with torch.no_grad(), linear_patch_embedding(model):
+        fresh = make_batch(model, [e.training_example() for e in stored])
+        kept = make_batch(model, [e.training_example(images=False) for e in stored], encoded=encodings)
+    for name in ("input_ids", "labels", "crop", "image_grid_thw", "image_embeds", "action"):
+        assert torch.equal(getattr(fresh, name), getattr(kept, name)), name
+    assert all(map(torch.equal, fresh.deepstack, kept.deepstack))
+    with pytest.raises(ValueError, match="1 encodings for 2 examples"):
+        make_batch(model, [e.training_example(images=False) for e in stored], encoded=encodings[:1])
