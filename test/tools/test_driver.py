@@ -19,8 +19,8 @@ BASELINE_SHARE = 0.5  # ... and the baseline covers less than this share of it (
 TURN_SHARE = 0.5  # the driver must cover at least this share, on the right side
 OVERSHOOT_M = 5.0  # a red-light tick where the baseline's front bumper ends at least this far past the line
 SEED = 0  # sampling seed of the model call
-# The shipped driver (780 CPU steps) does not pass these yet: it names the cause on 76 % of held-out ticks,
-# its plans turn less than a tight curve and stop past the line even given the true reasoning
+# The shipped driver (session 14) does not pass these yet: it names the cause on 80 % of held-out ticks, its
+# plans turn the right way but too little at the first tick of a curve entry and stop past the line
 # (alpamayo_ros/driver/README.md). Strict: a driver that passes turns these into failures until the marks go.
 NOT_YET = pytest.mark.xfail(strict=True, reason="the embedded driver does not read the scene yet (README)")
 
