@@ -18,8 +18,10 @@ them; on two cores an expert step of 64 rows takes 0.3 s where a joint step take
 
 Two things stand in for what the release starts from. Its Qwen3-VL arrives pretrained and sees; this
 vision tower starts from random weights, so stage 0 (`--scene-steps`) trains it alone, through a
-`SceneProbe` that reads each example's cause and lane offset off the image tokens the LM receives, and
-the joint run keeps that loss (`--scene-weight`); the probe is dropped at save. And its action statistics
+`SceneProbe` that reads each example's cause and lane offset (with `--scene-lane`, `--scene-distances` also
+the lane ahead and the distances to the line and the lead) off the image tokens the LM receives. Then the
+tower is frozen and each example encoded once (`--frozen-vision`), or it trains on in the joint run, which
+keeps the probe's loss (`--scene-weight`); the probe is dropped at save. And its action statistics
 are its own data's; `--own-statistics` measures the world's (`action_statistics`), whose curvature spread
 is a third of the release's. `--offset-share` of the examples start off the lane centre and recover;
 `--mirror-share` of those drawn are mirrored left for right.
