@@ -320,7 +320,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
             sums[:] = 0.0
     if expert_steps:
         model.eval()
-        prefixes = frozen_prefixes(model, examples)
+        prefixes = frozen_prefixes(model, examples, encodings=encodings)
         log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started))
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
     model.eval()
@@ -387,13 +387,17 @@ class Prefix:
     action: torch.Tensor  # (64, 2), normalised
 
 
-def frozen_prefixes(model, examples: list[StoredExample], batch_size: int = 16) -> list[Prefix]:
-    """Each example's prefix cache from one pass of the (now fixed) VLM over its training conversation."""
+def frozen_prefixes(model, examples: list[StoredExample], batch_size: int = 16,
+                    encodings: list[EncodedInputs] | None = None) -> list[Prefix]:
+    """Each example's prefix cache from one pass of the (now fixed) VLM over its training conversation;
+    `encodings` (`frozen_encodings`, with a frozen tower): the images are not decoded and encoded again."""
     prefixes = []
     with torch.no_grad(), linear_patch_embedding(model):
         for first in tqdm(range(0, len(examples), batch_size), desc="cache", unit="batch", file=sys.stderr):
             chunk = examples[first:first + batch_size]
-            batch = make_batch(model, [e.training_example() for e in chunk], fuse_future_bins=False)
+            kept = None if encodings is None else encodings[first:first + batch_size]
+            batch = make_batch(model, [e.training_example(images=kept is None) for e in chunk],
+                               fuse_future_bins=False, encoded=kept)
             _, cache, rope_delta = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds,
                                                         batch.deepstack)
             for i, crop in enumerate(batch.crop.tolist()):

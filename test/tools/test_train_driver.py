@@ -198,6 +198,9 @@ def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_fro
         noise = torch.randn(batch.action.shape, generator=generator)
         joint = training_losses(model, batch, t=t, noise=noise).flow
         prefixes = frozen_prefixes(model, stored, batch_size=1)  # one at a time: no padding in the VLM pass either
+        from alpamayo_ros.tools.train_driver import frozen_encodings
+        reused = frozen_prefixes(model, stored, batch_size=1, encodings=frozen_encodings(model, stored))
+        assert all(map(torch.equal, [*prefixes[0].keys, *prefixes[1].values], [*reused[0].keys, *reused[1].values]))
         cache, crop, rope_delta, x = prefix_batch(prefixes)
         alone, _ = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
     torch.testing.assert_close(alone, joint, rtol=1e-4, atol=1e-6)
