@@ -33,11 +33,7 @@ plus `training_log.json` (the losses along the run).
 
     python -m alpamayo_ros.tools.train_driver OUT [--steps 1500 --batch-size 8 --drives 12 --threads 2 --seed 0]
 
-The defaults are the embedded driver's run (alpamayo_ros/driver/README.md): since session 14 stage 0 runs
-1,200 steps and its probe also reads the lane ahead and the distances to the line and the lead, the tower is
-then frozen (`--frozen-vision`), and 40 % of the examples start off the centre, drifting. Sessions 9-13's
-driver was `--steps 780 --offset-share 0.25 --max-heading-error 0 --max-curvature-error 0 --scene-steps 300
---no-scene-lane --no-scene-distances --no-frozen-vision`.
+The defaults are the embedded driver's run; alpamayo_ros/driver/README.md has it and the runs before it.
 """
 
 from __future__ import annotations

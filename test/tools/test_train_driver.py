@@ -184,7 +184,7 @@ def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_fro
     """`--expert-steps`: the stored prefixes, padded into one batch, give the expert the loss the joint pass's
     cropped cache gives it (same draws; prefixes of different lengths in one batch); then a few expert-only steps
     lower it and leave the VLM untouched."""
-    from alpamayo_ros.tools.train_driver import frozen_prefixes, prefix_batch, train_expert
+    from alpamayo_ros.tools.train_driver import frozen_encodings, frozen_prefixes, prefix_batch, train_expert
 
     model = tiny(seed=0).eval()
     drive = world.generate("red_light", TRAIN_SEEDS[0])
@@ -198,9 +198,9 @@ def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_fro
         noise = torch.randn(batch.action.shape, generator=generator)
         joint = training_losses(model, batch, t=t, noise=noise).flow
         prefixes = frozen_prefixes(model, stored, batch_size=1)  # one at a time: no padding in the VLM pass either
-        from alpamayo_ros.tools.train_driver import frozen_encodings
         reused = frozen_prefixes(model, stored, batch_size=1, encodings=frozen_encodings(model, stored))
-        assert all(map(torch.equal, [*prefixes[0].keys, *prefixes[1].values], [*reused[0].keys, *reused[1].values]))
+        for fresh, kept in zip(prefixes, reused, strict=True):  # the stored encodings give the same caches, bitwise
+            assert all(map(torch.equal, [*fresh.keys, *fresh.values], [*kept.keys, *kept.values]))
         cache, crop, rope_delta, x = prefix_batch(prefixes)
         alone, _ = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
     torch.testing.assert_close(alone, joint, rtol=1e-4, atol=1e-6)
