@@ -110,13 +110,13 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
                    drifts: Iterable[tuple[float, float]] | None = None) -> Iterator[StoredExample]:
     """The world's ground truth at each t0, images JPEG-encoded; one per t0, optionally: off the lane centre by
     `offsets` with `drifts` (heading, curvature errors: `world.World.model_sample`), and an ego (ahead m,
-    faster m/s) than the expert by `lates` (`world.World.late`)."""
+    faster m/s[, history acceleration offset m/s^2]) than the expert by `lates` (`world.World.late`)."""
     t0s = list(t0s)
     offsets = [0.0] * len(t0s) if offsets is None else list(offsets)
     lates = [(0.0, 0.0)] * len(t0s) if lates is None else list(lates)
     drifts = [(0.0, 0.0)] * len(t0s) if drifts is None else [(float(h), float(k)) for h, k in drifts]
-    for t0, offset, (ahead, fast), drift in zip(t0s, offsets, lates, drifts, strict=True):
-        ego = world.late(t0, ahead, fast) if (ahead, fast) != (0.0, 0.0) else world
+    for t0, offset, (ahead, fast, *ramp), drift in zip(t0s, offsets, lates, drifts, strict=True):
+        ego = world.late(t0, ahead, fast, *ramp) if any((ahead, fast, *ramp)) else world
         sample = ego.model_sample(t0, height, width, offset_m=float(offset), drift=drift)
         pose = ego.ego_pose(t0, t0, float(offset), drift)
         flat = sample.images.reshape(-1, height, width, 3)

@@ -170,7 +170,8 @@ def latest_frames_embeds(model, examples: list[StoredExample]) -> torch.Tensor:
 
 def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 0, offset_share: float = 0.0,
                    max_offset_m: float = 0.0, late_share: float = 0.0,
-                   max_drift: tuple[float, float] = (0.0, 0.0)) -> list[StoredExample]:
+                   max_drift: tuple[float, float] = (0.0, 0.0),
+                   light_futures: str = "true", late_ramp: float = 0.0) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -181,12 +182,25 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     longer agrees with the road, as after following a wrongly bent plan. A share `late_share` of the others (drawn from
     another stream: without them the examples are those of before) has an ego that drove faster than the
     expert (by U(LATE_MPS)) for U(LATE_S) seconds and must now brake harder than the expert ever does
-    (`world.World.late`): what a driver that reacts late to the light or the lead sees, in closed loop."""
+    (`world.World.late`): what a driver that reacts late to the light or the lead sees, in closed loop. With
+    `late_ramp` their history's acceleration also differs from the expert's, by U(-late_ramp, late_ramp) m/s^2
+    (a fourth stream): a car that braked otherwise than the expert, whose history no longer tells the light.
+
+    `light_futures` is what a t0 whose 6.4 s future spans a change of the light's colour learns. No camera
+    shows that moment coming, so its true future cannot be learnt from the inputs, only averaged: with
+    "true" (the world's future), a third of the examples braking for red and half of those standing at it run
+    over the line within 6.4 s (training seeds 0-11). "drop" leaves those t0s out; "as-seen" gives them the
+    future of the light keeping the colour the cameras show (`world.World.as_seen`): the stop at red the
+    expert would make, and on a car the next tick sees the change."""
     examples: list[StoredExample] = []
     drives = [(name, TRAIN_SEEDS[seed_offset + i]) for i in range(drives_per_scenario) for name in world.SCENARIOS]
     for k, (name, seed) in enumerate(tqdm(drives, desc="render drives", unit="drive", file=sys.stderr)):
         drive = world.generate(name, seed)
         t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
+        spans = [drive.light_changes_within(t0, world.FUTURE_S) for t0 in t0s]
+        if light_futures == "drop":
+            t0s = [t0 for t0, span in zip(t0s, spans) if not span]
+            spans = [False] * len(t0s)
         rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
         offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
         late_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 2])
@@ -195,8 +209,15 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
         ahead = fast * late_rng.uniform(*LATE_S, len(t0s))
         drift_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 3])
         drifts = np.where((offsets != 0.0)[:, None], drift_rng.uniform(-1.0, 1.0, (len(t0s), 2)) * max_drift, 0.0)
-        examples.extend(drive_examples(drive, t0s, offsets=offsets, lates=list(zip(ahead.tolist(), fast.tolist())),
-                                       drifts=drifts.tolist()))
+        lates = list(zip(ahead.tolist(), fast.tolist()))
+        if late_ramp:
+            ramp_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 5])
+            ramps = np.where(late, ramp_rng.uniform(-late_ramp, late_ramp, len(t0s)), 0.0)
+            lates = [(*pair, ramp) for pair, ramp in zip(lates, ramps.tolist())]
+        for i, t0 in enumerate(t0s):  # one drive_examples call per t0: each may see another world
+            seen = drive.as_seen(t0) if spans[i] and light_futures == "as-seen" else drive
+            examples.extend(drive_examples(seen, [t0], offsets=offsets[i:i + 1], lates=lates[i:i + 1],
+                                           drifts=drifts[i:i + 1].tolist()))
     return examples
 
 
@@ -229,11 +250,13 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           max_drift: tuple[float, float] = (0.0, 0.0), scene_lane: bool = False, mirror_share: float = 0.0,
           scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96,
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
-          expert_lr: float = 5e-4, frozen_vision: bool = False) -> dict:
+          expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
+          late_ramp: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
-                              late_share=late_share, max_drift=max_drift)
+                              late_share=late_share, max_drift=max_drift,
+                              light_futures=light_futures, late_ramp=late_ramp)
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
@@ -330,7 +353,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_distances": scene_distances, "expert_width": expert_width,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
-              "expert_lr": expert_lr, "frozen_vision": frozen_vision,
+              "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
+              "late_ramp": late_ramp,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -476,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--late-share", type=float, default=0.0,
                         help="share of the centred examples whose ego reacted late: faster and further along than "
                              "the expert, braking harder (world.World.late)")
+    parser.add_argument("--late-ramp", type=float, default=0.0,
+                        help="m/s^2: the late examples' history acceleration differs from the expert's by "
+                             "U(-this, this) (world.World.late)")
     parser.add_argument("--scene-steps", type=int, default=1200,
                         help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
     parser.add_argument("--scene-lane", action=argparse.BooleanOptionalAction, default=True,
@@ -508,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frozen-vision", action=argparse.BooleanOptionalAction, default=True,
                         help="after stage 0, freeze the vision tower and encode every example once: the joint "
                              "steps then cost about half as much (the recipe gives the tower 0.1x the rate)")
+    parser.add_argument("--light-futures", choices=("true", "as-seen", "drop"), default="true",
+                        help="what a t0 whose future spans a change of the light no camera shows yet learns: the "
+                             "world's true future, the light kept as seen, or nothing (build_examples)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -520,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
                    scene_distances=args.scene_distances, expert_width=args.expert_width,
                    rare_weight=args.rare_weight, expert_steps=args.expert_steps,
                    expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr,
-                   frozen_vision=args.frozen_vision)
+                   frozen_vision=args.frozen_vision, light_futures=args.light_futures,
+                   late_ramp=args.late_ramp)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -382,7 +382,7 @@ class World:
         self._v_allow = self._curve_speed_profile()
         self._v_allow_list = self._v_allow.tolist()  # read per simulation step: plain floats are faster
         self.drive = self._simulate()
-        self.late_m = self.late_mps = 0.0  # the expert's own drive (`late`)
+        self.late_m = self.late_mps = self.late_mps2 = 0.0  # the expert's own drive (`late`)
         self._frames: dict[tuple[int, int, int], np.ndarray] = {}  # _expert_frame's cache, oldest first
         self.route_length_m = float(np.interp(self.duration_s, self.drive.t, self.drive.s))
 
@@ -396,6 +396,20 @@ class World:
             if t_s >= at:
                 state = new
         return state
+
+    def as_seen(self, t0_s: float) -> "World":
+        """This world with the light keeping, after t0, the colour it shows at t0: the drive the expert makes on
+        what the cameras show at t0 (the same up to t0). Where the true future hinges on a change to come
+        (`light_changes_within`), that is the future a driver can know."""
+        other = copy.copy(self)
+        other._frames = {}
+        other.drive = other._run(tuple((at, state) for at, state in self._changes if at <= t0_s))
+        return other
+
+    def light_changes_within(self, t0_s: float, seconds: float) -> bool:
+        """Whether the light changes colour in (t0, t0 + seconds]: a future that hinges on a moment no camera
+        shows at t0 (this world's lights give no warning: no amber, no countdown)."""
+        return any(t0_s < at <= t0_s + seconds for at, _ in self._changes)
 
     @property
     def light_changes(self) -> tuple[tuple[float, str], ...]:
@@ -555,7 +569,7 @@ class World:
             a = 0.0
         return a, name, braking
 
-    def late(self, t0_s: float, ahead_m: float, fast_mps: float) -> "World":
+    def late(self, t0_s: float, ahead_m: float, fast_mps: float, ramp_mps2: float = 0.0) -> "World":
         """This world with an ego that drove `fast_mps` faster than the expert and is `ahead_m` further along the
         road at t0 (over the history: the expert's arc length + ahead_m + fast_mps (t - t0)), and from t0 on
         drives as the expert would from there, braking for a red light as hard as the vehicle can
@@ -564,26 +578,37 @@ class World:
         arrives at the line or the lead faster and closer than the expert ever does). The light, the lead
         vehicle and the labels' causes are the world's; the labels follow this ego's drive.
 
+        With `ramp_mps2` the history's acceleration also differs from the expert's by that much (the speed
+        offset is fast_mps + ramp_mps2 (t - t0)): a car that braked or sped up otherwise than the expert and
+        arrives at t0's state by another way, so that a history's deceleration alone no longer tells a light's
+        colour (ramp 0: the history's acceleration is the expert's).
+
         The perturbation is limited so that it stays physical: the speed never below zero over the history,
         the front bumper at least `standstill_gap_m` behind the lead and, where the expert is still before a
-        red light's line, behind the line. The values used: `late_m`, `late_mps`."""
+        red light's line, behind the line. The values used: `late_m`, `late_mps`, `late_mps2`."""
         d, lim = self.drive, self.limits
         k0 = min(int(round(t0_s / SIM_DT_S)), len(d.t) - 1)
         window = slice(max(0, k0 - int(round(HISTORY_S / SIM_DT_S))), k0 + 1)
         fast = max(fast_mps, -float(d.v[window].min()))
         tau = d.t[window] - d.t[k0]
+        slower = d.v[window][:-1] + fast  # ramp * tau >= -slower over the history (tau < 0 there)
+        ramp = min(ramp_mps2, float(np.min(slower / -tau[:-1]))) if ramp_mps2 > 0 and len(tau) > 1 else ramp_mps2
+        shift = fast * tau + 0.5 * ramp * tau ** 2  # s offset over the history, before `ahead`
         room = [math.inf]
         if self.lead_plan is not None:
-            room.append(float(np.min(d.lead_s[window] - d.s[window] - EGO_FRONT_M - fast * tau))
-                        - lim.standstill_gap_m)
+            room.append(float(np.min(d.lead_s[window] - d.s[window] - EGO_FRONT_M - shift)) - lim.standstill_gap_m)
         if self.stop_line_s is not None and self.light_state(t0_s) == "red" and \
                 d.s[k0] + EGO_FRONT_M < self.stop_line_s:  # it can still stop before the line at max_decel
             room.append(self.stop_line_s - lim.stop_margin_m - (d.s[k0] + EGO_FRONT_M)
                         - (d.v[k0] + fast) ** 2 / (2 * lim.max_decel))
         ahead = min(ahead_m, max(min(room), 0.0))
         s, v, a, binding = d.s.copy(), d.v.copy(), d.a.copy(), d.binding.copy()
-        s[:k0 + 1] += ahead + fast * (d.t[:k0 + 1] - d.t[k0])
-        v[:k0 + 1] = np.maximum(v[:k0 + 1] + fast, 0.0)
+        before = d.t[:k0 + 1] - d.t[k0]
+        held = np.maximum(before, -HISTORY_S)  # the ramp spans the history; before it the offset stays
+        s[:k0 + 1] += ahead + fast * before + ramp * np.where(before >= -HISTORY_S, 0.5 * before ** 2,
+                                                              -0.5 * HISTORY_S ** 2 - HISTORY_S * before)
+        v[:k0 + 1] = np.maximum(v[:k0 + 1] + fast + ramp * held, 0.0)
+        a[:k0 + 1] += np.where(before >= -HISTORY_S, ramp, 0.0)
         braking = d.binding[k0] == "light"
         for k in range(k0, len(d.t)):
             a[k], binding[k], braking = self._ego_accel(float(d.t[k]), float(s[k]), float(v[k]), float(d.lead_s[k]),
@@ -594,7 +619,7 @@ class World:
         other = copy.copy(self)
         other.drive = dataclasses.replace(d, s=s, v=v, a=a, binding=binding)
         other._frames = {}
-        other.late_m, other.late_mps = ahead, fast
+        other.late_m, other.late_mps, other.late_mps2 = ahead, fast, ramp
         return other
 
     def expert_pose(self, t_s: float) -> Pose2D:

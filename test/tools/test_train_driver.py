@@ -96,13 +96,42 @@ def test_the_examples_add_late_and_drifting_egos_from_their_own_streams(monkeypa
         assert min(train_driver.LATE_S) * abs(fast) - 1e-9 <= abs(ahead) <= max(train_driver.LATE_S) * abs(fast) + 1e-9
     drifting = [e for e in more if e[2] != 0.0]
     assert drifting and all(e[4] != [0.0, 0.0] and abs(e[4][0]) <= 0.05 and abs(e[4][1]) <= 0.006 for e in drifting)
+    ramped = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5, late_share=0.3,
+                                         max_drift=(0.05, 0.006), late_ramp=1.5)
+    assert [e[3] for e in more] == [e[3][:2] for e in ramped]  # the same late egos, each with its ramp
+    assert all((abs(e[3][2]) <= 1.5) and (e[3][2] != 0.0) == (e[3][:2] != (0.0, 0.0)) for e in ramped)
+
+
+def test_a_future_that_spans_a_light_change_no_camera_shows_is_the_true_one_dropped_or_the_light_as_seen(monkeypatch):
+    """`light_futures`: a t0 whose 6.4 s future spans the light's change (here: red turning green at 8 s) keeps the
+    world's future ("true"), is left out ("drop") or learns the world with the light kept as seen at t0
+    ("as-seen"); every other t0 of every drive is the same in all three."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, drive.seed, t0) for t0 in t0s])
+    monkeypatch.setattr(world, "generate", lambda name, seed: _NoImages(name, seed))
+    every = train_driver.build_examples(3, 4)
+    spans = [e for e in every if e[0] == "red_light" and 8.0 - world.FUTURE_S <= e[2] < 8.0]
+    assert spans and train_driver.build_examples(3, 4, light_futures="drop") == [e for e in every if e not in spans]
+    seen = train_driver.build_examples(3, 4, light_futures="as-seen")
+    assert seen == [("red_light as seen", *e[1:]) if e in spans else e for e in every]
 
 
 class _NoImages:
-    """A generated drive's timing without its simulation (build_examples reads only these)."""
+    """A generated drive's timing without its simulation (build_examples reads only these); red_light's light
+    turns green at 8 s."""
+
+    light_changes_within = world.World.light_changes_within
 
     def __init__(self, name: str, seed: int) -> None:
         self.scenario, self.seed, self.duration_s = name, seed, 12.0
+        self._changes = ((0.0, "red"), (8.0, "green")) if name == "red_light" else ()
+
+    def as_seen(self, t0_s: float) -> "_NoImages":
+        seen = _NoImages(self.scenario, self.seed)
+        seen.scenario += " as seen"
+        return seen
 
 
 def test_a_mirrored_example_is_the_same_moment_left_for_right():

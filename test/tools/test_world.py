@@ -14,6 +14,7 @@ from alpamayo_ros.tools.world import (
     EGO_FRONT_M,
     FUTURE_OFFSETS_S,
     FUTURE_POSES,
+    FUTURE_S,
     GROUND_TRUTH_FILE,
     HISTORY_POSES,
     LAMP_ON,
@@ -73,6 +74,29 @@ def test_the_expert_stops_before_the_line_on_red_with_comfortable_braking(scenar
         assert (d.v[red] == 0.0).any(), seed  # it does stop
         braking = red & (d.v > 0)
         assert d.a[braking].min() >= -LIMITS.dilemma_decel, seed
+
+
+def test_light_changes_within_names_the_futures_that_span_a_change():
+    world = next(w for w in (generate("red_light", seed) for seed in SEEDS) if len(w._changes) > 1)
+    green_at = world._changes[1][0]
+    assert world.light_changes_within(green_at - 0.1, FUTURE_S) and world.light_changes_within(green_at - 6.3, 6.4)
+    assert not world.light_changes_within(green_at - 6.5, 6.4) and not world.light_changes_within(green_at, 6.4)
+
+
+def test_as_seen_keeps_the_light_and_the_drive_up_to_t0_and_stops_for_the_red_it_shows():
+    world = generate("red_light", 1)  # it stands at red before the light turns green at 15.6 s
+    green_at = world._changes[1][0]
+    d = world.drive
+    standing = green_at - 1.0
+    assert d.v[int(round(standing / SIM_DT_S))] == 0.0
+    seen = world.as_seen(standing)
+    assert seen.light_state(green_at + 1.0) == "red" and world.light_state(green_at + 1.0) == "green"
+    k = int(round(standing / SIM_DT_S))
+    np.testing.assert_array_equal(seen.drive.s[:k + 1], d.s[:k + 1])
+    # it stays before the line and stands, where the expert drove off on green
+    assert seen.drive.s.max() + EGO_FRONT_M < world.stop_line_s and seen.drive.v[-1] == 0.0 < d.v[-1]
+    np.testing.assert_array_equal(seen.model_sample(standing, 8, 8).images, world.model_sample(standing, 8, 8).images)
+    assert world.as_seen(green_at).drive.s[-1] == d.s[-1]  # after the change there is nothing left to hide
 
 
 def test_on_green_the_expert_passes_the_line():
@@ -298,6 +322,21 @@ def test_a_late_ego_arrives_faster_and_still_stops_before_the_line_braking_harde
     # the light, the lead and the expert's own drive are untouched; the late world renders the late ego
     assert late.light_changes == world.light_changes and world.drive.s[0] == 0.0
     assert np.array_equal(world.model_sample(t0, 8, 8).future_xyz, expert.future_xyz)
+
+
+def test_a_ramped_late_ego_arrives_at_the_same_state_with_another_history_acceleration():
+    world = generate("red_light", 1)
+    t0 = 6.0
+    plain, ramped = world.late(t0, 2.0, 1.0), world.late(t0, 2.0, 1.0, ramp_mps2=-1.5)
+    assert (ramped.late_m, ramped.late_mps, ramped.late_mps2) == (2.0, 1.0, -1.5) and plain.late_mps2 == 0.0
+    a, b = plain.model_sample(t0, 8, 8), ramped.model_sample(t0, 8, 8)
+    np.testing.assert_allclose(b.future_xyz, a.future_xyz, atol=1e-5)  # the same state at t0, the same future
+    speed = lambda xyz: np.linalg.norm(np.diff(xyz[:, :2], axis=0), axis=1) / STEP_S  # noqa: E731
+    # at the history's start (1.45 s before t0, mid-step) it was 1.45 x 1.5 m/s faster: it braked 1.5 m/s^2 harder since
+    assert speed(b.ego_history_xyz)[0] - speed(a.ego_history_xyz)[0] == pytest.approx(1.5 * 1.4, abs=0.1)
+    assert speed(b.ego_history_xyz)[-1] == pytest.approx(speed(a.ego_history_xyz)[-1], abs=0.1)
+    # a ramp that would make the ego stand still or reverse in its history is cut where its speed reaches zero
+    assert 0.0 < world.late(t0, 0.0, 0.0, ramp_mps2=100.0).late_mps2 < 100.0
 
 
 def test_a_late_ego_never_starts_inside_the_lead_or_beyond_the_point_where_it_could_stop():
