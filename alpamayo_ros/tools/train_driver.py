@@ -24,7 +24,8 @@ tower is frozen and each example encoded once (`--frozen-vision`), or it trains 
 keeps the probe's loss (`--scene-weight`); the probe is dropped at save. And its action statistics
 are its own data's; `--own-statistics` measures the world's (`action_statistics`), whose curvature spread
 is a third of the release's. `--offset-share` of the examples start off the lane centre and recover;
-`--mirror-share` of those drawn are mirrored left for right.
+`--mirror-share` of those drawn are mirrored left for right. `--light-futures` sets what a t0 learns whose
+future hinges on a change of the light that no camera shows yet (`build_examples`).
 
 Examples: every scenario of `tools.world`, `--drives` training seeds each, t0 every `--t0-stride` x 0.1 s
 along each drive, rendered once and kept in memory as JPEG (driver_data.py). Seeded; writes OUT in the
