@@ -198,10 +198,8 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     for k, (name, seed) in enumerate(tqdm(drives, desc="render drives", unit="drive", file=sys.stderr)):
         drive = world.generate(name, seed)
         t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
-        spans = [drive.light_changes_within(t0, world.FUTURE_S) for t0 in t0s]
         if light_futures == "drop":
-            t0s = [t0 for t0, span in zip(t0s, spans) if not span]
-            spans = [False] * len(t0s)
+            t0s = [t0 for t0 in t0s if not drive.light_changes_within(t0, world.FUTURE_S)]
         rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
         offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
         late_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 2])
@@ -216,7 +214,8 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
             ramps = np.where(late, ramp_rng.uniform(-late_ramp, late_ramp, len(t0s)), 0.0)
             lates = [(*pair, ramp) for pair, ramp in zip(lates, ramps.tolist())]
         for i, t0 in enumerate(t0s):  # one drive_examples call per t0: each may see another world
-            seen = drive.as_seen(t0) if spans[i] and light_futures == "as-seen" else drive
+            unseen = light_futures == "as-seen" and drive.light_changes_within(t0, world.FUTURE_S)
+            seen = drive.as_seen(t0) if unseen else drive
             examples.extend(drive_examples(seen, [t0], offsets=offsets[i:i + 1], lates=lates[i:i + 1],
                                            drifts=drifts[i:i + 1].tolist()))
     return examples

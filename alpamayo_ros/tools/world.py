@@ -604,11 +604,11 @@ class World:
         ahead = min(ahead_m, max(min(room), 0.0))
         s, v, a, binding = d.s.copy(), d.v.copy(), d.a.copy(), d.binding.copy()
         before = d.t[:k0 + 1] - d.t[k0]
-        held = np.maximum(before, -HISTORY_S)  # the ramp spans the history; before it the offset stays
-        s[:k0 + 1] += ahead + fast * before + ramp * np.where(before >= -HISTORY_S, 0.5 * before ** 2,
+        history = before >= -HISTORY_S  # the ramp spans the history; before it the speed offset stays
+        s[:k0 + 1] += ahead + fast * before + ramp * np.where(history, 0.5 * before ** 2,
                                                               -0.5 * HISTORY_S ** 2 - HISTORY_S * before)
-        v[:k0 + 1] = np.maximum(v[:k0 + 1] + fast + ramp * held, 0.0)
-        a[:k0 + 1] += np.where(before >= -HISTORY_S, ramp, 0.0)
+        v[:k0 + 1] = np.maximum(v[:k0 + 1] + fast + ramp * np.maximum(before, -HISTORY_S), 0.0)
+        a[:k0 + 1] += np.where(history, ramp, 0.0)
         braking = d.binding[k0] == "light"
         for k in range(k0, len(d.t)):
             a[k], binding[k], braking = self._ego_accel(float(d.t[k]), float(s[k]), float(v[k]), float(d.lead_s[k]),
