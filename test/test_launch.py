@@ -27,6 +27,7 @@ DIAGNOSTICS_TIMEOUT_S = 120  # imports and the tiny model on a slow machine
 LAUNCH_EXIT_TIMEOUT_S = 120
 POLL_S = 0.05
 LIFECYCLE_POLL_S = 0.5  # between ~/get_state calls while autostart configures
+ANSWER_TIMEOUT_S = 5.0  # before a service call is asked again (Listener.call)
 NAMESPACE = f"launch_test_{os.getpid()}"  # only this test's node reports under it
 NODE = f"/{NAMESPACE}/alpamayo"
 MANAGED_NAMESPACE = f"{NAMESPACE}_managed"
@@ -176,12 +177,16 @@ class Listener:
         return [s for s in self.statuses if s.name.startswith(f"{node}: ")]
 
     async def call(self, srv_type, service: str, request):
-        """The response of `service`, waiting for it to appear; AssertionError naming what timed out."""
+        """The response of `service` (a call without side effects), waiting for it to appear; AssertionError naming
+        what timed out. Asked again while unanswered: a service can be ready to this client before the node has
+        matched the client's response reader, and Fast DDS then drops the response."""
         client = self.node.create_client(srv_type, service)
         assert await self.until(client.service_is_ready), f"{service} never appeared"
-        future = client.call_async(request)
-        assert await self.until(future.done), f"{service} timed out"
-        return future.result()
+        for _ in range(round(DIAGNOSTICS_TIMEOUT_S / ANSWER_TIMEOUT_S)):
+            future = client.call_async(request)
+            if await self.until(future.done, ANSWER_TIMEOUT_S):
+                return future.result()
+        raise AssertionError(f"{service} timed out")
 
     async def lifecycle_state(self, node: str) -> str:
         from lifecycle_msgs.srv import GetState
