@@ -103,6 +103,9 @@ class AlpamayoNode(LifecycleNode):
 
     def __init__(self, model=None, *, managed: bool = True, **kwargs) -> None:
         super().__init__(parameters.NODE_NAME, **kwargs)
+        # Jazzy's (and Humble's) rclpy raises out of the executor on a transition the current state does not have,
+        # so `ros2 lifecycle set` with the wrong one ended the node; Kilted's answers it refused, as this does.
+        self._service_change_state.callback = self._refusing_unavailable(self._service_change_state.callback)
         self._injected_model = model
         self._managed = managed
         self.cfg: NodeConfig | None = None
@@ -120,6 +123,19 @@ class AlpamayoNode(LifecycleNode):
         self._diagnostics_pub = self._output_qos.publisher(self.create_publisher, DiagnosticArray, "/diagnostics",
                                                            OUTPUT_QOS)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _refusing_unavailable(self, change_state):
+        """~/change_state's callback, answering success=False to a transition not available from the current state."""
+        def callback(request, response):
+            wanted = request.transition
+            available = [(number, label) for number, label, *_ in self._state_machine.available_transitions]
+            if not any(wanted.label == label if wanted.label else wanted.id == number for number, label in available):
+                self.get_logger().error(f"transition {wanted.label or wanted.id} refused: not available from "
+                                        f"state {self._state_machine.current_state[1]}")
+                response.success = False
+                return response
+            return change_state(request, response)
+        return callback
 
     @property
     def _config_error(self) -> str:

@@ -1,8 +1,9 @@
 """The lifecycle node as its own process, driven through ~/change_state and ~/get_state as a manager drives it.
 
 What a lifecycle manager (Nav2's, or drive.launch.py's autostart) relies on, checked without launch or ros2cli:
-the services appear, configure and activate succeed, the state reads back, deactivate succeeds and SIGINT still
-ends the process cleanly.
+the services appear, a transition the current state does not have is refused (Jazzy's rclpy let it end the node),
+configure and activate succeed, the state reads back, deactivate succeeds and SIGINT still ends the process
+cleanly.
 """
 
 import os
