@@ -497,10 +497,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="rad: off-centre examples drifted there with a heading error within +-this ...")
     parser.add_argument("--max-curvature-error", type=float, default=0.006,
                         help="1/m: ... and turning by up to this more or less than the road")
-    parser.add_argument("--late-share", type=float, default=0.0,
+    parser.add_argument("--late-share", type=float, default=0.3,
                         help="share of the centred examples whose ego reacted late: faster and further along than "
                              "the expert, braking harder (world.World.late)")
-    parser.add_argument("--late-ramp", type=float, default=0.0,
+    parser.add_argument("--late-ramp", type=float, default=1.0,
                         help="m/s^2: the late examples' history acceleration differs from the expert's by "
                              "U(-this, this) (world.World.late)")
     parser.add_argument("--scene-steps", type=int, default=1200,
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frozen-vision", action=argparse.BooleanOptionalAction, default=True,
                         help="after stage 0, freeze the vision tower and encode every example once: the joint "
                              "steps then cost about half as much (the recipe gives the tower 0.1x the rate)")
-    parser.add_argument("--light-futures", choices=("true", "as-seen", "drop"), default="true",
+    parser.add_argument("--light-futures", choices=("true", "as-seen", "drop"), default="as-seen",
                         help="what a t0 whose future spans a change of the light no camera shows yet learns: the "
                              "world's true future, the light kept as seen, or nothing (build_examples)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")

@@ -1,13 +1,13 @@
 """A seeded synthetic world that needs eyes: a road, a traffic light, a lead vehicle, and an expert driver.
 
 `generate(scenario, seed)` builds one drive: a two-lane road (the ego lane's centreline sampled every
-`ROAD_STEP_M`, the opposite lane on its left), an optional stop line with a traffic light, an optional
-lead vehicle, and the generator's own EXPERT driver, who follows the ego lane's centre: a speed profile
-that meets every curve within a lateral-acceleration limit, a constant comfortable deceleration that
-stops it before the line on red, the Intelligent Driver Model's time gap behind the lead vehicle; the
-least of these accelerations wins and names the cause (`ExpertLimits`). The future is not readable
-from the history alone: the curve ahead, the light and the lead vehicle's brake lights are only in the
-images.
+`ROAD_STEP_M`, the opposite lane on its left), an optional stop line with a traffic light (a signal head
+beside the line and one across the junction), an optional lead vehicle, and the generator's own EXPERT
+driver, who follows the ego lane's centre: a speed profile that meets every curve within a
+lateral-acceleration limit, a constant comfortable deceleration that stops it before the line on red, the
+Intelligent Driver Model's time gap behind the lead vehicle; the least of these accelerations wins and
+names the cause (`ExpertLimits`). The future is not readable from the history alone: the curve ahead, the
+light and the lead vehicle's brake lights are only in the images.
 
 `World.render` draws the four cameras of the release's rig (make_sample_bag's mounting) at any vehicle
 pose and world time by casting every ground pixel's ray onto the ground plane (cached per image size),
@@ -86,6 +86,9 @@ VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, VEHICLE_HEIGHT_M = 4.5, 1.8, 1.5
 EGO_FRONT_M = 3.6  # front bumper ahead of base_link
 LIGHT_SIDE_M = -(LANE_HALF_WIDTH_M + SHOULDER_M + 0.8)  # pole on the right of the ego lane
 LIGHT_AFTER_LINE_M = 1.0  # pole this far past the stop line
+# A second head across the junction, as most signalised junctions have: the near one leaves the front-tele
+# camera's view about 20 m before the line, the far one is in it until the car stands at the line.
+FAR_LIGHT_AFTER_LINE_M = 25.0
 LAMP_M = 1.0  # lamp square side; larger than real (0.3 m) so a 160 px camera shows it from braking distance
 LAMP_HEIGHTS_M = (5.0, 3.8)  # red above green, centre heights
 ROAD_BEYOND_M = 200.0  # road built past the last expert position, so the last frames see road ahead
@@ -852,16 +855,16 @@ class World:
         """World boxes at t: (kind, 8 corners (8, 3), colour); lamps and brake lights are small boxes too."""
         boxes = []
         if self.stop_line_s is not None:
-            s_pole = self.stop_line_s + LIGHT_AFTER_LINE_M
             state = self.light_state(t_s)
             top = LAMP_HEIGHTS_M[0] + LAMP_M
-            boxes.append(("pole", self._box(s_pole, LIGHT_SIDE_M, 0.15, 0.15, 0.0, top), (50, 50, 50)))
-            boxes.append(("housing", self._box(s_pole - 0.2, LIGHT_SIDE_M, 0.2, LAMP_M + 0.2,
-                                               LAMP_HEIGHTS_M[1] - LAMP_M * 0.7, top), (25, 25, 25)))
-            for colour, z in zip(("red", "green"), LAMP_HEIGHTS_M):
-                fill = LAMP_ON[colour] if state == colour else LAMP_OFF[colour]
-                boxes.append(("lamp", self._box(s_pole - 0.32, LIGHT_SIDE_M, 0.05, LAMP_M, z - LAMP_M / 2,
-                                                z + LAMP_M / 2), fill))
+            for s_pole in (self.stop_line_s + LIGHT_AFTER_LINE_M, self.stop_line_s + FAR_LIGHT_AFTER_LINE_M):
+                boxes.append(("pole", self._box(s_pole, LIGHT_SIDE_M, 0.15, 0.15, 0.0, top), (50, 50, 50)))
+                boxes.append(("housing", self._box(s_pole - 0.2, LIGHT_SIDE_M, 0.2, LAMP_M + 0.2,
+                                                   LAMP_HEIGHTS_M[1] - LAMP_M * 0.7, top), (25, 25, 25)))
+                for colour, z in zip(("red", "green"), LAMP_HEIGHTS_M):
+                    fill = LAMP_ON[colour] if state == colour else LAMP_OFF[colour]
+                    boxes.append(("lamp", self._box(s_pole - 0.32, LIGHT_SIDE_M, 0.05, LAMP_M, z - LAMP_M / 2,
+                                                    z + LAMP_M / 2), fill))
         lead = self.lead_vehicle(t_s)
         if lead is not None:
             s_rear, _ = lead

@@ -212,7 +212,8 @@ def test_the_embedded_driver_keeps_its_lane_on_a_held_out_straight_drive():
     (measured 0.26 m and 105 %). The car only sees the lane through the cameras: with the cameras in the wrong
     order, frames from the wrong times or the history in the wrong frame, it leaves the lane, as every earlier
     driver did (README, closed-loop table). Stopping for red is not asserted: no driver does it reliably yet (the
-    shipped one passes held-out red_light 1000 with 2 of 4 sampling seeds, and never stands still)."""
+    shipped one passes held-out red_light 1000 with the node's defaults, but was still moving at 1.4 m/s 1.9 m
+    before the line when the light turned green)."""
     from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
 
     cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)
