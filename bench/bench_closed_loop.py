@@ -8,6 +8,11 @@ this machine; on a shared machine it varies with the load.
 
     python bench/bench_closed_loop.py [--seeds 1000 1001 1002] [--latency fixed:300] [--models default random] [--smoke]
 Prints a table and writes JSON to bench/results/bench_closed_loop.json (--out to change).
+
+A candidate driver: `--models default --param model_path:=DIR --param dtype:=float32`. The embedded driver
+runs in float32 whatever `dtype` says; a checkpoint named by model_path runs in the node's `dtype`, bfloat16
+by default, and the same weights then drive differently (session 17: 9 and 11 of 21 in bfloat16, 8 and 9 in
+float32).
 """
 
 from __future__ import annotations
