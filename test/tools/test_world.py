@@ -149,7 +149,7 @@ def lamp_pixels(image: np.ndarray, colour: str) -> int:
     return int((np.abs(image.astype(int) - np.array(LAMP_ON[colour])).max(axis=-1) < 30).sum())
 
 
-def test_red_and_green_lamps_differ_in_the_front_cameras_from_braking_distance():
+def test_red_and_green_lamps_differ_in_the_front_cameras_from_braking_distance_to_the_stop():
     base = make_scenario("red_light", 0)
     for state in ("red", "green"):
         world = World(dataclasses.replace(base, stop_line_s=45.0, light_changes=((0.0, state),), ego_v0_mps=0.0,
@@ -162,6 +162,11 @@ def test_red_and_green_lamps_differ_in_the_front_cameras_from_braking_distance()
         stop = world.road.at(45.0 - LIMITS.stop_margin_m - EGO_FRONT_M)
         pose = dataclasses.replace(world.expert_pose(0.0), x=float(stop[0]), y=float(stop[1]))
         assert lamp_pixels(world.render(pose, 0.0, H, W)[FRONT_WIDE], state) >= 4, state
+        # the head across the junction keeps it in the tele camera's view, where the near head has left it
+        for before_m in (15.0, LIMITS.stop_margin_m):
+            at = world.road.at(45.0 - before_m - EGO_FRONT_M)
+            pose = dataclasses.replace(world.expert_pose(0.0), x=float(at[0]), y=float(at[1]))
+            assert lamp_pixels(world.render(pose, 0.0, H, W)[FRONT_TELE], state) >= 4, (state, before_m)
 
 
 def test_the_lead_vehicle_is_seen_ahead_with_brake_lights_when_it_brakes():
