@@ -10,6 +10,7 @@ naming the topic, the field, what it held and what was expected.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -93,12 +94,13 @@ def pose_from_odometry(msg: Odometry, topic: str) -> PoseSample:
     linear, angular = msg.twist.twist.linear, msg.twist.twist.angular
     velocity = np.array([linear.x, linear.y, linear.z], dtype=np.float64)
     angular_velocity = np.array([angular.x, angular.y, angular.z], dtype=np.float64)
-    if not np.isfinite(velocity).all():
-        raise InvalidMessage(topic, "twist.twist.linear", velocity.tolist(), "finite velocity")
+    speed = math.hypot(*velocity)  # inf where the components are finite but their norm is not (1e154 each)
+    if not math.isfinite(speed):
+        raise InvalidMessage(topic, "twist.twist.linear", velocity.tolist(), "a finite velocity")
     if not np.isfinite(angular_velocity).all():
         raise InvalidMessage(topic, "twist.twist.angular", angular_velocity.tolist(), "finite angular velocity")
     return PoseSample(stamp_ns=stamp_to_ns(msg.header.stamp), position=position, orientation=quat / norm,
-                      speed_mps=float(np.linalg.norm(velocity)), velocity_mps=velocity,
+                      speed_mps=speed, velocity_mps=velocity,
                       angular_velocity_rps=angular_velocity)
 
 

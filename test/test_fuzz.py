@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("rclpy", reason="ROS 2 message packages are not installed")
@@ -57,6 +57,7 @@ def test_compressed_image_gives_rgb_or_invalid_message(fmt, payload):
 @FUZZ
 @given(position=st.tuples(FLOATS, FLOATS, FLOATS), quat=st.tuples(FLOATS, FLOATS, FLOATS, FLOATS),
        linear=st.tuples(FLOATS, FLOATS, FLOATS))
+@example(position=(0.0, 0.0, 0.0), quat=(0.0, 0.0, 0.5, 0.75), linear=(0.0, 0.0, 1.3407807929942597e+154))  # CI found
 def test_odometry_gives_a_finite_unit_pose_or_invalid_message(position, quat, linear):
     msg = Odometry()
     p, q, v = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist.linear
