@@ -84,7 +84,7 @@ class Manager:
 
     def transition(self, transition_id: int, first: bool = False) -> str:
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        response = self._first_answer(self.change_state, request) if first else self._call(self.change_state, request)
+        response = (self._first_answer if first else self._call)(self.change_state, request)
         return "no answer" if response is None else ("success" if response.success else "failure")
 
     def state(self, first: bool = False) -> str:

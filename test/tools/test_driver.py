@@ -77,9 +77,10 @@ def test_driver_stops_for_red_and_says_why(driver):
     drive = world.generate("red_light", HELD_OUT_SEEDS[0])
 
     def braking_for_red(sample) -> bool:
-        k = int(round(sample.t0_s / world.SIM_DT_S))
-        ahead = drive.stop_line_s - drive.drive.s[k] - world.EGO_FRONT_M
-        return drive.drive.binding[k] == "light" and 0.0 < ahead < BRAKING_AHEAD_M and drive.drive.v[k] > 5.0
+        pose = drive.expert_pose(sample.t0_s)
+        line_m, _ = drive.distances_ahead(pose, sample.t0_s, BRAKING_AHEAD_M)  # NaN beyond it
+        braking = drive.drive.binding[int(round(sample.t0_s / world.SIM_DT_S))] == "light"
+        return braking and line_m > 0.0 and pose.speed > 5.0
 
     t0 = first_tick(drive, braking_for_red)
     sample = drive.model_sample(t0)

@@ -158,15 +158,17 @@ def test_red_and_green_lamps_differ_in_the_front_cameras_from_braking_distance_t
         other = "green" if state == "red" else "red"
         for cam in (FRONT_WIDE, FRONT_TELE):
             assert lamp_pixels(images[cam], state) >= 1 and lamp_pixels(images[cam], other) == 0, (state, cam)
-        # and it stays in view at the stop point
-        stop = world.road.at(45.0 - LIMITS.stop_margin_m - EGO_FRONT_M)
-        pose = dataclasses.replace(world.expert_pose(0.0), x=float(stop[0]), y=float(stop[1]))
-        assert lamp_pixels(world.render(pose, 0.0, H, W)[FRONT_WIDE], state) >= 4, state
-        # the head across the junction keeps it in the tele camera's view, where the near head has left it
-        for before_m in (15.0, LIMITS.stop_margin_m):
-            at = world.road.at(45.0 - before_m - EGO_FRONT_M)
-            pose = dataclasses.replace(world.expert_pose(0.0), x=float(at[0]), y=float(at[1]))
-            assert lamp_pixels(world.render(pose, 0.0, H, W)[FRONT_TELE], state) >= 4, (state, before_m)
+
+        def seen_with_the_bumper(before_m: float) -> np.ndarray:
+            x, y, _ = world.road.at(45.0 - before_m - EGO_FRONT_M)
+            return world.render(dataclasses.replace(world.expert_pose(0.0), x=float(x), y=float(y)), 0.0, H, W)
+
+        # it stays in view at the stop point; the head across the junction keeps it in the tele camera's view
+        # there and 15 m out, where the near head has left it
+        at_stop = seen_with_the_bumper(LIMITS.stop_margin_m)
+        assert lamp_pixels(at_stop[FRONT_WIDE], state) >= 4, state
+        for before_m, images in ((15.0, seen_with_the_bumper(15.0)), (LIMITS.stop_margin_m, at_stop)):
+            assert lamp_pixels(images[FRONT_TELE], state) >= 4, (state, before_m)
 
 
 def test_the_lead_vehicle_is_seen_ahead_with_brake_lights_when_it_brakes():
