@@ -76,6 +76,8 @@ CAUSES = tuple(sorted(set(world.COC_LABELS.values())))  # the scene probe's clas
 SCENE_WARMUP_STEPS = 20  # stage 0: linear warmup to the peak learning rate, then constant
 LATE_MPS = (-1.5, 4.0)  # late examples: the ego drove this much faster than the expert (m/s) ...
 LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along at t0
+EARLY_SPEED = (0.0, 0.8)  # early examples: the ego drives at this share of the expert's speed at t0 ...
+EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late keeps it able to stop for red)
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
@@ -172,7 +174,8 @@ def latest_frames_embeds(model, examples: list[StoredExample]) -> torch.Tensor:
 def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 0, offset_share: float = 0.0,
                    max_offset_m: float = 0.0, late_share: float = 0.0,
                    max_drift: tuple[float, float] = (0.0, 0.0),
-                   light_futures: str = "true", late_ramp: float = 0.0) -> list[StoredExample]:
+                   light_futures: str = "true", late_ramp: float = 0.0,
+                   early_share: float = 0.0) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -208,6 +211,12 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
         ahead = fast * late_rng.uniform(*LATE_S, len(t0s))
         drift_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 3])
         drifts = np.where((offsets != 0.0)[:, None], drift_rng.uniform(-1.0, 1.0, (len(t0s), 2)) * max_drift, 0.0)
+        if early_share:
+            early_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 6])
+            early = late & (early_rng.random(len(t0s)) < early_share)
+            speed = np.interp(t0s, drive.drive.t, drive.drive.v)  # the expert's at t0
+            fast = np.where(early, (early_rng.uniform(*EARLY_SPEED, len(t0s)) - 1.0) * speed, fast)
+            ahead = np.where(early, early_rng.uniform(*EARLY_AHEAD_M, len(t0s)), ahead)
         lates = list(zip(ahead.tolist(), fast.tolist()))
         if late_ramp:
             ramp_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 5])
@@ -251,12 +260,12 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96,
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
-          late_ramp: float = 0.0) -> dict:
+          late_ramp: float = 0.0, early_share: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
                               late_share=late_share, max_drift=max_drift,
-                              light_futures=light_futures, late_ramp=late_ramp)
+                              light_futures=light_futures, late_ramp=late_ramp, early_share=early_share)
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
@@ -354,7 +363,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
-              "late_ramp": late_ramp,
+              "late_ramp": late_ramp, "early_share": early_share,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -503,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--late-ramp", type=float, default=1.0,
                         help="m/s^2: the late examples' history acceleration differs from the expert's by "
                              "U(-this, this) (world.World.late)")
+    parser.add_argument("--early-share", type=float, default=0.0,
+                        help="share of the late examples that are early instead: slower than the expert and further "
+                             "along, as after braking sooner (build_examples)")
     parser.add_argument("--scene-steps", type=int, default=1200,
                         help="stage 0: steps training the vision tower alone to read the scene (SceneProbe)")
     parser.add_argument("--scene-lane", action=argparse.BooleanOptionalAction, default=True,
@@ -551,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                    rare_weight=args.rare_weight, expert_steps=args.expert_steps,
                    expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr,
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,
-                   late_ramp=args.late_ramp)
+                   late_ramp=args.late_ramp, early_share=args.early_share)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -1,6 +1,8 @@
 """Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule;
 late, drifting and mirrored examples."""
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -75,9 +77,10 @@ def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path,
         assert set(saved.keys()) == set(model.state_dict())
 
 
-def test_the_examples_add_late_and_drifting_egos_from_their_own_streams(monkeypatch):
+def test_the_examples_add_late_early_and_drifting_egos_from_their_own_streams(monkeypatch):
     """Late and drifting examples come from their own random streams: without them the examples are those of
-    before; with them, a share of the centred ones is late and every off-centre one drifts, within the bounds."""
+    before; with them, a share of the centred ones is late (a share of those early instead: slower and further
+    along) and every off-centre one drifts, within the bounds."""
     from alpamayo_ros.tools import train_driver
 
     monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
@@ -100,6 +103,14 @@ def test_the_examples_add_late_and_drifting_egos_from_their_own_streams(monkeypa
                                          max_drift=(0.05, 0.006), late_ramp=1.5)
     assert [e[3] for e in more] == [e[3][:2] for e in ramped]  # the same late egos, each with its ramp
     assert all((abs(e[3][2]) <= 1.5) and (e[3][2] != 0.0) == (e[3][:2] != (0.0, 0.0)) for e in ramped)
+    early = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5, late_share=0.3,
+                                        max_drift=(0.05, 0.006), early_share=0.5)
+    assert [e[:3] + e[4:] for e in more] == [e[:3] + e[4:] for e in early]  # only late egos turn early
+    turned = [(e[3], m[3]) for e, m in zip(early, more) if e[3] != m[3]]
+    assert all(m != (0.0, 0.0) for _, m in turned) and 0.3 < len(turned) / len(late) < 0.7
+    for ahead, fast in (e for e, _ in turned):  # slower than the expert (10 m/s here) and further along
+        assert -_NoImages.SPEED_MPS <= fast <= (max(train_driver.EARLY_SPEED) - 1.0) * _NoImages.SPEED_MPS + 1e-9
+        assert min(train_driver.EARLY_AHEAD_M) <= ahead <= max(train_driver.EARLY_AHEAD_M)
 
 
 def test_a_future_that_spans_a_light_change_no_camera_shows_is_the_true_one_dropped_or_the_light_as_seen(monkeypatch):
@@ -123,9 +134,11 @@ class _NoImages:
     turns green at 8 s."""
 
     light_changes_within = world.World.light_changes_within
+    SPEED_MPS = 10.0  # the expert's, throughout
 
     def __init__(self, name: str, seed: int) -> None:
         self.scenario, self.seed, self.duration_s = name, seed, 12.0
+        self.drive = types.SimpleNamespace(t=np.array([0.0, 30.0]), v=np.array([self.SPEED_MPS] * 2))
         self._changes = ((0.0, "red"), (8.0, "green")) if name == "red_light" else ()
 
     def as_seen(self, t0_s: float) -> "_NoImages":
