@@ -1,5 +1,5 @@
 """Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule;
-late, drifting and mirrored examples."""
+late, early, drifting and mirrored examples."""
 
 import types
 

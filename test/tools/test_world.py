@@ -160,15 +160,15 @@ def test_red_and_green_lamps_differ_in_the_front_cameras_from_braking_distance_t
             assert lamp_pixels(images[cam], state) >= 1 and lamp_pixels(images[cam], other) == 0, (state, cam)
 
         def seen_with_the_bumper(before_m: float) -> np.ndarray:
-            x, y, _ = world.road.at(45.0 - before_m - EGO_FRONT_M)
+            x, y, _ = world.road.at(world.stop_line_s - before_m - EGO_FRONT_M)
             return world.render(dataclasses.replace(world.expert_pose(0.0), x=float(x), y=float(y)), 0.0, H, W)
 
         # it stays in view at the stop point; the head across the junction keeps it in the tele camera's view
         # there and 15 m out, where the near head has left it
         at_stop = seen_with_the_bumper(LIMITS.stop_margin_m)
         assert lamp_pixels(at_stop[FRONT_WIDE], state) >= 4, state
-        for before_m, images in ((15.0, seen_with_the_bumper(15.0)), (LIMITS.stop_margin_m, at_stop)):
-            assert lamp_pixels(images[FRONT_TELE], state) >= 4, (state, before_m)
+        for before_m, seen in ((15.0, seen_with_the_bumper(15.0)), (LIMITS.stop_margin_m, at_stop)):
+            assert lamp_pixels(seen[FRONT_TELE], state) >= 4, (state, before_m)
 
 
 def test_the_lead_vehicle_is_seen_ahead_with_brake_lights_when_it_brakes():
