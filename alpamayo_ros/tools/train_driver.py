@@ -81,6 +81,7 @@ EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late kee
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
+ORDINAL_FEATURES = 64  # --ordinal-tokens: sines and cosines of a bin's value at 32 frequencies
 
 
 def future_action(space: UnicycleAccelCurvatureActionSpace, example: StoredExample) -> torch.Tensor:
@@ -230,6 +231,38 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     return examples
 
 
+def ordinal_rows(bins: int, width: int, std: float, generator: torch.Generator) -> torch.Tensor:
+    """(bins, width) embedding rows that vary smoothly with the bin they stand for: a fixed random mix of the
+    sine and cosine of the bin's place in its range at geometric frequencies, from a quarter cycle over the
+    range (nearly monotonic) to one cycle per 16 bins (neighbours still apart). Scaled to `std` per element."""
+    place = torch.linspace(0.0, 1.0, bins, dtype=torch.float64)[:, None]
+    cycles = torch.logspace(math.log10(0.25), math.log10(bins / 16), ORDINAL_FEATURES // 2, dtype=torch.float64)
+    angle = 2 * math.pi * place * cycles
+    features = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
+    rows = features @ torch.randn(ORDINAL_FEATURES, width, generator=generator, dtype=torch.float64)
+    return (rows * (std / rows.std())).float()
+
+
+def ordinal_tokens(model, seed: int) -> None:
+    """Give the trajectory bins' token rows an order (`--ordinal-tokens`): the input embeddings of the future
+    and history bins and the output rows of the future bins start as `ordinal_rows` instead of independent
+    noise. A bin token then starts near its neighbours, so what the model learns for a speed or a curvature
+    carries over to the bins beside it, where each row otherwise learns alone from the examples that hit it
+    (the history's x bins are 8 mm of travel per 0.1 s apart). Only initial weights change; the rest of the
+    model's draw is the same, from its own generator."""
+    ids, cfg = model.token_ids, model.config
+    generator = torch.Generator().manual_seed(seed)
+    blocks = {"future": (ids.traj_token_start_idx, cfg.traj_tokenizer_cfg.num_bins),
+              "history": (ids.hist_token_start_idx, cfg.hist_traj_tokenizer_cfg.num_bins)}
+    embed, head = model.vlm.get_input_embeddings().weight, model.vlm.get_output_embeddings().weight
+    with torch.no_grad():
+        for name, (start, bins) in blocks.items():
+            targets = [embed, head] if name == "future" else [embed]
+            for weight in targets:
+                rows = weight[start:start + bins]
+                rows.copy_(ordinal_rows(bins, weight.shape[1], float(rows.std()), generator))
+
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: float) -> float:
     """The recipe's `cosine_warmup_with_min_lr`: linear warmup (step + 1) / warmup, then a half cosine to `minimum`."""
     if step < warmup:
@@ -260,7 +293,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96,
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
-          late_ramp: float = 0.0, early_share: float = 0.0) -> dict:
+          late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
@@ -275,6 +308,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
     model = random_model(config, vlm_config, seed=seed).train()
+    if ordinal:
+        ordinal_tokens(model, seed)
     probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling,
                        distances=scene_distances)
     order = np.random.default_rng(seed)
@@ -363,7 +398,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
-              "late_ramp": late_ramp, "early_share": early_share,
+              "late_ramp": late_ramp, "early_share": early_share, "ordinal_tokens": ordinal,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -550,6 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--light-futures", choices=("true", "as-seen", "drop"), default="as-seen",
                         help="what a t0 whose future spans a change of the light no camera shows yet learns: the "
                              "world's true future, the light kept as seen, or nothing (build_examples)")
+    parser.add_argument("--ordinal-tokens", action=argparse.BooleanOptionalAction, default=False,
+                        help="the trajectory bins' token rows start smooth in the bin, neighbours near each other "
+                             "(ordinal_tokens), instead of independent noise")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -563,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
                    rare_weight=args.rare_weight, expert_steps=args.expert_steps,
                    expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr,
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,
-                   late_ramp=args.late_ramp, early_share=args.early_share)
+                   late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -1,5 +1,5 @@
 """Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule;
-late, early, drifting and mirrored examples."""
+late, early, drifting and mirrored examples; ordinal trajectory-token rows."""
 
 import types
 
@@ -185,6 +185,39 @@ def test_expert_width_widens_only_the_expert():
                                                                             plain.expert_cfg.head_dim)
     model = random_model(wide, wide_vlm, seed=0)
     assert model.expert.config.hidden_size == 160 and model.vlm.config.text_config.hidden_size == 128
+
+
+def test_ordinal_tokens_order_only_the_trajectory_bins_rows():
+    """`--ordinal-tokens`: the future and history bins' input rows and the future bins' output rows start near
+    their neighbours and far from distant bins, at the initial scale; every other row is the model's own draw."""
+    from alpamayo_ros.tools.train_driver import ordinal_tokens
+
+    model = tiny(seed=0)
+    ids, cfg = model.token_ids, model.config
+    embed, head = model.vlm.get_input_embeddings().weight, model.vlm.get_output_embeddings().weight
+    embed_before, head_before = embed.detach().clone(), head.detach().clone()
+    ordinal_tokens(model, seed=0)
+    future = slice(ids.traj_token_start_idx, ids.traj_token_start_idx + cfg.traj_tokenizer_cfg.num_bins)
+    history = slice(ids.hist_token_start_idx, ids.hist_token_start_idx + cfg.hist_traj_tokenizer_cfg.num_bins)
+
+    def similarity(rows: torch.Tensor, apart: int) -> float:
+        return float(torch.nn.functional.cosine_similarity(rows[:-apart], rows[apart:]).mean())
+
+    for rows, before in ((embed[future], embed_before[future]), (embed[history], embed_before[history]),
+                         (head[future], head_before[future])):
+        rows = rows.detach()
+        assert similarity(rows, 1) > 0.95 and similarity(rows, len(rows) // 10) < 0.4  # a tenth of the range apart
+        assert similarity(before, 1) < 0.3  # independent noise before
+        assert float(rows.std()) == pytest.approx(float(before.std()), rel=0.1)
+    others = torch.ones(embed.shape[0], dtype=torch.bool)
+    others[future], others[history] = False, False
+    assert torch.equal(embed.detach()[others], embed_before[others])
+    head_others = torch.ones(head.shape[0], dtype=torch.bool)
+    head_others[future] = False
+    assert torch.equal(head.detach()[head_others], head_before[head_others])
+    again = tiny(seed=0)
+    ordinal_tokens(again, seed=0)
+    assert torch.equal(again.vlm.get_input_embeddings().weight, embed)
 
 
 def test_rarity_scores_a_tight_curve_by_its_standard_deviations_and_cruising_as_one():
