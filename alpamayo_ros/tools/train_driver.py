@@ -25,7 +25,9 @@ keeps the probe's loss (`--scene-weight`); the probe is dropped at save. And its
 are its own data's; `--own-statistics` measures the world's (`action_statistics`), whose curvature spread
 is a third of the release's. `--offset-share` of the examples start off the lane centre and recover;
 `--mirror-share` of those drawn are mirrored left for right. `--light-futures` sets what a t0 learns whose
-future hinges on a change of the light that no camera shows yet (`build_examples`).
+future hinges on a change of the light that no camera shows yet (`build_examples`). The trajectory bins'
+token rows start ordered, each near its neighbours (`--ordinal-tokens`, `ordinal_tokens`), instead of as
+independent noise: what the model learns for one speed or curvature then carries over to the bins beside it.
 
 Examples: every scenario of `tools.world`, `--drives` training seeds each, t0 every `--t0-stride` x 0.1 s
 along each drive, rendered once and kept in memory as JPEG (driver_data.py). Seeded; writes OUT in the
@@ -585,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--light-futures", choices=("true", "as-seen", "drop"), default="as-seen",
                         help="what a t0 whose future spans a change of the light no camera shows yet learns: the "
                              "world's true future, the light kept as seen, or nothing (build_examples)")
-    parser.add_argument("--ordinal-tokens", action=argparse.BooleanOptionalAction, default=False,
+    parser.add_argument("--ordinal-tokens", action=argparse.BooleanOptionalAction, default=True,
                         help="the trajectory bins' token rows start smooth in the bin, neighbours near each other "
                              "(ordinal_tokens), instead of independent noise")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
