@@ -227,10 +227,10 @@ CREEP_MPS = 0.5  # stopping for red: the car slows below this before the line wh
 
 def test_the_embedded_driver_stops_for_red_on_a_held_out_drive():
     """The trained driver with the node's defaults (lockstep, 300 ms) on the held-out red_light drive: it keeps its
-    lane, slows to a stop before the line while the light is red and never crosses it on red. Session 19's driver
-    stood still 5.4 m before the line; with the node's `seed` 0-5 it stood 4.3-5.4 m before it in 5 of 6 runs and
-    slowed to 0.35 m/s 2.8 m before it in the sixth, so another CPU's last bits leave it a margin. Every driver
-    before it crossed on red here with some seeds (README, closed loop)."""
+    lane, slows below CREEP_MPS before the line while the light is red and never crosses it on red. Session 19's
+    driver stood still 5.4 m before the line; with the node's `seed` 0-5 it stood 4.3-5.4 m before it in 5 of 6 runs
+    and slowed to 0.35 m/s 2.8 m before it in the sixth, so another CPU's last bits leave it a margin. Every driver
+    shipped before it crossed on red here with some of those seeds (alpamayo_ros/driver/README.md)."""
     from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
 
     cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)
