@@ -254,13 +254,12 @@ def ordinal_tokens(model, seed: int) -> None:
     model's draw is the same, from its own generator."""
     ids, cfg = model.token_ids, model.config
     generator = torch.Generator().manual_seed(seed)
-    blocks = {"future": (ids.traj_token_start_idx, cfg.traj_tokenizer_cfg.num_bins),
-              "history": (ids.hist_token_start_idx, cfg.hist_traj_tokenizer_cfg.num_bins)}
     embed, head = model.vlm.get_input_embeddings().weight, model.vlm.get_output_embeddings().weight
+    blocks = ((ids.traj_token_start_idx, cfg.traj_tokenizer_cfg.num_bins, (embed, head)),  # history: never an output
+              (ids.hist_token_start_idx, cfg.hist_traj_tokenizer_cfg.num_bins, (embed,)))
     with torch.no_grad():
-        for name, (start, bins) in blocks.items():
-            targets = [embed, head] if name == "future" else [embed]
-            for weight in targets:
+        for start, bins, weights in blocks:
+            for weight in weights:
                 rows = weight[start:start + bins]
                 rows.copy_(ordinal_rows(bins, weight.shape[1], float(rows.std()), generator))
 

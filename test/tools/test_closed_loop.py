@@ -206,19 +206,25 @@ def test_the_lane_centre_oracle_passes_a_mixed_drive_so_the_loop_and_controller_
     assert line[0] > 0 > line[-1] and np.all(np.diff(line) <= 0)  # the car reaches the line and passes it
 
 
+def embedded_driver_run(scenario: str):
+    """(world, result, metrics) of the trained driver with the node's defaults on the scenario's first held-out
+    seed, lockstep with a fixed 300 ms latency, as the benchmark runs it."""
+    from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
+
+    cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)
+    world = world_module.generate(scenario, HELD_OUT_SEEDS[0])
+    result = run_lockstep(world, cfg, Latency.parse("fixed:300"), None, keep_frames=False)
+    assert "embedded driver" in result.what, result.what
+    return world, result, metrics.compute(result.trace, world, result.counts)
+
+
 def test_the_embedded_driver_keeps_its_lane_on_a_held_out_straight_drive():
     """The trained driver closes the loop with the node's defaults (1 sample, lockstep, 300 ms): on the whole
     held-out straight drive it stays within the benchmark's 1.0 m of the lane centre and keeps the expert's pace
     (session 19's driver: 0.14 m and 101 %). The car only sees the lane through the cameras: with the cameras in the
     wrong order, frames from the wrong times or the history in the wrong frame, it leaves the lane, as every earlier
     driver did (README, closed-loop table)."""
-    from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
-
-    cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)
-    world = world_module.generate("straight", HELD_OUT_SEEDS[0])
-    result = run_lockstep(world, cfg, Latency.parse("fixed:300"), None, keep_frames=False)
-    measured = metrics.compute(result.trace, world, result.counts)
-    assert "embedded driver" in result.what, result.what
+    _, _, measured = embedded_driver_run("straight")
     assert metrics.passes(measured) and measured["completed"], measured
 
 
@@ -231,13 +237,7 @@ def test_the_embedded_driver_stops_for_red_on_a_held_out_drive():
     driver stood still 5.4 m before the line; with the node's `seed` 0-5 it stood 4.3-5.4 m before it in 5 of 6 runs
     and slowed to 0.35 m/s 2.8 m before it in the sixth, so another CPU's last bits leave it a margin. Every driver
     shipped before it crossed on red here with some of those seeds (alpamayo_ros/driver/README.md)."""
-    from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
-
-    cfg = node_config(None, ["device:=cpu"], rate_hz=2.0)
-    world = world_module.generate("red_light", HELD_OUT_SEEDS[0])
-    result = run_lockstep(world, cfg, Latency.parse("fixed:300"), None, keep_frames=False)
-    measured = metrics.compute(result.trace, world, result.counts)
-    assert "embedded driver" in result.what, result.what
+    world, result, measured = embedded_driver_run("red_light")
     assert measured["red_violations"] == 0 and measured["max_lane_offset_m"] <= metrics.LANE_DEPARTURE_M, measured
     trace = result.trace
     ahead = world.stop_line_s - (np.asarray(trace.s) + world_module.EGO_FRONT_M)  # front bumper to the line
