@@ -26,6 +26,7 @@ TRAIN_SEEDS = range(0, 1000)  # training draws from these
 HELD_OUT_SEEDS = range(1000, 2000)  # evaluation, tests, the demo: never used in training
 T0_STEP_S = 0.1  # t0 grid along a drive (the camera rate)
 LANE_AHEAD_M = (10.0, 20.0, 30.0, 40.0)  # road ahead of the ego where an example records the lane centre
+FAR_LANE_M = (60.0, 80.0)  # ... and, beyond, the lane centre's bearing (where a curve shows before it begins)
 DISTANCE_RANGE_M = 100.0  # an example records the stop line and the lead vehicle this far ahead (NaN: none)
 MIRRORED_CAMERAS = (2, 1, 0, 3)  # the rig mirrored left for right: cross-left <-> cross-right (yaw +-60 deg, on
 # the centre line), front-wide and front-tele stay (world.CAMERA_YAW_DEG)
@@ -54,6 +55,8 @@ class StoredExample:
     mirrored: bool = False  # left for right (`mirror`): the images are flipped when decoded
     distances: tuple[float, float] = (math.nan, math.nan)  # front bumper to the stop line, to the lead (m; NaN:
     # none within DISTANCE_RANGE_M; world.distances_ahead)
+    far_bearing: tuple[float, ...] = ()  # the lane centre's bearing (rad, + left) FAR_LANE_M ahead (world.lane_bearing)
+    brake_lights: float = math.nan  # the lead's brake lights at t0: 1.0 lit, 0.0 not; NaN: no lead within range
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
@@ -75,7 +78,8 @@ class StoredExample:
             self, ego_history_xyz=self.ego_history_xyz @ FLIP_Y, ego_history_rot=FLIP_Y @ self.ego_history_rot @ FLIP_Y,
             future_xyz=self.future_xyz @ FLIP_Y, future_rot=FLIP_Y @ self.future_rot @ FLIP_Y,
             coc=swap(self.coc), cause=swap(self.cause),
-            offset_m=-self.offset_m, lane_ahead=tuple(-y for y in self.lane_ahead), mirrored=not self.mirrored)
+            offset_m=-self.offset_m, lane_ahead=tuple(-y for y in self.lane_ahead),
+            far_bearing=tuple(-b for b in self.far_bearing), mirrored=not self.mirrored)
 
     def training_example(self, images: bool = True) -> TrainingExample:
         """`images`: decoded; False for a batch given the images already encoded (`training.make_batch`)."""
@@ -119,6 +123,8 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
         ego = world.late(t0, ahead, fast, *ramp) if any((ahead, fast, *ramp)) else world
         sample = ego.model_sample(t0, height, width, offset_m=float(offset), drift=drift)
         pose = ego.ego_pose(t0, t0, float(offset), drift)
+        distances = ego.distances_ahead(pose, t0, DISTANCE_RANGE_M)
+        lit = ego.brake_lights(t0)
         flat = sample.images.reshape(-1, height, width, 3)
         yield StoredExample(jpegs=tuple(jpeg_bytes(image) for image in flat), shape=(height, width),
                             ego_history_xyz=sample.ego_history_xyz, ego_history_rot=sample.ego_history_rot,
@@ -126,4 +132,5 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
                             cause=sample.cause, interesting=bool(sample.interesting), scenario=world.scenario,
                             seed=world.seed, t0_s=t0, offset_m=float(offset),
                             lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()),
-                            distances=ego.distances_ahead(pose, t0, DISTANCE_RANGE_M))
+                            distances=distances, far_bearing=tuple(ego.lane_bearing(pose, FAR_LANE_M).tolist()),
+                            brake_lights=math.nan if math.isnan(distances[1]) else float(lit))

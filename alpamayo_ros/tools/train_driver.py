@@ -43,12 +43,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
+import multiprocessing
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +72,7 @@ from alpamayo_ros.model.training import (
     training_losses,
 )
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import LANE_AHEAD_M, TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
+from alpamayo_ros.tools.driver_data import FAR_LANE_M, LANE_AHEAD_M, TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ EARLY_SPEED = (0.0, 0.8)  # early examples: the ego drives at this share of the 
 EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late keeps it able to stop for red)
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
+BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (a curve starting 35 m ahead: 0.1 rad at 80 m)
+BEARING_LIMIT_RAD = 0.5  # ... clamped to this: the onset of a curve is what it is for; deeper in, the near lane says
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 ORDINAL_FEATURES = 64  # --ordinal-tokens: sines and cosines of a bin's value at 32 frequencies
 
@@ -128,7 +133,8 @@ class SceneProbe(torch.nn.Module):
     dense signal stands in for that pretraining: the tokens the LM reads then carry the light, the brake
     lights, the road ahead and where the car is in its lane, linearly."""
 
-    def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False) -> None:
+    def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False,
+                 far: bool = False, brakes: bool = False) -> None:
         super().__init__()
         if pooling not in ("attention", "mean"):
             raise ValueError(f"scene probe pooling {pooling!r}: attention or mean")
@@ -138,6 +144,8 @@ class SceneProbe(torch.nn.Module):
         self.offset = torch.nn.Linear(width, 1)
         self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws
         self.distances = torch.nn.Linear(width, 2) if distances else None  # after it, for the same reason
+        self.far = torch.nn.Linear(width, len(FAR_LANE_M)) if far else None  # and after that
+        self.brakes = torch.nn.Linear(width, 1) if brakes else None  # and last
 
     def forward(self, image_embeds: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Each example's image tokens pooled into one vector (batch_size, width), which the heads read."""
@@ -151,7 +159,9 @@ class SceneProbe(torch.nn.Module):
         """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
         centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M, plus (with `distances`) the squared
         error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
-        one within range; and the cause's accuracy."""
+        one within range, plus (with `far`) the squared error of the lane centre's bearing FAR_LANE_M ahead in
+        units of BEARING_SCALE_RAD, clamped to BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of
+        the lead's brake lights, where a lead is within range; and the cause's accuracy."""
         pooled = self(image_embeds, len(examples))
         logits = self.cause(pooled)
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
@@ -165,6 +175,15 @@ class SceneProbe(torch.nn.Module):
             seen = torch.isfinite(metres)  # no stop line or lead within range: no loss
             error = self.distances(pooled) - metres.nan_to_num() / DISTANCE_SCALE_M
             loss = loss + (error ** 2 * seen).sum() / len(examples)
+        if self.far is not None:
+            bearing = torch.tensor([e.far_bearing for e in examples], dtype=torch.float32)
+            target = bearing.clamp(-BEARING_LIMIT_RAD, BEARING_LIMIT_RAD) / BEARING_SCALE_RAD
+            loss = loss + F.mse_loss(self.far(pooled), target)
+        if self.brakes is not None:
+            lit = torch.tensor([e.brake_lights for e in examples], dtype=torch.float32)
+            seen = torch.isfinite(lit)  # no lead within range: no loss
+            error = F.binary_cross_entropy_with_logits(self.brakes(pooled)[:, 0], lit.nan_to_num(), reduction="none")
+            loss = loss + (error * seen).sum() / len(examples)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
 
@@ -178,7 +197,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                    max_offset_m: float = 0.0, late_share: float = 0.0,
                    max_drift: tuple[float, float] = (0.0, 0.0),
                    light_futures: str = "true", late_ramp: float = 0.0,
-                   early_share: float = 0.0) -> list[StoredExample]:
+                   early_share: float = 0.0, workers: int = 1) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -198,38 +217,59 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     "true" (the world's future), a third of the examples braking for red and half of those standing at it run
     over the line within 6.4 s (training seeds 0-11). "drop" leaves those t0s out; "as-seen" gives them the
     future of the light keeping the colour the cameras show (`world.World.as_seen`): the stop at red the
-    expert would make, and on a car the next tick sees the change."""
-    examples: list[StoredExample] = []
+    expert would make, and on a car the next tick sees the change.
+
+    `workers` processes render the drives (each drive draws from its own streams: the examples are the same
+    for any number)."""
     drives = [(name, TRAIN_SEEDS[seed_offset + i]) for i in range(drives_per_scenario) for name in world.SCENARIOS]
-    for k, (name, seed) in enumerate(tqdm(drives, desc="render drives", unit="drive", file=sys.stderr)):
-        drive = world.generate(name, seed)
-        t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
-        if light_futures == "drop":
-            t0s = [t0 for t0 in t0s if not drive.light_changes_within(t0, world.FUTURE_S)]
-        rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
-        offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
-        late_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 2])
-        late = (late_rng.random(len(t0s)) < late_share) & (offsets == 0.0)
-        fast = np.where(late, late_rng.uniform(*LATE_MPS, len(t0s)), 0.0)
-        ahead = fast * late_rng.uniform(*LATE_S, len(t0s))
-        drift_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 3])
-        drifts = np.where((offsets != 0.0)[:, None], drift_rng.uniform(-1.0, 1.0, (len(t0s), 2)) * max_drift, 0.0)
-        if early_share:
-            early_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 6])
-            early = late & (early_rng.random(len(t0s)) < early_share)
-            speed = np.interp(t0s, drive.drive.t, drive.drive.v)  # the expert's at t0
-            fast = np.where(early, (early_rng.uniform(*EARLY_SPEED, len(t0s)) - 1.0) * speed, fast)
-            ahead = np.where(early, early_rng.uniform(*EARLY_AHEAD_M, len(t0s)), ahead)
-        lates = list(zip(ahead.tolist(), fast.tolist()))
-        if late_ramp:
-            ramp_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 5])
-            ramps = np.where(late, ramp_rng.uniform(-late_ramp, late_ramp, len(t0s)), 0.0)
-            lates = [(*pair, ramp) for pair, ramp in zip(lates, ramps.tolist())]
-        for i, t0 in enumerate(t0s):  # one drive_examples call per t0: each may see another world
-            unseen = light_futures == "as-seen" and drive.light_changes_within(t0, world.FUTURE_S)
-            seen = drive.as_seen(t0) if unseen else drive
-            examples.extend(drive_examples(seen, [t0], offsets=offsets[i:i + 1], lates=lates[i:i + 1],
-                                           drifts=drifts[i:i + 1].tolist()))
+    render = functools.partial(_render_drive, t0_stride=t0_stride, offset_share=offset_share,
+                               max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
+                               light_futures=light_futures, late_ramp=late_ramp, early_share=early_share)
+    jobs = [(k, name, seed) for k, (name, seed) in enumerate(drives)]
+    progress = dict(desc="render drives", unit="drive", total=len(jobs), file=sys.stderr)
+    if workers <= 1:
+        per_drive = list(tqdm(map(render, jobs), **progress))
+    else:  # spawned: a forked child would inherit torch's thread pools
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_drive = list(tqdm(pool.map(render, jobs), **progress))
+    return [example for examples in per_drive for example in examples]
+
+
+def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
+                  late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
+                  early_share: float) -> list[StoredExample]:
+    """`build_examples` for drive number k (name, seed): its t0s and each one's offset, drift and lateness, from
+    the drive's own streams."""
+    k, name, seed = job
+    examples: list[StoredExample] = []
+    drive = world.generate(name, seed)
+    t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
+    if light_futures == "drop":
+        t0s = [t0 for t0 in t0s if not drive.light_changes_within(t0, world.FUTURE_S)]
+    rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
+    offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
+    late_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 2])
+    late = (late_rng.random(len(t0s)) < late_share) & (offsets == 0.0)
+    fast = np.where(late, late_rng.uniform(*LATE_MPS, len(t0s)), 0.0)
+    ahead = fast * late_rng.uniform(*LATE_S, len(t0s))
+    drift_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 3])
+    drifts = np.where((offsets != 0.0)[:, None], drift_rng.uniform(-1.0, 1.0, (len(t0s), 2)) * max_drift, 0.0)
+    if early_share:
+        early_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 6])
+        early = late & (early_rng.random(len(t0s)) < early_share)
+        speed = np.interp(t0s, drive.drive.t, drive.drive.v)  # the expert's at t0
+        fast = np.where(early, (early_rng.uniform(*EARLY_SPEED, len(t0s)) - 1.0) * speed, fast)
+        ahead = np.where(early, early_rng.uniform(*EARLY_AHEAD_M, len(t0s)), ahead)
+    lates = list(zip(ahead.tolist(), fast.tolist()))
+    if late_ramp:
+        ramp_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 5])
+        ramps = np.where(late, ramp_rng.uniform(-late_ramp, late_ramp, len(t0s)), 0.0)
+        lates = [(*pair, ramp) for pair, ramp in zip(lates, ramps.tolist())]
+    for i, t0 in enumerate(t0s):  # one drive_examples call per t0: each may see another world
+        unseen = light_futures == "as-seen" and drive.light_changes_within(t0, world.FUTURE_S)
+        seen = drive.as_seen(t0) if unseen else drive
+        examples.extend(drive_examples(seen, [t0], offsets=offsets[i:i + 1], lates=lates[i:i + 1],
+                                       drifts=drifts[i:i + 1].tolist()))
     return examples
 
 
@@ -294,17 +334,21 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_pooling: str = "attention", scene_distances: bool = False, expert_width: int = 96,
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
-          late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False) -> dict:
+          late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
+          scene_brakes: bool = False, curvature_spread: float = 1.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
                               late_share=late_share, max_drift=max_drift,
-                              light_futures=light_futures, late_ramp=late_ramp, early_share=early_share)
+                              light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
+                              workers=threads)
     render_s = time.perf_counter() - started
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
 
     config, vlm_config = driver_config(expert_width)
     statistics = action_statistics(examples, config.action_space_cfg) if own_statistics else {}
+    if statistics and curvature_spread != 1.0:  # a tight curve nearer the flow's unit noise, at straights' cost
+        statistics["curvature_std"] *= curvature_spread
     config = dataclasses.replace(config, action_space_cfg=dataclasses.replace(config.action_space_cfg, **statistics))
     logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
@@ -312,7 +356,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     if ordinal:
         ordinal_tokens(model, seed)
     probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling,
-                       distances=scene_distances)
+                       distances=scene_distances, far=scene_far, brakes=scene_brakes)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
     # Drawn in proportion to rarity ** rare_weight; 0: uniformly (p=None, the same batches as before).
@@ -400,6 +444,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
               "late_ramp": late_ramp, "early_share": early_share, "ordinal_tokens": ordinal,
+              "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
+              "curvature_spread": curvature_spread,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -558,11 +604,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene-distances", action=argparse.BooleanOptionalAction, default=True,
                         help="the scene probe also reads how far ahead the stop line and the lead vehicle are "
                              "(world.World.distances_ahead): where to stop")
+    parser.add_argument("--scene-far-lane", action=argparse.BooleanOptionalAction, default=False,
+                        help="the scene probe also reads the lane centre's bearing 60 and 80 m ahead "
+                             "(world.World.lane_bearing): a curve before it begins")
+    parser.add_argument("--scene-brake-lights", action=argparse.BooleanOptionalAction, default=False,
+                        help="the scene probe also reads whether the lead vehicle's brake lights are lit "
+                             "(world.World.brake_lights): braking or following, which the cause alone does not say")
     parser.add_argument("--scene-weight", type=float, default=1.0,
                         help="weight of the scene probe's loss beside the release's losses in the joint run")
     parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
                         help="normalise actions with the training data's statistics (action_statistics) instead of "
                              "the release's")
+    parser.add_argument("--curvature-spread", type=float, default=1.0,
+                        help="with --own-statistics, the measured curvature spread times this: a 30 m curve, 4 "
+                             "standard deviations out with 1, is 4/this")
     parser.add_argument("--scene-pooling", choices=("attention", "mean"), default="attention",
                         help="how the scene probe pools the image tokens: one learnt attention query, or their mean "
                              "(the cause then has to be readable from every token's share alike)")
@@ -602,7 +657,9 @@ def main(argv: list[str] | None = None) -> int:
                    rare_weight=args.rare_weight, expert_steps=args.expert_steps,
                    expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr,
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,
-                   late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens)
+                   late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
+                   scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
+                   curvature_spread=args.curvature_spread)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -433,6 +433,16 @@ class World:
         x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
         return -math.sin(pose.yaw) * (x - pose.x) + math.cos(pose.yaw) * (y - pose.y)
 
+    def lane_bearing(self, pose: Pose2D, distances_m: np.ndarray) -> np.ndarray:
+        """(n,) the bearing (rad, + left) from `pose` of the ego lane's centre `distances_m` of road ahead of the
+        pose's nearest point on it: where in the image the far road is, bounded where `lane_ahead` grows without
+        limit through a tight curve."""
+        s, _ = self.lane_offset(pose.x, pose.y)
+        x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
+        dx, dy = x - pose.x, y - pose.y
+        c, si = math.cos(pose.yaw), math.sin(pose.yaw)
+        return np.arctan2(-si * dx + c * dy, c * dx + si * dy)
+
     def distances_ahead(self, pose: Pose2D, t_s: float, range_m: float) -> tuple[float, float]:
         """(to the stop line, to the lead vehicle's rear bumper): metres of road ahead of the front bumper of a car
         at `pose` at time t, each NaN where there is none ahead within `range_m` (the light's colour aside)."""
@@ -691,6 +701,12 @@ class World:
         elif a > 0.3:
             label = "Accelerate to cruising speed because the road ahead is clear."
         return label, COC_LABELS[label]
+
+    def brake_lights(self, t_s: float) -> bool | None:
+        """Whether the lead's brake lights are lit at world time t (as the cameras show them); None without a lead."""
+        if self.lead_plan is None:
+            return None
+        return self._brake_lights(min(int(round(t_s / SIM_DT_S)), len(self.drive.t) - 1))
 
     def _brake_lights(self, k: int) -> bool:
         """Whether the lead's brake lights are lit at simulation step k: braking or standing."""

@@ -50,14 +50,17 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
 @pytest.mark.parametrize("pooling", ["attention", "mean"])
 def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path, pooling):
     """Stage 0 (`--scene-steps`): the vision tower and the probe (either `--scene-pooling`) fit a fixed batch's
-    causes, lane offsets, (`--scene-lane`) the lane ahead and (`--scene-distances`) the stop line's distance (no
-    lead vehicle here: that target is absent, NaN, and costs nothing); the probe is a training aid, so the written
+    causes, lane offsets, (`--scene-lane`) the lane ahead, (`--scene-far-lane`) its bearing beyond and
+    (`--scene-distances`) the stop line's distance (no lead vehicle here: that target and `--scene-brake-lights`'
+    are absent, NaN, and cost nothing); the probe is a training aid, so the written
     checkpoint holds exactly the model's own tensors."""
     model = tiny(seed=0).train()
     drive = world.generate("red_light", TRAIN_SEEDS[0])
     examples = list(drive_examples(drive, [3.0, 9.0], height=64, width=96, offsets=[0.0, 1.0]))
     assert {e.cause for e in examples} == {"road ahead is clear", "red"}, [e.coc for e in examples]
-    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=True, pooling=pooling, distances=True)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=True, pooling=pooling, distances=True,
+                       far=True, brakes=True)
+    assert all(len(e.far_bearing) == 2 and np.isnan(e.brake_lights) for e in examples)  # no lead: no brake target
     assert examples[1].lane_ahead == pytest.approx([-1.0] * 4, abs=1e-6)  # 1 m left of the centre of a straight
     travelled = np.interp(9.0, drive.drive.t, drive.drive.s) - np.interp(3.0, drive.drive.t, drive.drive.s)
     (line_before, no_lead), (line_after, _) = (e.distances for e in examples)
@@ -129,6 +132,20 @@ def test_a_future_that_spans_a_light_change_no_camera_shows_is_the_true_one_drop
     assert seen == [("red_light as seen", *e[1:]) if e in spans else e for e in every]
 
 
+def test_the_drives_render_alike_in_worker_processes():
+    """`build_examples(workers=2)` (train_driver renders on every core it trains on): each drive draws from its own
+    streams, so two spawned workers give the same examples, in the same order, as one process."""
+    from alpamayo_ros.tools import train_driver
+
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006), late_ramp=1.0)
+    alone, pooled = (train_driver.build_examples(1, 24, workers=n, **options) for n in (1, 2))
+    assert len(alone) == len(pooled) > 0
+    for a, b in zip(alone, pooled):
+        assert (a.scenario, a.t0_s, a.offset_m, a.coc, a.jpegs) == (b.scenario, b.t0_s, b.offset_m, b.coc, b.jpegs)
+        np.testing.assert_array_equal(a.future_xyz, b.future_xyz)
+        np.testing.assert_array_equal(a.ego_history_xyz, b.ego_history_xyz)
+
+
 class _NoImages:
     """A generated drive's timing without its simulation (build_examples reads only these); red_light's light
     turns green at 8 s."""
@@ -155,7 +172,9 @@ def test_a_mirrored_example_is_the_same_moment_left_for_right():
     example = next(drive_examples(drive, [t0], height=32, width=48, offsets=[0.5]))
     mirrored = example.mirror()
     assert mirrored.cause == "right curve" and "right curve" in mirrored.coc and "left" not in mirrored.coc
-    assert mirrored.offset_m == -0.5
+    assert mirrored.offset_m == -0.5 and example.far_bearing[1] > 0.0  # the far road bends left ...
+    assert mirrored.far_bearing == tuple(-b for b in example.far_bearing)  # ... and mirrored, right
+    assert mirrored.lane_ahead == tuple(-y for y in example.lane_ahead)
     np.testing.assert_array_equal(mirrored.future_xyz[:, 1], -example.future_xyz[:, 1])
     np.testing.assert_array_equal(mirrored.future_xyz[:, [0, 2]], example.future_xyz[:, [0, 2]])
     yaw = np.arctan2(example.future_rot[:, 1, 0], example.future_rot[:, 0, 0])

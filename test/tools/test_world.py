@@ -180,6 +180,8 @@ def test_the_lead_vehicle_is_seen_ahead_with_brake_lights_when_it_brakes():
     bright_red = lambda img: int(((img[..., 0] > 230) & (img[..., 1] < 60)).sum())  # noqa: E731
     assert blue(before) > 10 and blue(during) > 10
     assert bright_red(before) == 0 and bright_red(during) > 0
+    assert world.brake_lights(1.0) is False and world.brake_lights(braking_at) is True
+    assert generate("straight", 0).brake_lights(1.0) is None  # no lead vehicle
 
 
 def test_model_sample_history_and_future_follow_the_ego_frame_conventions():
@@ -393,6 +395,19 @@ def test_the_lane_ahead_is_where_the_road_bends_seen_from_the_car():
     pose = curve.expert_pose(0.0)
     moved = dataclasses.replace(pose, y=pose.y + 0.7)  # the car 0.7 m left of the centre: the lane is to its right
     assert curve.lane_ahead(moved, [10.0]) == pytest.approx([-0.7], abs=1e-6)
+
+
+def test_the_far_lane_bearing_shows_a_curve_before_it_begins():
+    curve = generate("curve_right", 1001)  # a right curve from 47 m
+    pose = curve.expert_pose(0.0)
+    near, far = curve.lane_bearing(pose, [40.0, 80.0])
+    assert near == pytest.approx(0.0, abs=1e-6)  # 40 m of straight road ahead ...
+    assert far < -0.04  # ... and the bend shows at 80 m (its clothoid begins at 47 m)
+    x, y, _ = curve.road.at(curve.lane_offset(pose.x, pose.y)[0] + 80.0)
+    seen = math.atan2(y - pose.y, x - pose.x) - pose.yaw  # the same point, bearing from the world frame
+    assert far == pytest.approx(seen, abs=1e-6)
+    straight = generate("straight", 0)
+    assert straight.lane_bearing(straight.expert_pose(3.0), [60.0, 80.0]) == pytest.approx([0.0, 0.0], abs=1e-6)
 
 
 def test_the_distances_ahead_are_road_from_the_front_bumper_to_the_stop_line_and_the_lead():
