@@ -85,7 +85,7 @@ EARLY_SPEED = (0.0, 0.8)  # early examples: the ego drives at this share of the 
 EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late keeps it able to stop for red)
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
-BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (a curve starting 35 m ahead: 0.1 rad at 80 m)
+BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (curve_left 0 from 35 m ahead: 0.11 rad at 80 m)
 BEARING_LIMIT_RAD = 0.5  # ... clamped to this: the onset of a curve is what it is for; deeper in, the near lane says
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
 ORDINAL_FEATURES = 64  # --ordinal-tokens: sines and cosines of a bin's value at 32 frequencies
@@ -230,7 +230,8 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     if workers <= 1:
         per_drive = list(tqdm(map(render, jobs), **progress))
     else:  # spawned: a forked child would inherit torch's thread pools
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
             per_drive = list(tqdm(pool.map(render, jobs), **progress))
     return [example for examples in per_drive for example in examples]
 
@@ -575,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
-                        help="torch CPU threads (the driver: both of the 2 cores; use 1 where another job shares them)")
+                        help="torch CPU threads, and processes rendering the drives (the driver: both of the 2 cores; "
+                             "use 1 where another job shares them)")
     parser.add_argument("--flow-draws", type=int, default=8,
                         help="flow-matching (t, noise) draws per sample on its one VLM pass (the recipe: 1)")
     parser.add_argument("--expert-trains-vlm", action=argparse.BooleanOptionalAction, default=True,
@@ -646,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(ordinal_tokens), instead of independent noise")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
+    if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
+        parser.error("--curvature-spread scales the measured statistics: a positive factor, with --own-statistics")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,

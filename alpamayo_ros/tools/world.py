@@ -435,8 +435,8 @@ class World:
 
     def lane_bearing(self, pose: Pose2D, distances_m: np.ndarray) -> np.ndarray:
         """(n,) the bearing (rad, + left) from `pose` of the ego lane's centre `distances_m` of road ahead of the
-        pose's nearest point on it: where in the image the far road is, bounded where `lane_ahead` grows without
-        limit through a tight curve."""
+        pose's nearest point on it: where in the image the far road is, an angle where `lane_ahead`'s metres grow
+        large through a tight curve."""
         s, _ = self.lane_offset(pose.x, pose.y)
         x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
         dx, dy = x - pose.x, y - pose.y

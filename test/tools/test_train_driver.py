@@ -1,6 +1,7 @@
 """Training on the synthetic world: a few steps lower both losses; the scene probe; the learning-rate schedule;
 late, early, drifting and mirrored examples; ordinal trajectory-token rows."""
 
+import dataclasses
 import types
 
 import numpy as np
@@ -141,9 +142,25 @@ def test_the_drives_render_alike_in_worker_processes():
     alone, pooled = (train_driver.build_examples(1, 24, workers=n, **options) for n in (1, 2))
     assert len(alone) == len(pooled) > 0
     for a, b in zip(alone, pooled):
-        assert (a.scenario, a.t0_s, a.offset_m, a.coc, a.jpegs) == (b.scenario, b.t0_s, b.offset_m, b.coc, b.jpegs)
-        np.testing.assert_array_equal(a.future_xyz, b.future_xyz)
-        np.testing.assert_array_equal(a.ego_history_xyz, b.ego_history_xyz)
+        for field in dataclasses.fields(a):  # every field, arrays and NaN targets included
+            np.testing.assert_equal(getattr(a, field.name), getattr(b, field.name), err_msg=field.name)
+
+
+def test_the_brake_light_target_is_the_lead_s_lamps_where_a_lead_is_in_range():
+    """`--scene-brake-lights`: 0 while the lead cruises, 1 once it brakes (as the cameras show its lamps), no target
+    without a lead; the probe's loss on a batch mixing both is finite and reaches the brake head."""
+    drive = world.generate("lead_brake", TRAIN_SEEDS[0])  # the lead brakes from 5.2 s
+    cruising, braking = drive_examples(drive, [3.0, 6.0], height=32, width=48)
+    assert (cruising.brake_lights, braking.brake_lights) == (0.0, 1.0)
+    assert (drive.brake_lights(3.0), drive.brake_lights(6.0)) == (False, True)
+    none = next(drive_examples(world.generate("straight", TRAIN_SEEDS[0]), [3.0], height=32, width=48))
+    assert np.isnan(none.brake_lights)
+    model = tiny(seed=0)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, brakes=True)
+    batch = [cruising, braking, none]
+    loss, _ = probe.loss(latest_frames_embeds(model, batch), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and probe.brakes.weight.grad.abs().sum() > 0
 
 
 class _NoImages:

@@ -406,6 +406,11 @@ def test_the_far_lane_bearing_shows_a_curve_before_it_begins():
     x, y, _ = curve.road.at(curve.lane_offset(pose.x, pose.y)[0] + 80.0)
     seen = math.atan2(y - pose.y, x - pose.x) - pose.yaw  # the same point, bearing from the world frame
     assert far == pytest.approx(seen, abs=1e-6)
+    inside = curve.expert_pose(5.8)  # turned right already: the bearing is measured from the car's heading
+    x, y, _ = curve.road.at(curve.lane_offset(inside.x, inside.y)[0] + 60.0)
+    turned = math.atan2(y - inside.y, x - inside.x) - inside.yaw
+    assert inside.yaw < -0.05
+    assert curve.lane_bearing(inside, [60.0])[0] == pytest.approx(math.remainder(turned, math.tau), abs=1e-6)
     straight = generate("straight", 0)
     assert straight.lane_bearing(straight.expert_pose(3.0), [60.0, 80.0]) == pytest.approx([0.0, 0.0], abs=1e-6)
 
