@@ -429,19 +429,21 @@ class World:
     def lane_ahead(self, pose: Pose2D, distances_m: np.ndarray) -> np.ndarray:
         """(n,) where the ego lane's centre is, sideways (m, + left, in the frame of `pose`), `distances_m` of
         road ahead of the pose's nearest point on it: the road's shape as the cameras show it."""
-        s, _ = self.lane_offset(pose.x, pose.y)
-        x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
-        return -math.sin(pose.yaw) * (x - pose.x) + math.cos(pose.yaw) * (y - pose.y)
+        return self._lane_seen_from(pose, distances_m)[1]
 
     def lane_bearing(self, pose: Pose2D, distances_m: np.ndarray) -> np.ndarray:
-        """(n,) the bearing (rad, + left) from `pose` of the ego lane's centre `distances_m` of road ahead of the
-        pose's nearest point on it: where in the image the far road is, an angle where `lane_ahead`'s metres grow
-        large through a tight curve."""
+        """(n,) the bearing (rad, + left) from `pose` of the same points as `lane_ahead`: where in the image the
+        far road is, an angle where `lane_ahead`'s metres grow large through a tight curve."""
+        forward, left = self._lane_seen_from(pose, distances_m)
+        return np.arctan2(left, forward)
+
+    def _lane_seen_from(self, pose: Pose2D, distances_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(forward, left) in the frame of `pose` of the lane centre `distances_m` of road ahead of the pose's
+        nearest point on it."""
         s, _ = self.lane_offset(pose.x, pose.y)
         x, y, _ = self.road.at(s + np.asarray(distances_m, dtype=float))
-        dx, dy = x - pose.x, y - pose.y
         c, si = math.cos(pose.yaw), math.sin(pose.yaw)
-        return np.arctan2(-si * dx + c * dy, c * dx + si * dy)
+        return c * (x - pose.x) + si * (y - pose.y), -si * (x - pose.x) + c * (y - pose.y)
 
     def distances_ahead(self, pose: Pose2D, t_s: float, range_m: float) -> tuple[float, float]:
         """(to the stop line, to the lead vehicle's rear bumper): metres of road ahead of the front bumper of a car
