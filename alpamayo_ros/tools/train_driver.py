@@ -236,6 +236,18 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     return [example for examples in per_drive for example in examples]
 
 
+def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int, scene_t0_stride: int,
+                   **options) -> list[StoredExample]:
+    """Stage 0's examples: the joint stage's `examples` (the first `drives` training seeds per scenario) and, with
+    `scene_drives`, that many more drives per scenario (the training seeds after those), t0 every
+    `scene_t0_stride` steps, rendered alike (`options`: `build_examples`'). The release's vision tower arrives
+    having seen far more of the world than its driving data shows; this one sees more drives, not only more
+    steps on the same 84."""
+    if not scene_drives:
+        return examples
+    return examples + build_examples(scene_drives, scene_t0_stride, seed_offset=drives, **options)
+
+
 def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
                   late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
                   early_share: float) -> list[StoredExample]:
@@ -336,15 +348,23 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
-          scene_brakes: bool = False, curvature_spread: float = 1.0) -> dict:
+          scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
+          scene_t0_stride: int = 12) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
                               late_share=late_share, max_drift=max_drift,
                               light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
                               workers=threads)
+    logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
+                time.perf_counter() - started)
+    seen = scene_examples(examples, drives, scene_drives, scene_t0_stride, offset_share=offset_share,
+                          max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
+                          light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
     render_s = time.perf_counter() - started
-    logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS), render_s)
+    if scene_drives:
+        logger.info("stage 0 also sees %d examples from %d more drives (%.0f s in)", len(seen) - len(examples),
+                    scene_drives * len(world.SCENARIOS), render_s)
 
     config, vlm_config = driver_config(expert_width)
     statistics = action_statistics(examples, config.action_space_cfg) if own_statistics else {}
@@ -382,8 +402,11 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
 
     log: list[dict] = []
     train_started, cpu_started = time.perf_counter(), time.process_time()
+    def scene_draw(size: int) -> list[StoredExample]:  # without more drives, `draw`: the batches of before
+        return [seen[i] for i in order.choice(len(seen), size=size, replace=False)] if scene_drives else draw(size)
+
     if scene_steps:
-        log.extend(pretrain_vision(model, probe, draw, scene_steps, lr, started, anneal=frozen_vision))
+        log.extend(pretrain_vision(model, probe, scene_draw, scene_steps, lr, started, anneal=frozen_vision))
     encodings: list[EncodedInputs] | None = None
     if frozen_vision:  # the recipe's stage 1 gives the tower a tenth of the learning rate; here none
         model.vlm.model.visual.requires_grad_(False)
@@ -446,7 +469,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
               "late_ramp": late_ramp, "early_share": early_share, "ordinal_tokens": ordinal,
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
-              "curvature_spread": curvature_spread,
+              "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
+              "scene_examples": len(seen) - len(examples),
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -612,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene-brake-lights", action=argparse.BooleanOptionalAction, default=False,
                         help="the scene probe also reads whether the lead vehicle's brake lights are lit "
                              "(world.World.brake_lights): braking or following, which the cause alone does not say")
+    parser.add_argument("--scene-drives", type=int, default=0,
+                        help="stage 0 also reads this many more drives per scenario (the training seeds after "
+                             "--drives'), which the joint stage never sees")
+    parser.add_argument("--scene-t0-stride", type=int, default=12, help="their t0 every N x 0.1 s")
     parser.add_argument("--scene-weight", type=float, default=1.0,
                         help="weight of the scene probe's loss beside the release's losses in the joint run")
     parser.add_argument("--own-statistics", action=argparse.BooleanOptionalAction, default=True,
@@ -663,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
-                   curvature_spread=args.curvature_spread)
+                   curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
+                   scene_t0_stride=args.scene_t0_stride)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -146,6 +146,31 @@ def test_the_drives_render_alike_in_worker_processes():
             np.testing.assert_equal(getattr(a, field.name), getattr(b, field.name), err_msg=field.name)
 
 
+def test_stage_0_alone_also_sees_the_training_seeds_after_the_joint_stage_s(monkeypatch):
+    """`--scene-drives N`: stage 0's examples are the joint stage's and those of N more drives per scenario, the
+    training seeds after the joint stage's, at their own t0 stride and rendered with the same options; without
+    it, the joint stage's list itself (the batches of before)."""
+    from alpamayo_ros.tools import train_driver
+
+    rendered = []
+
+    def render(job, *, t0_stride, **options):  # one marker example per drive, with what it was asked for
+        _, name, seed = job
+        rendered.append((name, seed, t0_stride, options["offset_share"]))
+        return [types.SimpleNamespace(scenario=name, seed=seed)]
+
+    monkeypatch.setattr(train_driver, "_render_drive", render)
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006), late_ramp=1.0)
+    joint = train_driver.build_examples(2, 4, **options)
+    assert train_driver.scene_examples(joint, 2, 0, 16, **options) is joint
+    seen = train_driver.scene_examples(joint, 2, 3, 16, **options)
+    assert seen[:len(joint)] == joint
+    extra = seen[len(joint):]
+    assert sorted((e.scenario, e.seed) for e in extra) == sorted(
+        (name, TRAIN_SEEDS[seed]) for name in world.SCENARIOS for seed in (2, 3, 4))
+    assert {(stride, share) for _, seed, stride, share in rendered if seed >= 2} == {(16, 0.4)}
+
+
 def test_the_brake_light_target_is_the_lead_s_lamps_where_a_lead_is_in_range():
     """`--scene-brake-lights`: 0 while the lead cruises, 1 once it brakes (as the cameras show its lamps), no target
     without a lead; the probe's loss on a batch mixing both is finite and reaches the brake head."""
