@@ -64,6 +64,13 @@ class StoredExample:
         images = np.stack(decoded).reshape(4, 4, *self.shape, 3)
         return images[list(MIRRORED_CAMERAS), :, :, ::-1] if self.mirrored else images
 
+    def latest_images(self) -> np.ndarray:
+        """(4, H, W, 3): `images()[:, -1]`, each camera's latest frame, decoding only those 4 of the 16."""
+        cameras = list(MIRRORED_CAMERAS) if self.mirrored else [0, 1, 2, 3]
+        decoded = [np.asarray(PILImage.open(io.BytesIO(self.jpegs[4 * c + 3])).convert("RGB")) for c in cameras]
+        images = np.stack(decoded)
+        return images[:, :, ::-1] if self.mirrored else images
+
     def mirror(self) -> StoredExample:
         """The same moment in a world mirrored left for right: the rig is symmetric, so that is each image flipped
         with the cross cameras swapped, every y and yaw negated, and "left" and "right" swapped in the labels.

@@ -189,7 +189,7 @@ class SceneProbe(torch.nn.Module):
 
 def latest_frames_embeds(model, examples: list[StoredExample]) -> torch.Tensor:
     """The image tokens of each camera's latest frame, example-major (the vision tower encodes frame by frame)."""
-    images = [camera[-1] for e in examples for camera in e.images()]
+    images = [image for e in examples for image in e.latest_images()]
     return torch.cat([encoded.embeds for encoded in model.encode_images(images)])
 
 

@@ -230,6 +230,8 @@ def test_a_mirrored_example_is_the_same_moment_left_for_right():
     twice = mirrored.mirror()
     assert (twice.coc, twice.cause, twice.offset_m, twice.mirrored) == (example.coc, example.cause, 0.5, False)
     np.testing.assert_array_equal(twice.images(), images)
+    for e in (example, mirrored):  # stage 0 decodes only each camera's latest frame
+        np.testing.assert_array_equal(e.latest_images(), e.images()[:, -1])
     np.testing.assert_array_equal(twice.ego_history_rot, example.ego_history_rot)
 
 
