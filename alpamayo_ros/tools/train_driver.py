@@ -400,11 +400,11 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
             return chosen
         return [e.mirror() if flip else e for e, flip in zip(chosen, mirrors.random(size) < mirror_share)]
 
-    log: list[dict] = []
-    train_started, cpu_started = time.perf_counter(), time.process_time()
     def scene_draw(size: int) -> list[StoredExample]:  # without more drives, `draw`: the batches of before
         return [seen[i] for i in order.choice(len(seen), size=size, replace=False)] if scene_drives else draw(size)
 
+    log: list[dict] = []
+    train_started, cpu_started = time.perf_counter(), time.process_time()
     if scene_steps:
         log.extend(pretrain_vision(model, probe, scene_draw, scene_steps, lr, started, anneal=frozen_vision))
     encodings: list[EncodedInputs] | None = None
@@ -678,6 +678,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
         parser.error("--curvature-spread scales the measured statistics: a positive factor, with --own-statistics")
+    if args.scene_drives < 0 or args.scene_t0_stride < 1:
+        parser.error("--scene-drives must be >= 0 and --scene-t0-stride >= 1")
+    if args.scene_drives and (not args.scene_steps or args.mirror_share or args.rare_weight):
+        parser.error("--scene-drives feeds stage 0 (--scene-steps > 0), whose draws are uniform and unmirrored: "
+                     "not with --mirror-share or --rare-weight")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,

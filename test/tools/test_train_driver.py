@@ -372,3 +372,18 @@ def test_frozen_vision_encodes_once_what_each_batch_would_encode():
     assert all(map(torch.equal, fresh.deepstack, kept.deepstack))
     with pytest.raises(ValueError, match="1 encodings for 2 examples"):
         make_batch(model, [e.training_example(images=False) for e in stored], encoded=encodings[:1])
+
+
+@pytest.mark.parametrize("flags", [
+    ["--curvature-spread", "0"], ["--curvature-spread", "1.5", "--no-own-statistics"],
+    ["--scene-drives", "-1"], ["--scene-drives", "4", "--scene-t0-stride", "0"],
+    ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
+])
+def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
+    """A usage error (exit 2, the reason on stderr) before any drive is rendered or any step is taken."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "train", lambda *a, **k: pytest.fail("train() ran"))
+    with pytest.raises(SystemExit) as usage_error:
+        train_driver.main([str(tmp_path / "out"), *flags])
+    assert usage_error.value.code == 2 and flags[0] in capsys.readouterr().err
