@@ -60,16 +60,18 @@ class StoredExample:
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
-        decoded = [np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB")) for data in self.jpegs]
-        images = np.stack(decoded).reshape(4, 4, *self.shape, 3)
-        return images[list(MIRRORED_CAMERAS), :, :, ::-1] if self.mirrored else images
+        return self._decoded(range(4))
 
     def latest_images(self) -> np.ndarray:
         """(4, H, W, 3): `images()[:, -1]`, each camera's latest frame, decoding only those 4 of the 16."""
-        cameras = list(MIRRORED_CAMERAS) if self.mirrored else [0, 1, 2, 3]
-        decoded = [np.asarray(PILImage.open(io.BytesIO(self.jpegs[4 * c + 3])).convert("RGB")) for c in cameras]
-        images = np.stack(decoded)
-        return images[:, :, ::-1] if self.mirrored else images
+        return self._decoded([3])[:, 0]
+
+    def _decoded(self, frames) -> np.ndarray:
+        """(4, len(frames), H, W, 3): those frames of each camera, decoded, mirrored if the example is."""
+        cameras = MIRRORED_CAMERAS if self.mirrored else range(4)
+        images = np.stack([[np.asarray(PILImage.open(io.BytesIO(self.jpegs[4 * c + f])).convert("RGB"))
+                            for f in frames] for c in cameras])
+        return images[:, :, :, ::-1] if self.mirrored else images
 
     def mirror(self) -> StoredExample:
         """The same moment in a world mirrored left for right: the rig is symmetric, so that is each image flipped

@@ -352,15 +352,12 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_t0_stride: int = 12) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    examples = build_examples(drives, t0_stride, offset_share=offset_share, max_offset_m=max_offset_m,
-                              late_share=late_share, max_drift=max_drift,
-                              light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
-                              workers=threads)
+    rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
+                     light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
+    examples = build_examples(drives, t0_stride, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
-    seen = scene_examples(examples, drives, scene_drives, scene_t0_stride, offset_share=offset_share,
-                          max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
-                          light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
+    seen = scene_examples(examples, drives, scene_drives, scene_t0_stride, **rendering)
     render_s = time.perf_counter() - started
     if scene_drives:
         logger.info("stage 0 also sees %d examples from %d more drives (%.0f s in)", len(seen) - len(examples),
