@@ -73,6 +73,7 @@ from alpamayo_ros.model.training import (
 )
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import FAR_LANE_M, LANE_AHEAD_M, TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
+from alpamayo_ros.tools.visited import VisitedState, read_states
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,21 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     render = functools.partial(_render_drive, t0_stride=t0_stride, offset_share=offset_share,
                                max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                                light_futures=light_futures, late_ramp=late_ramp, early_share=early_share)
-    jobs = [(k, name, seed) for k, (name, seed) in enumerate(drives)]
+    return _rendered(render, [(k, name, seed) for k, (name, seed) in enumerate(drives)], workers)
+
+
+def visited_examples(states: list[VisitedState], light_futures: str = "true",
+                     workers: int = 1) -> list[StoredExample]:
+    """One example per state a driver visited in closed loop (`visited`): the world's `late` ego (ahead, faster)
+    moved off the centre with its heading and curvature error (`model_sample`'s offset and drift): the cameras at
+    the car's pose, and as the future the expert's recovery from there. `light_futures` as in `build_examples`."""
+    drives = sorted({(s.scenario, s.seed) for s in states})
+    jobs = [(name, seed, [s for s in states if (s.scenario, s.seed) == (name, seed)]) for name, seed in drives]
+    return _rendered(functools.partial(_render_visited, light_futures=light_futures), jobs, workers)
+
+
+def _rendered(render, jobs: list, workers: int) -> list[StoredExample]:
+    """`render(job)` (a list of examples) for every job, in order, in `workers` processes."""
     progress = dict(desc="render drives", unit="drive", total=len(jobs), file=sys.stderr)
     if workers <= 1:
         per_drive = list(tqdm(map(render, jobs), **progress))
@@ -234,6 +249,20 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                                  initializer=torch.set_num_threads, initargs=(1,)) as pool:
             per_drive = list(tqdm(pool.map(render, jobs), **progress))
     return [example for examples in per_drive for example in examples]
+
+
+def _render_visited(job: tuple[str, int, list[VisitedState]], *, light_futures: str) -> list[StoredExample]:
+    name, seed, states = job
+    drive = world.generate(name, seed)
+    examples: list[StoredExample] = []
+    for s in states:
+        if light_futures == "drop" and drive.light_changes_within(s.t0_s, world.FUTURE_S):
+            continue
+        unseen = light_futures == "as-seen" and drive.light_changes_within(s.t0_s, world.FUTURE_S)
+        seen = drive.as_seen(s.t0_s) if unseen else drive
+        examples.extend(drive_examples(seen, [s.t0_s], offsets=[s.offset_m], lates=[(s.ahead_m, s.fast_mps)],
+                                       drifts=[(s.heading_error_rad, s.curvature_error)]))
+    return examples
 
 
 def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int, scene_t0_stride: int,
@@ -349,7 +378,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
-          scene_t0_stride: int = 12) -> dict:
+          scene_t0_stride: int = 12, visited: Path | None = None) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -357,6 +386,11 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     examples = build_examples(drives, t0_stride, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
+    expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
+    if visited is not None:
+        examples = examples + visited_examples(read_states(visited), light_futures, threads)
+        logger.info("%d examples from the states in %s (%.0f s in)", len(examples) - expert_examples, visited,
+                    time.perf_counter() - started)
     seen = scene_examples(examples, drives, scene_drives, scene_t0_stride, **rendering)
     render_s = time.perf_counter() - started
     if scene_drives:
@@ -364,7 +398,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
                     scene_drives * len(world.SCENARIOS), render_s)
 
     config, vlm_config = driver_config(expert_width)
-    statistics = action_statistics(examples, config.action_space_cfg) if own_statistics else {}
+    statistics = action_statistics(examples[:expert_examples], config.action_space_cfg) if own_statistics else {}
     if statistics and curvature_spread != 1.0:  # a tight curve nearer the flow's unit noise, at straights' cost
         statistics["curvature_std"] *= curvature_spread
     config = dataclasses.replace(config, action_space_cfg=dataclasses.replace(config.action_space_cfg, **statistics))
@@ -468,6 +502,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
               "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples),
+              "visited": None if visited is None else {"file": str(visited), "examples": len(examples) - expert_examples,
+                                                       "command": json.loads(Path(visited).read_text())["command"]},
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -671,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ordinal-tokens", action=argparse.BooleanOptionalAction, default=True,
                         help="the trajectory bins' token rows start smooth in the bin, neighbours near each other "
                              "(ordinal_tokens), instead of independent noise")
+    parser.add_argument("--visited", type=Path, default=None,
+                        help="JSON of states a driver visited in closed loop (python -m alpamayo_ros.tools.visited): "
+                             "each also an example, labelled with the expert's recovery from there (DAgger)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
@@ -694,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
-                   scene_t0_stride=args.scene_t0_stride)
+                   scene_t0_stride=args.scene_t0_stride, visited=args.visited)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")
