@@ -378,7 +378,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
-          scene_t0_stride: int = 12, visited: Path | None = None) -> dict:
+          scene_t0_stride: int = 12, visited: tuple[Path, ...] = ()) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -387,10 +387,11 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
     expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
-    if visited is not None:
-        examples = examples + visited_examples(read_states(visited), light_futures, threads)
-        logger.info("%d examples from the states in %s (%.0f s in)", len(examples) - expert_examples, visited,
-                    time.perf_counter() - started)
+    if visited:
+        states = [state for path in visited for state in read_states(path)]
+        examples = examples + visited_examples(states, light_futures, threads)
+        logger.info("%d examples from the states in %s (%.0f s in)", len(examples) - expert_examples,
+                    ", ".join(map(str, visited)), time.perf_counter() - started)
     seen = scene_examples(examples, drives, scene_drives, scene_t0_stride, **rendering)
     render_s = time.perf_counter() - started
     if scene_drives:
@@ -502,8 +503,9 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
               "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples),
-              "visited": None if visited is None else {"file": str(visited), "examples": len(examples) - expert_examples,
-                                                       "command": json.loads(Path(visited).read_text())["command"]},
+              "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
+                          for path in visited],
+              "visited_examples": len(examples) - expert_examples,
               "action_statistics": statistics,
               "threads": threads, "render_s": render_s, "train_s": train_s, "train_cpu_s": train_cpu_s,
               "parameters": sum(p.numel() for p in model.parameters()),
@@ -707,9 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ordinal-tokens", action=argparse.BooleanOptionalAction, default=True,
                         help="the trajectory bins' token rows start smooth in the bin, neighbours near each other "
                              "(ordinal_tokens), instead of independent noise")
-    parser.add_argument("--visited", type=Path, default=None,
+    parser.add_argument("--visited", type=Path, action="append", default=[],
                         help="JSON of states a driver visited in closed loop (python -m alpamayo_ros.tools.visited): "
-                             "each also an example, labelled with the expert's recovery from there (DAgger)")
+                             "each also an example, labelled with the expert's recovery from there (DAgger; repeat "
+                             "the option to add the states of several drivers)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
@@ -719,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scene_drives and (not args.scene_steps or args.mirror_share or args.rare_weight):
         parser.error("--scene-drives feeds stage 0 (--scene-steps > 0), whose draws are uniform and unmirrored: "
                      "not with --mirror-share or --rare-weight")
+    if missing := [str(path) for path in args.visited if not path.is_file()]:
+        parser.error(f"--visited: no such file: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     record = train(args.out, args.steps, args.batch_size, args.drives, args.t0_stride, args.lr, args.warmup,
                    args.min_lr, args.seed, args.threads, args.flow_draws, args.expert_trains_vlm,
@@ -733,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
-                   scene_t0_stride=args.scene_t0_stride, visited=args.visited)
+                   scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited))
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -378,6 +378,7 @@ def test_frozen_vision_encodes_once_what_each_batch_would_encode():
     ["--curvature-spread", "0"], ["--curvature-spread", "1.5", "--no-own-statistics"],
     ["--scene-drives", "-1"], ["--scene-drives", "4", "--scene-t0-stride", "0"],
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
+    ["--visited", "no-such-states.json"],
 ])
 def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
     """A usage error (exit 2, the reason on stderr) before any drive is rendered or any step is taken."""
