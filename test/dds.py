@@ -97,7 +97,14 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
         listener.create_subscription(msg_type, topic, lambda msg: None, qos)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin)
+    listening = threading.Event()
+    listening.set()
+
+    def spin() -> None:  # until cleared; shutting the executor down while it spins races its guard condition
+        while listening.is_set():
+            executor.spin_once(timeout_sec=0.1)
+
+    spinner = threading.Thread(target=spin)
     spinner.start()
     hogs = []
     node = subprocess.Popen(node_cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -123,8 +130,9 @@ def run_scenario(node_params: dict[str, object], publisher_args: list[str], unti
             time.sleep(0.2)
         received.node_alive_at_end = node.poll() is None
     finally:
-        executor.shutdown()
+        listening.clear()
         spinner.join()
+        executor.shutdown()
         listener.destroy_node()
         rclpy.try_shutdown(context=context)
         received.node_log = stop(node)
