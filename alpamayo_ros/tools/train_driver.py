@@ -252,6 +252,7 @@ def _rendered(render, jobs: list, workers: int) -> list[StoredExample]:
 
 
 def _render_visited(job: tuple[str, int, list[VisitedState]], *, light_futures: str) -> list[StoredExample]:
+    """`visited_examples` for one drive (name, seed) and its states."""
     name, seed, states = job
     drive = world.generate(name, seed)
     examples: list[StoredExample] = []

@@ -100,7 +100,13 @@ def collect(model_path: str, drives: int, every_s: float) -> list[VisitedState]:
 
 
 def read_states(path: Path) -> list[VisitedState]:
-    return [VisitedState(**row) for row in json.loads(Path(path).read_text())["states"]]
+    """The states in a file `main` wrote; a state on a seed outside TRAIN_SEEDS (held out for evaluation, the
+    tests and the demo) is refused."""
+    states = [VisitedState(**row) for row in json.loads(Path(path).read_text())["states"]]
+    if held_out := sorted({(s.scenario, s.seed) for s in states if s.seed not in TRAIN_SEEDS}):
+        raise ValueError(f"{path}: states on seeds that are not training seeds: {held_out[:5]}"
+                         f"{' ...' if len(held_out) > 5 else ''}")
+    return states
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """The states a driver visits in closed loop, read off a trace and rendered as the expert's recovery (DAgger)."""
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -80,3 +81,19 @@ def test_the_collector_refuses_what_it_cannot_do(tmp_path, capsys):
         with pytest.raises(SystemExit) as usage_error:
             visited.main([str(tmp_path / "states.json"), *flags])
         assert usage_error.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_states_on_held_out_seeds_are_refused(tmp_path):
+    """Training on a held-out drive would score the driver on what it learnt: such a file is an error."""
+    from dataclasses import asdict
+
+    from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
+
+    path = tmp_path / "states.json"
+    train = VisitedState("straight", TRAIN_SEEDS[0], 2.0, 0.0, 0.0, 0.5, 0.0, 0.0)
+    path.write_text(json.dumps({"command": "", "states": [asdict(train)]}))
+    assert visited.read_states(path) == [train]
+    held_out = dataclasses.replace(train, seed=HELD_OUT_SEEDS[0])
+    path.write_text(json.dumps({"command": "", "states": [asdict(train), asdict(held_out)]}))
+    with pytest.raises(ValueError, match=f"not training seeds: \\[\\('straight', {HELD_OUT_SEEDS[0]}\\)\\]"):
+        visited.read_states(path)
