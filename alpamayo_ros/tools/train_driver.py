@@ -259,9 +259,8 @@ def _render_visited(job: tuple[str, int, list[VisitedState]], *, light_futures: 
     for s in states:
         if light_futures == "drop" and drive.light_changes_within(s.t0_s, world.FUTURE_S):
             continue
-        unseen = light_futures == "as-seen" and drive.light_changes_within(s.t0_s, world.FUTURE_S)
-        seen = drive.as_seen(s.t0_s) if unseen else drive
-        examples.extend(drive_examples(seen, [s.t0_s], offsets=[s.offset_m], lates=[(s.ahead_m, s.fast_mps)],
+        examples.extend(drive_examples(_light_world(drive, s.t0_s, light_futures), [s.t0_s], offsets=[s.offset_m],
+                                       lates=[(s.ahead_m, s.fast_mps)],
                                        drifts=[(s.heading_error_rad, s.curvature_error)]))
     return examples
 
@@ -309,11 +308,18 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
         ramps = np.where(late, ramp_rng.uniform(-late_ramp, late_ramp, len(t0s)), 0.0)
         lates = [(*pair, ramp) for pair, ramp in zip(lates, ramps.tolist())]
     for i, t0 in enumerate(t0s):  # one drive_examples call per t0: each may see another world
-        unseen = light_futures == "as-seen" and drive.light_changes_within(t0, world.FUTURE_S)
-        seen = drive.as_seen(t0) if unseen else drive
-        examples.extend(drive_examples(seen, [t0], offsets=offsets[i:i + 1], lates=lates[i:i + 1],
+        examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=offsets[i:i + 1],
+                                       lates=lates[i:i + 1],
                                        drifts=drifts[i:i + 1].tolist()))
     return examples
+
+
+def _light_world(drive, t0_s: float, light_futures: str):
+    """The world a t0 learns from: with "as-seen", where its 6.4 s future spans a change of the light, the world
+    whose light keeps the colour the cameras show at t0 (`world.World.as_seen`); otherwise the drive itself."""
+    if light_futures == "as-seen" and drive.light_changes_within(t0_s, world.FUTURE_S):
+        return drive.as_seen(t0_s)
+    return drive
 
 
 def ordinal_rows(bins: int, width: int, std: float, generator: torch.Generator) -> torch.Tensor:

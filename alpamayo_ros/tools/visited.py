@@ -52,22 +52,21 @@ class VisitedState:
     curvature_error: float  # 1/m, turning that much more to the left than the road
 
 
-def states_from_trace(world: World, trace, every_s: float = 0.5, after_s: float = 0.0) -> list[VisitedState]:
+def states_from_trace(world: World, trace, every_s: float = 0.5) -> list[VisitedState]:
     """The car's state every `every_s` seconds of a closed-loop `trace` (loop.Trace) on `world`, from its
-    handover (or `after_s`) on, while it has a full history and the world a 6.4 s future; clipped to what the
-    world's perturbations can show (MAX_*)."""
+    handover on, while it has a full history and the world a 6.4 s future; clipped to what the world's
+    perturbations can show (MAX_*)."""
     from alpamayo_ros.tools.closed_loop.vehicle import LIMITS
 
     drive, road = world.drive, world.road
-    first = max(world_module.HISTORY_S, after_s)
-    states, next_t = [], first
+    states, next_t = [], world_module.HISTORY_S
     for t_s, state, mode, s, d in zip(trace.t_s, trace.state, trace.mode, trace.s, trace.d, strict=True):
         if mode == "expert" or t_s < next_t - 1e-9 or not math.isfinite(d):
             continue
         if t_s > world.duration_s + 1e-9:
             break
         next_t = t_s + every_s
-        heading = float(np.interp(s, road.s, road.heading))
+        heading = float(road.at(s)[2])
         kappa = float(np.interp(s, road.s, road.kappa))
         error = math.remainder(state.yaw - heading, math.tau)
         states.append(VisitedState(
@@ -81,9 +80,9 @@ def states_from_trace(world: World, trace, every_s: float = 0.5, after_s: float 
 
 def collect(model_path: str, drives: int, every_s: float) -> list[VisitedState]:
     """Every scenario's first `drives` training seeds driven in lockstep closed loop by `model_path` (empty: the
-    embedded driver) with the node's defaults (float32 on the CPU) and 300 ms of latency."""
+    embedded driver) with the node's defaults (float32 on the CPU) and the closed loop's default fixed latency (300 ms)."""
     from alpamayo_ros.pipeline.engine import build_model
-    from alpamayo_ros.tools.closed_loop.__main__ import node_config
+    from alpamayo_ros.tools.closed_loop.__main__ import DEFAULT_LATENCY, node_config
     from alpamayo_ros.tools.closed_loop.lockstep import Latency, run_lockstep
 
     cfg = node_config(None, [f"model_path:={model_path}", "dtype:=float32", "device:=cpu"], None)
@@ -92,7 +91,7 @@ def collect(model_path: str, drives: int, every_s: float) -> list[VisitedState]:
     for seed in TRAIN_SEEDS[:drives]:
         for name in world_module.SCENARIOS:
             world = world_module.generate(name, seed)
-            trace = run_lockstep(world, cfg, Latency.parse("fixed:300"), model=model, keep_frames=False).trace
+            trace = run_lockstep(world, cfg, Latency.parse(DEFAULT_LATENCY), model=model, keep_frames=False).trace
             found = states_from_trace(world, trace, every_s)
             print(f"visited: {name} {seed}: {len(found)} states ({trace.end_reason or 'completed'})", file=sys.stderr)
             states.extend(found)
