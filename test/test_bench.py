@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 TIMEOUT_S = 600  # a loaded 2-core machine; each smoke run takes seconds to a few minutes there
 # Pipeline and direct baselines extrapolate the same poses (the 50 Hz odometry hits t0 - 0.2 s exactly), from
@@ -67,6 +69,35 @@ def test_driver_benchmark_smoke_scores_every_path(tmp_path):
     # Both paths score the same ticks against the same truth: the baseline columns are equal.
     direct = report["summaries"]["direct"]["overall"]
     assert abs(direct["baseline_fde_m@6.4s"] - pipeline["overall"]["baseline_fde_m@6.4s"]) < BASELINE_TOL_M
+
+
+def test_plan_fit_benchmark_smoke_reports_both_splits(tmp_path):
+    """bench_plan_fit --smoke: one training and one held-out red-light tick, direct calls, every metric."""
+    report = smoke(tmp_path, "bench_plan_fit.py")
+    assert set(report["summary"]) == {"training", "held-out"}
+    assert report["seeds"] == {"training": [0], "held-out": [1000]}
+    for split in report["summary"].values():
+        assert split["all"]["ticks"] == split["red_light"]["ticks"] == 1
+        assert split["all"]["end_6_4s_m"] > 0 and split["all"]["spread_m"] >= 0
+
+
+def test_plan_fit_metrics_read_a_plan_against_the_truth():
+    sys.path.insert(0, str(BENCH))
+    from bench_plan_fit import tick_fit
+
+    t = np.arange(1, 65)[:, None] * 0.1
+    truth = np.concatenate([10.0 * t, 0.05 * t * t], axis=1)  # 10 m/s, bending left
+    assert all(v == 0.0 for v in tick_fit(truth[None], truth).values())
+    sideways = tick_fit((truth + [0.0, 1.0])[None], truth)  # the same path 1 m to the left
+    assert np.isclose(sideways["sideways_3_2s_m"], 1.0) and np.isclose(sideways["end_6_4s_m"], 1.0)
+    assert sideways["length_bias_m"] > 0  # its first step starts 1 m sideways: a longer path
+    faster = tick_fit(np.stack([truth * [1.1, 1.0], truth * [0.9, 1.0]]), truth)  # one draw 10 % long, one short
+    assert np.isclose(faster["spread_m"], 0.1 * truth[-1, 0], rtol=1e-3)
+    assert abs(faster["length_bias_m"]) < 0.01 * path_length_of(truth)
+
+
+def path_length_of(xy: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(np.vstack([[0.0, 0.0], xy]), axis=0), axis=1).sum())
 
 
 def test_fleet_benchmark_smoke_times_serial_and_ray_runs(tmp_path):
