@@ -83,7 +83,7 @@ def test_plan_fit_benchmark_smoke_reports_both_splits(tmp_path):
 
 def test_plan_fit_metrics_read_a_plan_against_the_truth():
     sys.path.insert(0, str(BENCH))
-    from bench_plan_fit import tick_fit
+    from bench_plan_fit import path_length, tick_fit
 
     t = np.arange(1, 65)[:, None] * 0.1
     truth = np.concatenate([10.0 * t, 0.05 * t * t], axis=1)  # 10 m/s, bending left
@@ -93,11 +93,7 @@ def test_plan_fit_metrics_read_a_plan_against_the_truth():
     assert sideways["length_bias_m"] > 0  # its first step starts 1 m sideways: a longer path
     faster = tick_fit(np.stack([truth * [1.1, 1.0], truth * [0.9, 1.0]]), truth)  # one draw 10 % long, one short
     assert np.isclose(faster["spread_m"], 0.1 * truth[-1, 0], rtol=1e-3)
-    assert abs(faster["length_bias_m"]) < 0.01 * path_length_of(truth)
-
-
-def path_length_of(xy: np.ndarray) -> float:
-    return float(np.linalg.norm(np.diff(np.vstack([[0.0, 0.0], xy]), axis=0), axis=1).sum())
+    assert abs(faster["length_bias_m"]) < 0.01 * path_length(truth)
 
 
 def test_fleet_benchmark_smoke_times_serial_and_ray_runs(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from alpamayo_ros.tools import visited, world
 from alpamayo_ros.tools.closed_loop.loop import HANDOVER_S, Trace, _expert_state
 from alpamayo_ros.tools.closed_loop.vehicle import VehicleState, steer_for
-from alpamayo_ros.tools.driver_data import TRAIN_SEEDS
+from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, TRAIN_SEEDS
 from alpamayo_ros.tools.train_driver import visited_examples
 from alpamayo_ros.tools.visited import VisitedState, states_from_trace
 
@@ -85,15 +85,11 @@ def test_the_collector_refuses_what_it_cannot_do(tmp_path, capsys):
 
 def test_states_on_held_out_seeds_are_refused(tmp_path):
     """Training on a held-out drive would score the driver on what it learnt: such a file is an error."""
-    from dataclasses import asdict
-
-    from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS
-
     path = tmp_path / "states.json"
     train = VisitedState("straight", TRAIN_SEEDS[0], 2.0, 0.0, 0.0, 0.5, 0.0, 0.0)
-    path.write_text(json.dumps({"command": "", "states": [asdict(train)]}))
+    path.write_text(json.dumps({"command": "", "states": [dataclasses.asdict(train)]}))
     assert visited.read_states(path) == [train]
     held_out = dataclasses.replace(train, seed=HELD_OUT_SEEDS[0])
-    path.write_text(json.dumps({"command": "", "states": [asdict(train), asdict(held_out)]}))
+    path.write_text(json.dumps({"command": "", "states": [dataclasses.asdict(train), dataclasses.asdict(held_out)]}))
     with pytest.raises(ValueError, match=f"not training seeds: \\[\\('straight', {HELD_OUT_SEEDS[0]}\\)\\]"):
         visited.read_states(path)
