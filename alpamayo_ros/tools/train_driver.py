@@ -79,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # steps between entries of training_log.json
 CAUSES = tuple(sorted(set(world.COC_LABELS.values())))  # the scene probe's classes
+SCENE_POOLINGS = ("attention", "mean", "per-head")  # how the scene probe pools the image tokens (SceneProbe)
 SCENE_WARMUP_STEPS = 20  # stage 0: linear warmup to the peak learning rate, then constant
 LATE_MPS = (-1.5, 4.0)  # late examples: the ego drove this much faster than the expert (m/s) ...
 LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along at t0
@@ -127,7 +128,8 @@ def action_rarity(examples: list[StoredExample], config) -> np.ndarray:
 
 class SceneProbe(torch.nn.Module):
     """Training only, dropped at save: reads each example's cause and lane offset off the image tokens the
-    language model receives (attention pooling with one learnt query, then linear).
+    language model receives (attention pooling with one learnt query, then linear; "per-head": one learnt query
+    per target, so that reading the lead's brake lights need not share a query with reading the road's bend).
 
     The release fine-tunes Qwen3-VL, whose vision tower already sees; the driver's starts from random weights,
     and the reasoning's few decision tokens alone teach it slowly (`alpamayo_ros/driver/README.md`). This
@@ -137,8 +139,8 @@ class SceneProbe(torch.nn.Module):
     def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False,
                  far: bool = False, brakes: bool = False) -> None:
         super().__init__()
-        if pooling not in ("attention", "mean"):
-            raise ValueError(f"scene probe pooling {pooling!r}: attention or mean")
+        if pooling not in SCENE_POOLINGS:
+            raise ValueError(f"scene probe pooling {pooling!r}: one of {SCENE_POOLINGS}")
         self.pooling = pooling  # "mean": every image token's equal share, the simplest read an LM head can make
         self.query = torch.nn.Parameter(torch.zeros(width))  # kept with "mean" (unused): the seed's draws stay
         self.cause = torch.nn.Linear(width, len(CAUSES))
@@ -147,14 +149,27 @@ class SceneProbe(torch.nn.Module):
         self.distances = torch.nn.Linear(width, 2) if distances else None  # after it, for the same reason
         self.far = torch.nn.Linear(width, len(FAR_LANE_M)) if far else None  # and after that
         self.brakes = torch.nn.Linear(width, 1) if brakes else None  # and last
+        self.heads = [name for name in ("cause", "offset", "lane", "distances", "far", "brakes")
+                      if getattr(self, name) is not None]
+        # zeros draw nothing from the seed; each starts as the mean, as the one query does
+        self.queries = torch.nn.Parameter(torch.zeros(len(self.heads), width)) if pooling == "per-head" else None
 
     def forward(self, image_embeds: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Each example's image tokens pooled into one vector (batch_size, width), which the heads read."""
+        """Each example's image tokens pooled into one vector (batch_size, width), which the heads read; with
+        "per-head" pooling one vector per head (batch_size, heads, width), in `self.heads` order."""
         tokens = image_embeds.reshape(batch_size, -1, image_embeds.shape[-1])
         if self.pooling == "mean":
             return tokens.mean(1)
+        if self.pooling == "per-head":
+            weights = torch.softmax(tokens @ self.queries.T, dim=1)  # (batch, tokens, heads)
+            return torch.einsum("bth,btw->bhw", weights, tokens)
         weights = torch.softmax(tokens @ self.query, dim=1)
         return (weights[..., None] * tokens).sum(1)
+
+    def read(self, pooled: torch.Tensor, head: str) -> torch.Tensor:
+        """Head `head` (a Linear attribute) applied to its pooled vector."""
+        own = pooled[:, self.heads.index(head)] if self.pooling == "per-head" else pooled
+        return getattr(self, head)(own)
 
     def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
         """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
@@ -164,26 +179,26 @@ class SceneProbe(torch.nn.Module):
         units of BEARING_SCALE_RAD, clamped to BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of
         the lead's brake lights, where a lead is within range; and the cause's accuracy."""
         pooled = self(image_embeds, len(examples))
-        logits = self.cause(pooled)
+        logits = self.read(pooled, "cause")
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
         offset = torch.tensor([e.offset_m for e in examples], dtype=torch.float32)
-        loss = F.cross_entropy(logits, cause) + F.mse_loss(self.offset(pooled)[:, 0], offset)
+        loss = F.cross_entropy(logits, cause) + F.mse_loss(self.read(pooled, "offset")[:, 0], offset)
         if self.lane is not None:
             ahead = torch.tensor([e.lane_ahead for e in examples], dtype=torch.float32)
-            loss = loss + F.mse_loss(self.lane(pooled), ahead / LANE_SCALE_M)
+            loss = loss + F.mse_loss(self.read(pooled, "lane"), ahead / LANE_SCALE_M)
         if self.distances is not None:
             metres = torch.tensor([e.distances for e in examples], dtype=torch.float32)
             seen = torch.isfinite(metres)  # no stop line or lead within range: no loss
-            error = self.distances(pooled) - metres.nan_to_num() / DISTANCE_SCALE_M
+            error = self.read(pooled, "distances") - metres.nan_to_num() / DISTANCE_SCALE_M
             loss = loss + (error ** 2 * seen).sum() / len(examples)
         if self.far is not None:
             bearing = torch.tensor([e.far_bearing for e in examples], dtype=torch.float32)
             target = bearing.clamp(-BEARING_LIMIT_RAD, BEARING_LIMIT_RAD) / BEARING_SCALE_RAD
-            loss = loss + F.mse_loss(self.far(pooled), target)
+            loss = loss + F.mse_loss(self.read(pooled, "far"), target)
         if self.brakes is not None:
             lit = torch.tensor([e.brake_lights for e in examples], dtype=torch.float32)
             seen = torch.isfinite(lit)  # no lead within range: no loss
-            error = F.binary_cross_entropy_with_logits(self.brakes(pooled)[:, 0], lit.nan_to_num(), reduction="none")
+            error = F.binary_cross_entropy_with_logits(self.read(pooled, "brakes")[:, 0], lit.nan_to_num(), reduction="none")
             loss = loss + (error * seen).sum() / len(examples)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
@@ -690,9 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curvature-spread", type=float, default=1.0,
                         help="with --own-statistics, the measured curvature spread times this: a 30 m curve, 4 "
                              "standard deviations out with 1, is 4/this")
-    parser.add_argument("--scene-pooling", choices=("attention", "mean"), default="attention",
-                        help="how the scene probe pools the image tokens: one learnt attention query, or their mean "
-                             "(the cause then has to be readable from every token's share alike)")
+    parser.add_argument("--scene-pooling", choices=SCENE_POOLINGS, default="attention",
+                        help="how the scene probe pools the image tokens: one learnt attention query, their mean "
+                             "(the cause then has to be readable from every token's share alike), or one learnt "
+                             "query per target (per-head)")
     parser.add_argument("--mirror-share", type=float, default=0.0,
                         help="share of the drawn examples mirrored left for right (StoredExample.mirror): each drive "
                              "gets a twin with the same pace and the other turn")

@@ -48,7 +48,7 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     assert abs(learning_rate(100, 100, 1e-3, 10, 1e-5) - 1e-5) < 1e-12
 
 
-@pytest.mark.parametrize("pooling", ["attention", "mean"])
+@pytest.mark.parametrize("pooling", ["attention", "mean", "per-head"])
 def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path, pooling):
     """Stage 0 (`--scene-steps`): the vision tower and the probe (either `--scene-pooling`) fit a fixed batch's
     causes, lane offsets, (`--scene-lane`) the lane ahead, (`--scene-far-lane`) its bearing beyond and
@@ -186,6 +186,20 @@ def test_the_brake_light_target_is_the_lead_s_lamps_where_a_lead_is_in_range():
     loss, _ = probe.loss(latest_frames_embeds(model, batch), batch)
     loss.backward()
     assert torch.isfinite(loss) and probe.brakes.weight.grad.abs().sum() > 0
+
+
+def test_per_head_pooling_gives_each_target_its_own_query():
+    """`--scene-pooling per-head`: each head pools the image tokens with its own query, so the cause can be read
+    off one token while the lane is read off another; the one shared query could only mix them."""
+    probe = SceneProbe(4, lane=True, pooling="per-head")
+    assert probe.heads == ["cause", "offset", "lane"]
+    tokens = 10.0 * torch.eye(4)[:3]  # three image tokens, each on its own axis
+    with torch.no_grad():
+        probe.queries.copy_(tokens)  # head h looks for token h
+    pooled = probe(tokens, batch_size=1)
+    assert pooled.shape == (1, 3, 4)
+    torch.testing.assert_close(pooled[0], tokens, atol=1e-3, rtol=0)
+    torch.testing.assert_close(probe.read(pooled, "lane"), probe.lane(tokens[2:3]), atol=1e-3, rtol=0)
 
 
 class _NoImages:
