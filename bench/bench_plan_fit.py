@@ -33,12 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alpamayo_ros import parameters  # noqa: E402
-from alpamayo_ros.model.loading import from_pretrained, tiny  # noqa: E402
+from alpamayo_ros.model.loading import EMBEDDED_DRIVER_DIR, from_pretrained, tiny  # noqa: E402
 from alpamayo_ros.pipeline.runner import sampling_arguments  # noqa: E402
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, TRAIN_SEEDS, jpeg_round_trip  # noqa: E402
 
-DRIVER = REPO / "alpamayo_ros" / "driver"
 SIDEWAYS_AT = int(np.argmin(np.abs(world_module.FUTURE_OFFSETS_S - 3.2)))  # the 3.2 s pose among the 64
 METRICS = ("sideways_3_2s_m", "end_6_4s_m", "length_bias_m", "spread_m")
 SMOKE_DURATION_S = 6.0  # a short drive; --smoke scores its one tick at t0 = 2 s
@@ -66,7 +65,7 @@ def mean_fit(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-path", default=str(DRIVER), help="checkpoint (default: the embedded driver)")
+    parser.add_argument("--model-path", default=str(EMBEDDED_DRIVER_DIR), help="checkpoint (default: the embedded driver)")
     parser.add_argument("--scenarios", nargs="+", default=list(world_module.SCENARIOS), choices=world_module.SCENARIOS)
     parser.add_argument("--train-seeds", type=int, default=3, help="the first N training seeds per scenario")
     parser.add_argument("--held-out-seeds", type=int, default=3, help="the first N held-out seeds per scenario")

@@ -142,7 +142,7 @@ class SceneProbe(torch.nn.Module):
         if pooling not in SCENE_POOLINGS:
             raise ValueError(f"scene probe pooling {pooling!r}: one of {SCENE_POOLINGS}")
         self.pooling = pooling  # "mean": every image token's equal share, the simplest read an LM head can make
-        self.query = torch.nn.Parameter(torch.zeros(width))  # kept with "mean" (unused): the seed's draws stay
+        self.query = torch.nn.Parameter(torch.zeros(width))  # kept with "mean" and "per-head" (unused): the seed's draws stay
         self.cause = torch.nn.Linear(width, len(CAUSES))
         self.offset = torch.nn.Linear(width, 1)
         self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws
