@@ -400,7 +400,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
-          scene_t0_stride: int = 12, visited: tuple[Path, ...] = ()) -> dict:
+          scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -420,7 +420,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         logger.info("stage 0 also sees %d examples from %d more drives (%.0f s in)", len(seen) - len(examples),
                     scene_drives * len(world.SCENARIOS), render_s)
 
-    config, vlm_config = driver_config(expert_width)
+    config, vlm_config = driver_config(expert_width, vision_width)
     statistics = action_statistics(examples[:expert_examples], config.action_space_cfg) if own_statistics else {}
     if statistics and curvature_spread != 1.0:  # a tight curve nearer the flow's unit noise, at straights' cost
         statistics["curvature_std"] *= curvature_spread
@@ -517,7 +517,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
-              "scene_distances": scene_distances, "expert_width": expert_width,
+              "scene_distances": scene_distances, "expert_width": expert_width, "vision_width": vision_width,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
@@ -714,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
                              "gets a twin with the same pace and the other turn")
     parser.add_argument("--expert-width", type=int, default=96,
                         help="the action expert's hidden size (loading.driver_config; its MLP twice that)")
+    parser.add_argument("--vision-width", type=int, default=96,
+                        help="the vision tower's hidden size (loading.driver_config; its MLP twice that, two heads)")
     parser.add_argument("--rare-weight", type=float, default=0.0,
                         help="draw examples in proportion to their rarity to this power (action_rarity: the largest "
                              "|normalised action| of the future, at least 1); 0 draws uniformly")
@@ -761,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
-                   scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited))
+                   scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

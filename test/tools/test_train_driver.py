@@ -264,6 +264,21 @@ def test_expert_width_widens_only_the_expert():
     assert model.expert.config.hidden_size == 160 and model.vlm.config.text_config.hidden_size == 128
 
 
+def test_vision_width_widens_only_the_vision_tower():
+    """`--vision-width`: the vision tower's hidden size and MLP change; what it hands the LM (128 wide), the LM, the
+    expert and the default (the shipped driver's layout) do not."""
+    from alpamayo_ros.model.loading import driver_config, random_model
+
+    (plain, plain_vlm), (wide, wide_vlm) = driver_config(), driver_config(vision_width=128)
+    assert plain == wide
+    assert plain_vlm.text_config.to_dict() == wide_vlm.text_config.to_dict()
+    assert (plain_vlm.vision_config.hidden_size, plain_vlm.vision_config.intermediate_size) == (96, 192)
+    assert (wide_vlm.vision_config.hidden_size, wide_vlm.vision_config.intermediate_size) == (128, 256)
+    assert wide_vlm.vision_config.out_hidden_size == plain_vlm.vision_config.out_hidden_size == 128
+    model = random_model(wide, wide_vlm, seed=0)
+    assert model.vlm.config.vision_config.hidden_size == 128 and model.expert.config.hidden_size == 96
+
+
 def test_ordinal_tokens_order_only_the_trajectory_bins_rows():
     """`--ordinal-tokens`: the future and history bins' input rows and the future bins' output rows start near
     their neighbours and far from distant bins, at the initial scale; every other row is the model's own draw."""
