@@ -336,8 +336,8 @@ def driver_config(expert_width: int = 96, vision_width: int = 96) -> tuple[Alpam
         text=dict(vocab_size=384, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
                   rope_scaling={"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True}),
-        vision=dict(depth=2, hidden_size=vision_width, intermediate_size=2 * vision_width, num_heads=2, out_hidden_size=128,
-                    num_position_embeddings=64, deepstack_visual_indexes=[0, 1]))
+        vision=dict(depth=2, hidden_size=vision_width, intermediate_size=2 * vision_width, num_heads=2,
+                    out_hidden_size=128, num_position_embeddings=64, deepstack_visual_indexes=[0, 1]))
     return config, vlm_config
 
 
