@@ -85,6 +85,7 @@ LATE_MPS = (-1.5, 4.0)  # late examples: the ego drove this much faster than the
 LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along at t0
 EARLY_SPEED = (0.0, 0.8)  # early examples: the ego drives at this share of the expert's speed at t0 ...
 EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late keeps it able to stop for red)
+DENSE_STOP_MPS = 7.0  # --dense-stops: below this speed, braking for or standing at a light or a lead
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
 BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (curve_left 0 from 35 m ahead: 0.11 rad at 80 m)
@@ -213,7 +214,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                    max_offset_m: float = 0.0, late_share: float = 0.0,
                    max_drift: tuple[float, float] = (0.0, 0.0),
                    light_futures: str = "true", late_ramp: float = 0.0,
-                   early_share: float = 0.0, workers: int = 1) -> list[StoredExample]:
+                   early_share: float = 0.0, dense_stops: int = 0, workers: int = 1) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -235,12 +236,17 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     future of the light keeping the colour the cameras show (`world.World.as_seen`): the stop at red the
     expert would make, and on a car the next tick sees the change.
 
+    With `dense_stops` K, each drive also gives every K-th grid step where its expert brakes for or stands at a
+    light or a lead below DENSE_STOP_MPS (`stop_t0s`) that the stride left out, centred: the last metres before a
+    stop line or a lead, which the stride samples once every 0.4 s of a few seconds per drive.
+
     `workers` processes render the drives (each drive draws from its own streams: the examples are the same
     for any number)."""
     drives = [(name, TRAIN_SEEDS[seed_offset + i]) for i in range(drives_per_scenario) for name in world.SCENARIOS]
     render = functools.partial(_render_drive, t0_stride=t0_stride, offset_share=offset_share,
                                max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
-                               light_futures=light_futures, late_ramp=late_ramp, early_share=early_share)
+                               light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
+                               dense_stops=dense_stops)
     return _rendered(render, [(k, name, seed) for k, (name, seed) in enumerate(drives)], workers)
 
 
@@ -294,7 +300,7 @@ def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int
 
 def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
                   late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
-                  early_share: float) -> list[StoredExample]:
+                  early_share: float, dense_stops: int = 0) -> list[StoredExample]:
     """`build_examples` for drive number k (name, seed): its t0s and each one's offset, drift and lateness, from
     the drive's own streams."""
     k, name, seed = job
@@ -326,7 +332,21 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
         examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=offsets[i:i + 1],
                                        lates=lates[i:i + 1],
                                        drifts=drifts[i:i + 1].tolist()))
+    if dense_stops:
+        taken = set(t0s)
+        for t0 in stop_t0s(drive, dense_stops, phase=k % dense_stops):
+            if t0 not in taken and not (light_futures == "drop" and drive.light_changes_within(t0, world.FUTURE_S)):
+                examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
+                                               lates=[(0.0, 0.0)], drifts=[(0.0, 0.0)]))
     return examples
+
+
+def stop_t0s(drive, stride: int, phase: int = 0) -> list[float]:
+    """Every `stride`-th grid t0 (`t0_grid`) where the drive's expert brakes for or stands at a light or a lead
+    below DENSE_STOP_MPS: the constraint that binds it (`world.Drive.binding`) is one of those."""
+    d = drive.drive
+    step = {t0: min(int(round(t0 / world.SIM_DT_S)), len(d.t) - 1) for t0 in t0_grid(drive, stride, phase)}
+    return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < DENSE_STOP_MPS]
 
 
 def _light_world(drive, t0_s: float, light_futures: str):
@@ -400,12 +420,13 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
-          scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96) -> dict:
+          scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96,
+          dense_stops: int = 0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                      light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
-    examples = build_examples(drives, t0_stride, **rendering)
+    examples = build_examples(drives, t0_stride, dense_stops=dense_stops, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
     expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
@@ -524,7 +545,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "late_ramp": late_ramp, "early_share": early_share, "ordinal_tokens": ordinal,
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
               "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
-              "scene_examples": len(seen) - len(examples),
+              "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -738,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON of states a driver visited in closed loop (python -m alpamayo_ros.tools.visited): "
                              "each also an example, labelled with the expert's recovery from there (DAgger; repeat "
                              "the option to add the states of several drivers)")
+    parser.add_argument("--dense-stops", type=int, default=0, metavar="K",
+                        help="also every K-th 0.1 s step the stride left out where the expert brakes for or stands at "
+                             f"a light or a lead below {DENSE_STOP_MPS:g} m/s, centred (0: none)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
@@ -747,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scene_drives and (not args.scene_steps or args.mirror_share or args.rare_weight):
         parser.error("--scene-drives feeds stage 0 (--scene-steps > 0), whose draws are uniform and unmirrored: "
                      "not with --mirror-share or --rare-weight")
+    if args.dense_stops < 0:
+        parser.error("--dense-stops must be >= 0")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
         parser.error(f"--visited: no such file: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -763,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
-                   scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width)
+                   scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
+                   dense_stops=args.dense_stops)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -117,6 +117,33 @@ def test_the_examples_add_late_early_and_drifting_egos_from_their_own_streams(mo
         assert min(train_driver.EARLY_AHEAD_M) <= ahead <= max(train_driver.EARLY_AHEAD_M)
 
 
+def test_dense_stops_add_the_centred_moments_braking_for_or_standing_at_a_light_or_a_lead(monkeypatch):
+    """`--dense-stops K`: the stride's examples stay as they are, and each drive adds its every K-th grid t0 where
+    the expert brakes for or stands at a light or a lead below DENSE_STOP_MPS, centred, once."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
+                                                                           kw["drifts"], strict=True)])
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006))
+    plain = train_driver.build_examples(1, 4, **options)
+    dense = train_driver.build_examples(1, 4, dense_stops=2, **options)
+    extra = [e for e in dense if e not in plain]
+    assert [e for e in dense if e in plain] == plain and len(dense) == len(plain) + len(extra)
+    assert {e[0] for e in extra} == {"red_light", "lead_brake", "mixed"}
+    assert all(e[2:] == (0.0, (0.0, 0.0), (0.0, 0.0)) for e in extra)  # centred: no offset, lateness or drift
+    speeds = []
+    for name in ("red_light", "lead_brake", "mixed"):
+        drive = world.generate(name, TRAIN_SEEDS[0])
+        t0s = [e[1] for e in extra if e[0] == name]
+        assert len(set(t0s)) == len(t0s) and not set(t0s) & {e[1] for e in plain if e[0] == name}
+        assert set(t0s) <= set(t0_grid(drive, 2, phase=world.SCENARIOS.index(name) % 2))  # every 2nd grid step
+        steps = [int(round(t0 / world.SIM_DT_S)) for t0 in t0s]
+        assert all(drive.drive.binding[k] in ("light", "lead") for k in steps)
+        speeds += [drive.drive.v[k] for k in steps]
+    assert max(speeds) < train_driver.DENSE_STOP_MPS and min(speeds) == 0.0 and np.mean(np.array(speeds) > 1.0) > 0.3
+
+
 def test_a_future_that_spans_a_light_change_no_camera_shows_is_the_true_one_dropped_or_the_light_as_seen(monkeypatch):
     """`light_futures`: a t0 whose 6.4 s future spans the light's change (here: red turning green at 8 s) keeps the
     world's future ("true"), is left out ("drop") or learns the world with the light kept as seen at t0
