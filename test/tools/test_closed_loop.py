@@ -90,26 +90,6 @@ def test_controller_tracks_an_arc_and_its_speed_profile():
     assert all(s.mode is Mode.TRACK for s in steps)
 
 
-def test_controller_turns_into_a_curve_where_the_plan_does_where_pure_pursuit_cuts_it(monkeypatch):
-    """At 9 m/s onto a 30 m arc after 30 m of straight: the path-following law turns with the plan (its preview
-    covers the steering's rate limit); pure pursuit alone turns in early, aiming at a point already on the arc."""
-    from alpamayo_ros.tools.closed_loop import controller
-
-    speed, straight, radius = 9.0, 30.0, 30.0
-
-    def entry(t):
-        s = speed * t
-        on_arc = np.maximum(s - straight, 0.0) / radius
-        return np.stack([np.minimum(s, straight) + radius * np.sin(on_arc), radius * (1 - np.cos(on_arc))], axis=1)
-
-    _, follow = track(plan_of(entry), VehicleState(0.0, 0.0, 0.0, speed), 5.5)
-    monkeypatch.setattr(controller, "FOLLOW_FROM_MPS", 2 * speed)  # pure pursuit at every speed
-    monkeypatch.setattr(controller, "FOLLOW_FULL_MPS", 3 * speed)
-    _, pursuit = track(plan_of(entry), VehicleState(0.0, 0.0, 0.0, speed), 5.5)
-    assert max(abs(s.lateral_error_m) for s in follow) < 0.3 < 0.4 < max(abs(s.lateral_error_m) for s in pursuit)
-    assert all(s.lateral_error_m >= -0.05 for s in pursuit)  # always inside (left of) the path: it cuts the corner
-
-
 def test_controller_holds_a_standing_plan_and_brakes_without_one():
     tracker = Tracker()
     assert tracker.command(VehicleState(0.0, 0.0, 0.0, 5.0), 0).command.accel == -NO_PLAN_DECEL_MPS2

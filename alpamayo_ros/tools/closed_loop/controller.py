@@ -1,16 +1,12 @@
-"""Tracking controller: path following with the plan's curvature as feed-forward for steering, feed-forward plus
-PD on the plan's timing for speed.
+"""Tracking controller: pure pursuit for steering, feed-forward plus PD on the plan's timing for speed.
 
 A `Plan` is one published trajectory in the world (`odom`) frame: poses at known times (the car's pose
-at t0, then the model's 64 poses 0.1 s apart). Steering, at speed, is a kinematic path-following law: the
-plan path's own curvature a little ahead of the car as feed-forward, plus feedback on the car's lateral
-and heading error from that path. Slowly (a slow plan's few metres carry the noise of the sampled heading)
-it is pure pursuit (Coulter 1992): aim at the point a speed-dependent look-ahead distance further along the
-path and command the arc through it; the two are blended between FOLLOW_FROM_MPS and FOLLOW_FULL_MPS. Speed
-follows the plan in time: the plan's acceleration as feed-forward (read one actuator lag ahead), plus a PD
-law on the station error (where the plan is at this time minus where the car is along it) and the speed
-error. A plan that stands still where the car stands is held on the brake; a plan that has run out (the
-model stopped publishing for 6.4 s) brakes the car.
+at t0, then the model's 64 poses 0.1 s apart). Steering is pure pursuit (Coulter 1992): aim at the
+point a speed-dependent look-ahead distance further along the plan's path and command the arc through
+it. Speed follows the plan in time: the plan's acceleration as feed-forward (read one actuator lag
+ahead), plus a PD law on the station error (where the plan is at this time minus where the car is along
+it) and the speed error. A plan that stands still where the car stands is held on the brake; a plan
+that has run out (the model stopped publishing for 6.4 s) brakes the car.
 """
 
 from __future__ import annotations
@@ -25,25 +21,6 @@ from alpamayo_ros.units import NS_PER_S
 
 from .vehicle import LIMITS, Command, VehicleLimits, VehicleState
 
-# Path following at speed: kappa = kappa_path(s + PREVIEW_S * v) - K_LATERAL * e_y - K_HEADING * e_psi, where
-# kappa_path is the plan path's mean curvature over FEEDFORWARD_WINDOW_M from that point, e_y the car's offset from
-# the path (+ left) and e_psi its heading minus the path's (read over a chord of 2 * HEADING_CHORD_M). In arc length
-# the errors then obey e'' + K_HEADING e' + K_LATERAL e = 0: spatial frequency sqrt(K_LATERAL) = 0.2 1/m (a 5 m
-# scale, 0.5 s at 10 m/s) and damping K_HEADING / (2 sqrt(K_LATERAL)) = 0.75, the same at every speed. The preview
-# covers the steering's rate limit. Pure pursuit alone turns in before a curve and cuts it: following the lane
-# centre itself (the oracle, bench_closed_loop) it came 0.41 m off the centre at curve entries, this law 0.16 m.
-K_LATERAL_PER_M2 = 0.04
-K_HEADING_PER_M = 0.3
-PREVIEW_S = 0.2
-FEEDFORWARD_WINDOW_M = 4.0
-HEADING_CHORD_M = 1.0
-# Below FOLLOW_FROM_MPS pure pursuit steers, above FOLLOW_FULL_MPS the path-following law, linearly blended between:
-# near a stop a plan spans a few metres whose heading carries the sampled noise, which the law's heading term would
-# follow (it steered the car off the road creeping to two red lights' lines); pure pursuit's 4 m look-ahead
-# averages it. The world's curves are driven at 7.7 m/s or more.
-FOLLOW_FROM_MPS = 5.0
-FOLLOW_FULL_MPS = 7.0
-MIN_FOLLOW_PATH_M = 2.0  # a shorter plan is steered by pure pursuit alone
 # Pure pursuit: look-ahead L = clip(LOOKAHEAD_TIME_S * speed + LOOKAHEAD_MIN_M, .., LOOKAHEAD_MAX_M). Too short
 # oscillates with the steering rate limit; too long cuts corners entering a curve. 0.8 s is the usual 0.5-1 s
 # preview of a human driver; 4 m at standstill pulls away straight without weaving.
@@ -126,7 +103,7 @@ class Step:
 
 
 class Tracker:
-    """Follows the newest plan it has been given (path following / pure pursuit + feed-forward/PD speed)."""
+    """Follows the newest plan it has been given (pure pursuit + feed-forward/PD speed)."""
 
     def __init__(self, limits: VehicleLimits = LIMITS) -> None:
         self.limits = limits
@@ -146,7 +123,7 @@ class Tracker:
         t_s = (now_ns - plan.t0_ns) / NS_PER_S
         v_plan = float(np.interp(t_s, profile.t_s, profile.speed))
         s_plan = float(np.interp(t_s, profile.t_s, profile.station))
-        curvature = self._steer(state, station, lateral, plan, profile)
+        curvature = self._pure_pursuit(state, station, plan, profile)
         station_error = s_plan - station
         if (v_plan < HOLD_SPEED_MPS and state.speed < HOLD_CAR_SPEED_MPS
                 and profile.station[-1] - station < HOLD_DISTANCE_M):
@@ -157,14 +134,6 @@ class Tracker:
         error = min(max(station_error, -MAX_STATION_ERROR_M), MAX_STATION_ERROR_M)
         accel = a_ff + KV_PER_S * (v_plan - state.speed) + KS_PER_S2 * error
         return Step(Command(curvature, accel), Mode.TRACK, station_error, lateral)
-
-    def _steer(self, state: VehicleState, station: float, lateral: float, plan: Plan, profile: _Profile) -> float:
-        weight = min(max((state.speed - FOLLOW_FROM_MPS) / (FOLLOW_FULL_MPS - FOLLOW_FROM_MPS), 0.0), 1.0)
-        if weight == 0.0 or profile.station[-1] < MIN_FOLLOW_PATH_M:
-            return self._pure_pursuit(state, station, plan, profile)
-        follow = _follow_path(state, station, lateral, plan.xy, profile.station)
-        return follow if weight == 1.0 else weight * follow + (1.0 - weight) * self._pure_pursuit(
-            state, station, plan, profile)
 
     def _pure_pursuit(self, state: VehicleState, station: float, plan: Plan, profile: _Profile) -> float:
         lookahead = min(LOOKAHEAD_TIME_S * state.speed + LOOKAHEAD_MIN_M, LOOKAHEAD_MAX_M)
@@ -178,29 +147,6 @@ class Tracker:
         if distance2 < 1e-6:
             return 0.0
         return 2.0 * left / distance2  # the arc through the car (tangent to its heading) and the goal point
-
-
-def _follow_path(state: VehicleState, station: float, lateral: float, xy: np.ndarray, stations: np.ndarray) -> float:
-    """The path-following law's curvature (see K_LATERAL_PER_M2) for a car at `station` along the path, `lateral`
-    (+ left) off it."""
-    ahead = station + PREVIEW_S * state.speed
-    turn = _heading_at(xy, stations, ahead + FEEDFORWARD_WINDOW_M) - _heading_at(xy, stations, ahead)
-    feedforward = _wrap(turn) / FEEDFORWARD_WINDOW_M
-    heading_error = _wrap(state.yaw - _heading_at(xy, stations, station))
-    return feedforward - K_LATERAL_PER_M2 * lateral - K_HEADING_PER_M * heading_error
-
-
-def _heading_at(xy: np.ndarray, station: np.ndarray, s: float) -> float:
-    """The path's direction at arc length `s`: its chord over s +- HEADING_CHORD_M (kept on the path at its start,
-    extended straight past its end)."""
-    start = min(max(s - HEADING_CHORD_M, 0.0), station[-1])
-    ax, ay = _point_at(xy, station, start)
-    bx, by = _point_at(xy, station, start + 2.0 * HEADING_CHORD_M)
-    return math.atan2(by - ay, bx - ax)
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
 def _project(xy: np.ndarray, station: np.ndarray, x: float, y: float) -> tuple[float, float]:
