@@ -278,7 +278,7 @@ def _render_visited(job: tuple[str, int, list[VisitedState]], *, light_futures: 
     drive = world.generate(name, seed)
     examples: list[StoredExample] = []
     for s in states:
-        if light_futures == "drop" and drive.light_changes_within(s.t0_s, world.FUTURE_S):
+        if _dropped(drive, s.t0_s, light_futures):
             continue
         examples.extend(drive_examples(_light_world(drive, s.t0_s, light_futures), [s.t0_s], offsets=[s.offset_m],
                                        lates=[(s.ahead_m, s.fast_mps)],
@@ -307,8 +307,7 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
     examples: list[StoredExample] = []
     drive = world.generate(name, seed)
     t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
-    if light_futures == "drop":
-        t0s = [t0 for t0 in t0s if not drive.light_changes_within(t0, world.FUTURE_S)]
+    t0s = [t0 for t0 in t0s if not _dropped(drive, t0, light_futures)]
     rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
     offsets = np.where(rng.random(len(t0s)) < offset_share, rng.uniform(-max_offset_m, max_offset_m, len(t0s)), 0.0)
     late_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 2])
@@ -335,7 +334,7 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
     if dense_stops:
         taken = set(t0s)
         for t0 in stop_t0s(drive, dense_stops, phase=k % dense_stops):
-            if t0 not in taken and not (light_futures == "drop" and drive.light_changes_within(t0, world.FUTURE_S)):
+            if t0 not in taken and not _dropped(drive, t0, light_futures):
                 examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
                                                lates=[(0.0, 0.0)], drifts=[(0.0, 0.0)]))
     return examples
@@ -347,6 +346,11 @@ def stop_t0s(drive, stride: int, phase: int = 0) -> list[float]:
     d = drive.drive
     step = {t0: min(int(round(t0 / world.SIM_DT_S)), len(d.t) - 1) for t0 in t0_grid(drive, stride, phase)}
     return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < DENSE_STOP_MPS]
+
+
+def _dropped(drive, t0_s: float, light_futures: str) -> bool:
+    """With "drop", a t0 whose 6.4 s future spans a change of the light is left out (`build_examples`)."""
+    return light_futures == "drop" and drive.light_changes_within(t0_s, world.FUTURE_S)
 
 
 def _light_world(drive, t0_s: float, light_futures: str):
