@@ -86,6 +86,10 @@ LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along 
 EARLY_SPEED = (0.0, 0.8)  # early examples: the ego drives at this share of the expert's speed at t0 ...
 EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late keeps it able to stop for red)
 DENSE_STOP_MPS = 7.0  # --dense-stops: below this speed, braking for or standing at a light or a lead
+# --dense-curves: the road's curvature somewhere along the expert's next 6.4 s differs from the curvature under the
+# car by more than this (1/m): a curve's entry or exit lies ahead. Every curve of the curve and mixed drives (radius
+# 30-140 m) counts; the gentle bends before some lights (150-300 m) do not.
+CURVE_CHANGE_PER_M = 0.007
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
 BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (curve_left 0 from 35 m ahead: 0.11 rad at 80 m)
@@ -214,7 +218,8 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                    max_offset_m: float = 0.0, late_share: float = 0.0,
                    max_drift: tuple[float, float] = (0.0, 0.0),
                    light_futures: str = "true", late_ramp: float = 0.0,
-                   early_share: float = 0.0, dense_stops: int = 0, workers: int = 1) -> list[StoredExample]:
+                   early_share: float = 0.0, dense_stops: int = 0, dense_curves: int = 0,
+                   workers: int = 1) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -238,7 +243,9 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
 
     With `dense_stops` K, each drive also gives every K-th grid step where its expert brakes for or stands at a
     light or a lead below DENSE_STOP_MPS (`stop_t0s`) that the stride left out, centred: the last metres before a
-    stop line or a lead, which the stride samples once every 0.4 s of a few seconds per drive.
+    stop line or a lead, which the stride samples once every 0.4 s of a few seconds per drive. With `dense_curves`
+    K, likewise every K-th grid step whose future enters or leaves a curve (`curve_t0s`): where the plan must bend
+    and the history does not yet (or no longer) say so.
 
     `workers` processes render the drives (each drive draws from its own streams: the examples are the same
     for any number)."""
@@ -246,7 +253,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     render = functools.partial(_render_drive, t0_stride=t0_stride, offset_share=offset_share,
                                max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                                light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
-                               dense_stops=dense_stops)
+                               dense_stops=dense_stops, dense_curves=dense_curves)
     return _rendered(render, [(k, name, seed) for k, (name, seed) in enumerate(drives)], workers)
 
 
@@ -300,7 +307,7 @@ def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int
 
 def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
                   late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
-                  early_share: float, dense_stops: int = 0) -> list[StoredExample]:
+                  early_share: float, dense_stops: int = 0, dense_curves: int = 0) -> list[StoredExample]:
     """`build_examples` for drive number k (name, seed): its t0s and each one's offset, drift and lateness, from
     the drive's own streams."""
     k, name, seed = job
@@ -331,12 +338,14 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
         examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=offsets[i:i + 1],
                                        lates=lates[i:i + 1],
                                        drifts=drifts[i:i + 1].tolist()))
-    if dense_stops:
-        taken = set(t0s)
-        for t0 in stop_t0s(drive, dense_stops, phase=k % dense_stops):
-            if t0 not in taken and not _dropped(drive, t0, light_futures):
-                examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
-                                               lates=[(0.0, 0.0)], drifts=[(0.0, 0.0)]))
+    dense = (stop_t0s(drive, dense_stops, phase=k % dense_stops) if dense_stops else []) + (
+        curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else [])
+    taken = set(t0s)
+    for t0 in dense:
+        if t0 not in taken and not _dropped(drive, t0, light_futures):
+            taken.add(t0)
+            examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
+                                           lates=[(0.0, 0.0)], drifts=[(0.0, 0.0)]))
     return examples
 
 
@@ -346,6 +355,19 @@ def stop_t0s(drive, stride: int, phase: int = 0) -> list[float]:
     d = drive.drive
     step = {t0: min(int(round(t0 / world.SIM_DT_S)), len(d.t) - 1) for t0 in t0_grid(drive, stride, phase)}
     return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < DENSE_STOP_MPS]
+
+
+def curve_t0s(drive, stride: int, phase: int = 0) -> list[float]:
+    """Every `stride`-th grid t0 (`t0_grid`) whose future enters or leaves a curve: somewhere along the expert's
+    next 6.4 s the road's curvature differs from the curvature under the car by more than CURVE_CHANGE_PER_M."""
+    d, road = drive.drive, drive.road
+    chosen = []
+    for t0 in t0_grid(drive, stride, phase):
+        s0, s1 = np.interp([t0, t0 + world.FUTURE_S], d.t, d.s)
+        ahead = road.kappa[(road.s >= s0) & (road.s <= s1)]
+        if ahead.size and float(np.abs(ahead - np.interp(s0, road.s, road.kappa)).max()) > CURVE_CHANGE_PER_M:
+            chosen.append(t0)
+    return chosen
 
 
 def _dropped(drive, t0_s: float, light_futures: str) -> bool:
@@ -425,12 +447,12 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96,
-          dense_stops: int = 0) -> dict:
+          dense_stops: int = 0, dense_curves: int = 0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                      light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
-    examples = build_examples(drives, t0_stride, dense_stops=dense_stops, **rendering)
+    examples = build_examples(drives, t0_stride, dense_stops=dense_stops, dense_curves=dense_curves, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
     expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
@@ -550,6 +572,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
               "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
+              "dense_curves": dense_curves,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -766,6 +789,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-stops", type=int, default=0, metavar="K",
                         help="also every K-th 0.1 s step the stride left out where the expert brakes for or stands at "
                              f"a light or a lead below {DENSE_STOP_MPS:g} m/s, centred (0: none)")
+    parser.add_argument("--dense-curves", type=int, default=0, metavar="K",
+                        help="also every K-th 0.1 s step the stride left out whose 6.4 s future enters or leaves a "
+                             "curve, centred (0: none)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
@@ -775,8 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scene_drives and (not args.scene_steps or args.mirror_share or args.rare_weight):
         parser.error("--scene-drives feeds stage 0 (--scene-steps > 0), whose draws are uniform and unmirrored: "
                      "not with --mirror-share or --rare-weight")
-    if args.dense_stops < 0:
-        parser.error("--dense-stops must be >= 0")
+    if args.dense_stops < 0 or args.dense_curves < 0:
+        parser.error("--dense-stops and --dense-curves must be >= 0")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
         parser.error(f"--visited: no such file: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -794,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
-                   dense_stops=args.dense_stops)
+                   dense_stops=args.dense_stops, dense_curves=args.dense_curves)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -144,6 +144,35 @@ def test_dense_stops_add_the_centred_moments_braking_for_or_standing_at_a_light_
     assert max(speeds) < train_driver.DENSE_STOP_MPS and min(speeds) == 0.0 and np.mean(np.array(speeds) > 1.0) > 0.3
 
 
+def test_dense_curves_add_the_centred_moments_whose_future_enters_or_leaves_a_curve(monkeypatch):
+    """`--dense-curves K`: the stride's examples stay as they are, and each drive adds its every K-th grid t0 whose
+    6.4 s future enters or leaves a curve of the road, centred, once: on a curve drive the moments before its entry
+    and its exit, never on a straight drive or in the middle of a long arc."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
+                                                                           kw["drifts"], strict=True)])
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006))
+    plain = train_driver.build_examples(1, 4, **options)
+    dense = train_driver.build_examples(1, 4, dense_curves=2, **options)
+    extra = [e for e in dense if e not in plain]
+    assert [e for e in dense if e in plain] == plain and len(dense) == len(plain) + len(extra)
+    assert {"curve_left", "curve_right", "mixed"} <= {e[0] for e in extra} and "straight" not in {e[0] for e in extra}
+    assert all(e[2:] == (0.0, (0.0, 0.0), (0.0, 0.0)) for e in extra)  # centred: no offset, lateness or drift
+    drive = world.generate("curve_left", TRAIN_SEEDS[0])
+    t0s = [e[1] for e in extra if e[0] == "curve_left"]
+    assert len(set(t0s)) == len(t0s) and not set(t0s) & {e[1] for e in plain if e[0] == "curve_left"}
+    assert set(t0s) <= set(t0_grid(drive, 2, phase=world.SCENARIOS.index("curve_left") % 2))  # every 2nd grid step
+    (start, _), (arc_start, _), (arc_end, _), (end, _) = drive.scenario_params.curvature  # entry, arc, exit
+    s0 = np.interp(t0s, drive.drive.t, drive.drive.s)
+    s1 = np.interp(np.array(t0s) + world.FUTURE_S, drive.drive.t, drive.drive.s)
+    before_entry = (s0 < arc_start) & (s1 > start)  # the future reaches into the entry's transition
+    before_exit = (s0 > start) & (s0 < end) & (s1 > arc_end)  # ... or into the exit's
+    assert s0.min() < start and s0.max() > arc_start  # from before the entry, and inside the curve before its exit
+    assert np.all(before_entry | before_exit) and before_entry.any() and before_exit.any()
+
+
 def test_a_future_that_spans_a_light_change_no_camera_shows_is_the_true_one_dropped_or_the_light_as_seen(monkeypatch):
     """`light_futures`: a t0 whose 6.4 s future spans the light's change (here: red turning green at 8 s) keeps the
     world's future ("true"), is left out ("drop") or learns the world with the light kept as seen at t0
