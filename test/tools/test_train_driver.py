@@ -81,15 +81,38 @@ def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path,
         assert set(saved.keys()) == set(model.state_dict())
 
 
+def _examples_as_tuples(monkeypatch) -> None:
+    """`build_examples` without rendering: each example is (scenario, t0, offset, late, drift)."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
+                                                                           kw["drifts"], strict=True)])
+
+
+def _stride_and_dense(monkeypatch, **dense_option) -> tuple[list, list]:
+    """(the stride's examples, the ones a --dense-* option adds) of one drive per scenario; asserts that the
+    stride's examples stay as they are, in order, and that the added ones are centred (no offset, lateness or
+    drift)."""
+    from alpamayo_ros.tools import train_driver
+
+    _examples_as_tuples(monkeypatch)
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006))
+    plain = train_driver.build_examples(1, 4, **options)
+    dense = train_driver.build_examples(1, 4, **dense_option, **options)
+    extra = [e for e in dense if e not in plain]
+    assert [e for e in dense if e in plain] == plain and len(dense) == len(plain) + len(extra)
+    assert all(e[2:] == (0.0, (0.0, 0.0), (0.0, 0.0)) for e in extra)
+    return plain, extra
+
+
 def test_the_examples_add_late_early_and_drifting_egos_from_their_own_streams(monkeypatch):
     """Late and drifting examples come from their own random streams: without them the examples are those of
     before; with them, a share of the centred ones is late (a share of those early instead: slower and further
     along) and every off-centre one drifts, within the bounds."""
     from alpamayo_ros.tools import train_driver
 
-    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
-                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
-                                                                           kw["drifts"], strict=True)])
+    _examples_as_tuples(monkeypatch)
     monkeypatch.setattr(world, "generate", lambda name, seed: _NoImages(name, seed))
     plain = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5)
     more = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5, late_share=0.3,
@@ -122,16 +145,8 @@ def test_dense_stops_add_the_centred_moments_braking_for_or_standing_at_a_light_
     the expert brakes for or stands at a light or a lead below DENSE_STOP_MPS, centred, once."""
     from alpamayo_ros.tools import train_driver
 
-    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
-                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
-                                                                           kw["drifts"], strict=True)])
-    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006))
-    plain = train_driver.build_examples(1, 4, **options)
-    dense = train_driver.build_examples(1, 4, dense_stops=2, **options)
-    extra = [e for e in dense if e not in plain]
-    assert [e for e in dense if e in plain] == plain and len(dense) == len(plain) + len(extra)
+    plain, extra = _stride_and_dense(monkeypatch, dense_stops=2)
     assert {e[0] for e in extra} == {"red_light", "lead_brake", "mixed"}
-    assert all(e[2:] == (0.0, (0.0, 0.0), (0.0, 0.0)) for e in extra)  # centred: no offset, lateness or drift
     speeds = []
     for name in ("red_light", "lead_brake", "mixed"):
         drive = world.generate(name, TRAIN_SEEDS[0])
@@ -148,18 +163,9 @@ def test_dense_curves_add_the_centred_moments_whose_future_enters_or_leaves_a_cu
     """`--dense-curves K`: the stride's examples stay as they are, and each drive adds its every K-th grid t0 whose
     6.4 s future enters or leaves a curve of the road, centred, once: on a curve drive the moments before its entry
     and its exit, never on a straight drive or in the middle of a long arc."""
-    from alpamayo_ros.tools import train_driver
 
-    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
-                        [(drive.scenario, t0, *args) for t0, *args in zip(t0s, kw["offsets"], kw["lates"],
-                                                                           kw["drifts"], strict=True)])
-    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006))
-    plain = train_driver.build_examples(1, 4, **options)
-    dense = train_driver.build_examples(1, 4, dense_curves=2, **options)
-    extra = [e for e in dense if e not in plain]
-    assert [e for e in dense if e in plain] == plain and len(dense) == len(plain) + len(extra)
+    plain, extra = _stride_and_dense(monkeypatch, dense_curves=2)
     assert {"curve_left", "curve_right", "mixed"} <= {e[0] for e in extra} and "straight" not in {e[0] for e in extra}
-    assert all(e[2:] == (0.0, (0.0, 0.0), (0.0, 0.0)) for e in extra)  # centred: no offset, lateness or drift
     drive = world.generate("curve_left", TRAIN_SEEDS[0])
     t0s = [e[1] for e in extra if e[0] == "curve_left"]
     assert len(set(t0s)) == len(t0s) and not set(t0s) & {e[1] for e in plain if e[0] == "curve_left"}
