@@ -12,7 +12,9 @@ Reported per path, overall and on the interesting ticks (the future differs from
 flag): minADE (over samples) and FDE (published sample) at 3 s and 6.4 s, and the baseline's; on drives
 with a stop line, the fraction of ticks where the published trajectory keeps the front bumper before the
 line among the ticks where the ground truth does and the baseline would cross it; the fraction of ticks
-whose published reasoning contains the world's cause phrase.
+whose published reasoning contains the world's cause phrase. On the curve drives, at the first tick of each
+curve's entry (the one test_driver's curve test uses), how many of 8 sampled plans turn the truth's way at
+least half as far and how many of their reasonings name the curve.
 
     python bench/bench_driver.py [--seeds 2] [--tick-hz 2] [--num-samples 3] [--model-path DIR] [--smoke]
 """
@@ -51,8 +53,14 @@ from alpamayo_ros.pipeline.outputs import select_sample  # noqa: E402
 from alpamayo_ros.pipeline.runner import sampling_arguments  # noqa: E402
 from alpamayo_ros.tools import world as world_module  # noqa: E402
 from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip  # noqa: E402
-from alpamayo_ros.tools.driving_scores import red_light_tick, stops_before_line  # noqa: E402
-from alpamayo_ros.tools.evaluate import BASELINE_WINDOW_S, read_bag, score, unicycle  # noqa: E402
+from alpamayo_ros.tools.driving_scores import (  # noqa: E402
+    constant_velocity,
+    curve_entry_tick,
+    red_light_tick,
+    stops_before_line,
+    turns_at_entry,
+)
+from alpamayo_ros.tools.evaluate import read_bag, score  # noqa: E402
 from alpamayo_ros.tools.replay import replay_lockstep  # noqa: E402
 
 HORIZONS_S = (3.0, 6.4)
@@ -63,6 +71,7 @@ FLOW_DRAWS = 16  # seeded (t, noise) draws per tick for the expert's teacher-for
 # --smoke's drive ends after 10.5 s: at 0.25 Hz its tick at 4 s has its whole 6.4 s future in the bag (one scored
 # tick; the full drive's 18 s gave two, rendering 70 % more frames for the same code path).
 SMOKE_DURATION_S = 10.5
+ENTRY_DRAWS = 8  # plans sampled at each curve entry (seed 0, the node's sampling settings)
 RESULTS = REPO / "bench" / "results"
 
 
@@ -123,7 +132,7 @@ def pipeline_scores(world, model, cfg, work: Path) -> list[TickScore]:
             continue  # the bag ends before t0 + 6.4 s
         sample = world.model_sample(t0_s, 8, 8)
         truth = sample.future_xyz[:, :2]
-        baseline = _baseline(sample.ego_history_xyz, sample.ego_history_rot)
+        baseline = constant_velocity(sample.ego_history_xyz, sample.ego_history_rot)
         published = _ego(world, t0_s, scored.pred_odom)
         scores.append(tick_score(world, t0_s, scored.errors, scored.baseline_errors, scored.selected, truth, baseline,
                                  published, output.reasoning[output.selected], int(output.tick)))
@@ -135,15 +144,6 @@ def _ego(world, t0_s: float, xy_world: np.ndarray) -> np.ndarray:
     c, s = math.cos(pose.yaw), math.sin(pose.yaw)
     d = xy_world - np.array([pose.x, pose.y])
     return np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], axis=-1)
-
-
-def _baseline(history_xyz: np.ndarray, history_rot: np.ndarray) -> np.ndarray:
-    """The evaluate baseline from the model's history: speed and yaw rate over the last BASELINE_WINDOW_S."""
-    k = round(BASELINE_WINDOW_S / DT_S)
-    step = history_xyz[-1, :2] - history_xyz[-1 - k, :2]  # the last pose is the t0 origin
-    yaw_before = math.atan2(history_rot[-1 - k, 1, 0], history_rot[-1 - k, 0, 0])
-    return unicycle(float(np.linalg.norm(step)) / BASELINE_WINDOW_S, -yaw_before / BASELINE_WINDOW_S,
-                    DT_S * np.arange(1, 65))
 
 
 def direct_scores(world, model, ticks: list[int], t0s: list[float], samples: list, cfg, blank: bool) -> list[TickScore]:
@@ -162,7 +162,7 @@ def direct_scores(world, model, ticks: list[int], t0s: list[float], samples: lis
         selected = select_sample(xyz, list(range(len(xyz))), cfg.selection)
         xy = xyz[..., :2]
         truth = sample.future_xyz[:, :2]
-        baseline = _baseline(sample.ego_history_xyz, sample.ego_history_rot)
+        baseline = constant_velocity(sample.ego_history_xyz, sample.ego_history_rot)
         errors = np.linalg.norm(xy - truth, axis=-1)
         scores.append(tick_score(world, t0_s, errors, np.linalg.norm(baseline - truth, axis=-1), selected, truth,
                                  baseline, xy[selected], pred.reasoning[selected], tick))
@@ -207,6 +207,29 @@ def what_it_reads(model, examples: list[TrainingExample], drives: list[int]) -> 
     return {"ticks": n, "coc_nats": {"own": own[:, 0].mean(), "other_images": images[:, 0].mean(),
                                      "other_history": history[:, 0].mean()},
             "flow_loss": {"own": own[:, 1].mean(), "other_images": images[:, 1].mean()}}
+
+
+def curve_entries(model, scenarios: list[str], seeds: list[int]) -> list[dict]:
+    """At the first curve-entry tick of each curve drive (driving_scores.curve_entry_tick: the truth ends 4 m or
+    more sideways at 6.4 s, the history's constant velocity less than half that), ENTRY_DRAWS plans called
+    directly on the world's inputs (as test_driver's curve test, which reads the first draw of held-out seed
+    1000): how many turn the truth's way at least half as far, and how many of their reasonings name the curve."""
+    entries = []
+    for scenario in (s for s in scenarios if s.startswith("curve_")):
+        for seed in seeds:
+            world = world_module.generate(scenario, seed)
+            t0_s = curve_entry_tick(world)
+            sample = world.model_sample(t0_s)
+            with torch.no_grad():
+                pred = model.sample(jpeg_round_trip(sample.images), sample.ego_history_xyz, sample.ego_history_rot,
+                                    seed=0, num_samples=ENTRY_DRAWS)
+            planned_y = pred.xyz[:, -1, 1].numpy()
+            truth_y = float(sample.future_xyz[-1, 1])
+            entries.append({"scenario": scenario, "seed": seed, "t0_s": t0_s, "truth_y_m": truth_y,
+                            "planned_y_m": planned_y.tolist(),
+                            "turned": int(sum(turns_at_entry(y, truth_y) for y in planned_y)),
+                            "named": int(sum(sample.cause in r for r in pred.reasoning)), "draws": ENTRY_DRAWS})
+    return entries
 
 
 def summarise(scores: list[TickScore]) -> dict:
@@ -293,6 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {name: summarise(scores) for name, scores in paths.items()}
     for name, summary in summaries.items():
         print_summary(name, summary)
+    entries = curve_entries(model, args.scenarios, list(HELD_OUT_SEEDS[:args.seeds]))
+    if entries:
+        draws = sum(e["draws"] for e in entries)
+        print(f"\ncurve entries ({len(entries)}, {ENTRY_DRAWS} draws each): the plan turns the truth's way at least "
+              f"half as far in {sum(e['turned'] for e in entries)} of {draws} draws, the reasoning names the curve in "
+              f"{sum(e['named'] for e in entries)}")
+        for e in entries:
+            print(f"  {e['scenario']} {e['seed']} t0 = {e['t0_s']:.1f} s: truth {e['truth_y_m']:+.1f} m, planned "
+                  f"{' '.join(f'{y:+.1f}' for y in e['planned_y_m'])}; turned {e['turned']}, named {e['named']}")
     reads = what_it_reads(model, examples, drives)
     coc, flow = reads["coc_nats"], reads["flow_loss"]
     print(f"\nwhat it reads ({reads['ticks']} ticks, teacher-forced): the reasoning's cross-entropy per sentence "
@@ -309,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_path": args.model_path, "scenarios": args.scenarios, "seeds": list(HELD_OUT_SEEDS[:args.seeds]),
         "tick_hz": args.tick_hz, "num_samples": args.num_samples, "params": args.param, "summaries": summaries,
         "agreement": agreement,
+        "curve_entries": entries,
         "what_it_reads": reads,
         "wall_s": time.perf_counter() - started, "torch": torch.__version__, "machine": platform.machine(),
         "ticks": {name: [asdict(s) for s in scores] for name, scores in paths.items()}}, indent=1, default=str))

@@ -105,3 +105,18 @@ def test_fleet_benchmark_smoke_times_serial_and_ray_runs(tmp_path):
     assert set(report["ratios"]) == {"throughput 2 workers / 1 worker",
                                      "Ray overhead per bag [s] (1-worker wall - time in tasks)",
                                      "1 worker vs serial per bag [s]"}
+
+
+def test_driver_benchmark_scores_each_curve_entry_once():
+    """bench_driver's curve entries: one per curve drive, none for other scenarios, every count within the draws."""
+    sys.path.insert(0, str(BENCH))
+    from bench_driver import ENTRY_DRAWS, curve_entries
+
+    from alpamayo_ros.model.loading import tiny
+
+    entries = curve_entries(tiny(seed=0), ["straight", "curve_right"], [1000])
+    (entry,) = entries
+    assert (entry["scenario"], entry["seed"]) == ("curve_right", 1000) and entry["truth_y_m"] < -4.0
+    assert len(entry["planned_y_m"]) == ENTRY_DRAWS
+    assert entry["turned"] == sum(y <= 0.5 * entry["truth_y_m"] for y in entry["planned_y_m"])
+    assert 0 <= entry["named"] <= ENTRY_DRAWS

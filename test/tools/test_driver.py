@@ -4,19 +4,15 @@ One tick each, chosen from the world's ground truth (never from the model's outp
 the history still goes straight, and a red light the expert brakes for.
 """
 
-import numpy as np
 import pytest
 import torch
 
 from alpamayo_ros.model.loading import EMBEDDED_DRIVER_DIR, from_pretrained
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip, t0_grid
-from alpamayo_ros.tools.driving_scores import stops_before_line
-from alpamayo_ros.tools.evaluate import DT_S, WAYPOINTS, unicycle
+from alpamayo_ros.tools.driving_scores import curve_entry_tick, stops_before_line, turns_at_entry
+from alpamayo_ros.tools.evaluate import WAYPOINTS
 
-CURVE_Y_M = 4.0  # a curve entry: the truth ends at least this far sideways at 6.4 s ...
-BASELINE_SHARE = 0.5  # ... and the baseline covers less than this share of it (the history says straight)
-TURN_SHARE = 0.5  # the driver must cover at least this share, on the right side
 BRAKING_AHEAD_M = 30.0  # a red-light tick where the expert brakes for the light, the line this close ahead ...
 RED_SAMPLES, RED_STOPPING = 8, 0.75  # ... and at least this share of the sampled plans stop before it
 SEED = 0  # sampling seed of the model call
@@ -29,13 +25,6 @@ NOT_YET = pytest.mark.xfail(strict=True, reason="the embedded driver does not re
 @pytest.fixture(scope="module")
 def driver():
     return from_pretrained(EMBEDDED_DRIVER_DIR)
-
-
-def baseline(sample) -> np.ndarray:
-    """evaluate's constant speed and yaw rate extrapolation, from the last 0.2 s of the history."""
-    step = sample.ego_history_xyz[-1, :2] - sample.ego_history_xyz[-3, :2]
-    yaw = np.arctan2(sample.ego_history_rot[-3, 1, 0], sample.ego_history_rot[-3, 0, 0])
-    return unicycle(float(np.linalg.norm(step)) / 0.2, -float(yaw) / 0.2, DT_S * np.arange(1, WAYPOINTS + 1))
 
 
 def first_tick(drive, wanted) -> float:
@@ -56,15 +45,10 @@ def plan(driver, drive, t0):
 @pytest.mark.parametrize("scenario", ["curve_left", "curve_right"])
 def test_driver_turns_the_right_way_at_a_curve_entry_and_says_why(driver, scenario):
     drive = world.generate(scenario, HELD_OUT_SEEDS[0])
-
-    def curve_entry(sample) -> bool:
-        y = sample.future_xyz[-1, 1]
-        return abs(y) > CURVE_Y_M and abs(baseline(sample)[-1, 1]) < BASELINE_SHARE * abs(y)
-
-    t0 = first_tick(drive, curve_entry)
+    t0 = curve_entry_tick(drive)
     sample, xy, reasoning = plan(driver, drive, t0)
     truth_y = sample.future_xyz[-1, 1]
-    assert np.sign(xy[-1, 1]) == np.sign(truth_y) and abs(xy[-1, 1]) >= TURN_SHARE * abs(truth_y), (
+    assert turns_at_entry(xy[-1, 1], truth_y), (
         f"t0={t0} s: planned y(6.4 s) = {xy[-1, 1]:.1f} m, truth {truth_y:.1f} m")
     assert sample.cause in reasoning, f"t0={t0} s: {reasoning!r} does not name {sample.cause!r}"
 
