@@ -53,16 +53,26 @@ def constant_velocity(history_xyz: np.ndarray, history_rot: np.ndarray) -> np.nd
                     DT_S * np.arange(1, WAYPOINTS + 1))
 
 
-def curve_entry_tick(world) -> float:
-    """The first t0 of the drive where a curve must be seen: the true future ends at least CURVE_ENTRY_Y_M
-    sideways at 6.4 s and the history's constant speed and yaw rate cover less than BASELINE_SHARE of that."""
+def first_tick(world, wanted, what: str) -> float:
+    """The first t0 of the drive whose model input `wanted` accepts (its images rendered 8 x 8: only the poses
+    are read); ValueError naming `what` if none does."""
     for t0 in t0_grid(world):
-        sample = world.model_sample(t0, 8, 8)  # the images are not read here
-        y = sample.future_xyz[-1, 1]
-        cv_y = constant_velocity(sample.ego_history_xyz, sample.ego_history_rot)[-1, 1]
-        if abs(y) > CURVE_ENTRY_Y_M and abs(cv_y) < BASELINE_SHARE * abs(y):
+        if wanted(world.model_sample(t0, 8, 8)):
             return t0
-    raise ValueError(f"{world.scenario} seed {world.seed}: no curve entry")
+    raise ValueError(f"{world.scenario} seed {world.seed}: no {what}")
+
+
+def is_curve_entry(sample) -> bool:
+    """The true future ends at least CURVE_ENTRY_Y_M sideways at 6.4 s and the history's constant speed and yaw
+    rate cover less than BASELINE_SHARE of that: a curve must be seen."""
+    y = sample.future_xyz[-1, 1]
+    cv_y = constant_velocity(sample.ego_history_xyz, sample.ego_history_rot)[-1, 1]
+    return bool(abs(y) > CURVE_ENTRY_Y_M and abs(cv_y) < BASELINE_SHARE * abs(y))
+
+
+def curve_entry_tick(world) -> float:
+    """The first t0 of the drive that `is_curve_entry`."""
+    return first_tick(world, is_curve_entry, "curve entry")
 
 
 def turns_at_entry(planned_y: float, truth_y: float) -> bool:

@@ -9,8 +9,8 @@ import torch
 
 from alpamayo_ros.model.loading import EMBEDDED_DRIVER_DIR, from_pretrained
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip, t0_grid
-from alpamayo_ros.tools.driving_scores import curve_entry_tick, stops_before_line, turns_at_entry
+from alpamayo_ros.tools.driver_data import HELD_OUT_SEEDS, jpeg_round_trip
+from alpamayo_ros.tools.driving_scores import curve_entry_tick, first_tick, stops_before_line, turns_at_entry
 from alpamayo_ros.tools.evaluate import WAYPOINTS
 
 BRAKING_AHEAD_M = 30.0  # a red-light tick where the expert brakes for the light, the line this close ahead ...
@@ -25,13 +25,6 @@ NOT_YET = pytest.mark.xfail(strict=True, reason="the embedded driver does not re
 @pytest.fixture(scope="module")
 def driver():
     return from_pretrained(EMBEDDED_DRIVER_DIR)
-
-
-def first_tick(drive, wanted) -> float:
-    for t0 in t0_grid(drive):
-        if wanted(drive.model_sample(t0, 8, 8)):
-            return t0
-    raise AssertionError(f"{drive.scenario} seed {drive.seed}: no tick fits the test")
 
 
 def plan(driver, drive, t0):
@@ -66,7 +59,7 @@ def test_driver_stops_for_red_and_says_why(driver):
         braking = drive.drive.binding[int(round(sample.t0_s / world.SIM_DT_S))] == "light"
         return braking and line_m > 0.0 and pose.speed > 5.0
 
-    t0 = first_tick(drive, braking_for_red)
+    t0 = first_tick(drive, braking_for_red, "tick braking for red")
     sample = drive.model_sample(t0)
     with torch.no_grad():
         pred = driver.sample(jpeg_round_trip(sample.images), sample.ego_history_xyz, sample.ego_history_rot,
