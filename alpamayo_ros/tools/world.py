@@ -100,6 +100,7 @@ RECOVERY_M = 25.0  # model_sample(offset_m=...): an off-centre ego is back on th
 SIM_DT_S = 0.01  # expert simulation step
 FRAME_CACHE = 8  # expert frames kept for model_sample
 STOP_SPEED_MPS = 0.3  # below this, braking for an obstacle brings the car to rest
+LATE_LINE_MARGIN_M = 0.2  # World.late: a late ego can still stop this far before a red light's line
 BRAKE_LIGHT_DECEL = 0.5  # m/s^2: the lead's brake lights are lit when it decelerates harder (or stands)
 LIGHT_LABEL_S = 5.0  # the red light is named the cause from this long before the expert brakes for it
 LEAD_MARGIN = 0.5  # m/s^2: the lead vehicle binds (and is named the cause) only when it costs this much
@@ -488,13 +489,15 @@ class World:
         """(acceleration the red light asks of a vehicle whose front bumper is at `front`, whether it brakes for it).
 
         It brakes at the constant deceleration that stops it `stop_margin_m` before the line, from when that
-        reaches `light_decel`; a light turning red when more than `dilemma_decel` would be needed is passed.
+        reaches `light_decel`; a light turning red when more than `dilemma_decel` would be needed is passed. At
+        or past that stop point it stays, or, still moving (a late ego that braked too little), brakes as hard as
+        the vehicle can.
         """
         if self.stop_line_s is None or self.light_state(t) != "red" or front > self.stop_line_s:
             return math.inf, False
         gap = self.stop_line_s - self.limits.stop_margin_m - front
         if gap <= 0.0:
-            return 0.0, True  # at the stop point: stay
+            return (-self.limits.max_decel if v > 0.0 else 0.0), True
         needed = v * v / (2 * gap)
         dilemma = self.limits.dilemma_decel if dilemma_decel is None else dilemma_decel
         if not braking and (needed < self.limits.light_decel or needed > dilemma):
@@ -600,11 +603,17 @@ class World:
 
         The perturbation is limited so that it stays physical: the speed never below zero over the history,
         the front bumper at least `standstill_gap_m` behind the lead and, where the expert is still before a
-        red light's line, behind the line. The values used: `late_m`, `late_mps`, `late_mps2`."""
+        red light's line, no faster than it can stop before that line at `max_decel` and no further along than
+        it can stop before the expert's stop point. The values used: `late_m`, `late_mps`, `late_mps2`."""
         d, lim = self.drive, self.limits
         k0 = min(int(round(t0_s / SIM_DT_S)), len(d.t) - 1)
         window = slice(max(0, k0 - int(round(HISTORY_S / SIM_DT_S))), k0 + 1)
         fast = max(fast_mps, -float(d.v[window].min()))
+        front = d.s[k0] + EGO_FRONT_M
+        if self.stop_line_s is not None and self.light_state(t0_s) == "red" and front < self.stop_line_s:
+            # no faster than it can still stop LATE_LINE_MARGIN_M before the line at max_decel, even with no `ahead`
+            reach = max(self.stop_line_s - LATE_LINE_MARGIN_M - front, 0.0)
+            fast = min(fast, math.sqrt(2 * lim.max_decel * reach) - float(d.v[k0]))
         tau = d.t[window] - d.t[k0]
         slower = d.v[window][:-1] + fast  # ramp * tau >= -slower over the history (tau < 0 there)
         ramp = min(ramp_mps2, float(np.min(slower / -tau[:-1]))) if ramp_mps2 > 0 and len(tau) > 1 else ramp_mps2
@@ -612,10 +621,9 @@ class World:
         room = [math.inf]
         if self.lead_plan is not None:
             room.append(float(np.min(d.lead_s[window] - d.s[window] - EGO_FRONT_M - shift)) - lim.standstill_gap_m)
-        if self.stop_line_s is not None and self.light_state(t0_s) == "red" and \
-                d.s[k0] + EGO_FRONT_M < self.stop_line_s:  # it can still stop before the line at max_decel
-            room.append(self.stop_line_s - lim.stop_margin_m - (d.s[k0] + EGO_FRONT_M)
-                        - (d.v[k0] + fast) ** 2 / (2 * lim.max_decel))
+        if self.stop_line_s is not None and self.light_state(t0_s) == "red" and front < self.stop_line_s:
+            # it can still stop before the stop point at max_decel
+            room.append(self.stop_line_s - lim.stop_margin_m - front - (d.v[k0] + fast) ** 2 / (2 * lim.max_decel))
         ahead = min(ahead_m, max(min(room), 0.0))
         s, v, a, binding = d.s.copy(), d.v.copy(), d.a.copy(), d.binding.copy()
         before = d.t[:k0 + 1] - d.t[k0]
@@ -627,7 +635,7 @@ class World:
         braking = d.binding[k0] == "light"
         for k in range(k0, len(d.t)):
             a[k], binding[k], braking = self._ego_accel(float(d.t[k]), float(s[k]), float(v[k]), float(d.lead_s[k]),
-                                                        float(d.lead_v[k]), braking, lim.max_decel)
+                                                        float(d.lead_v[k]), braking, math.inf)
             if k + 1 < len(d.t):
                 v[k + 1] = max(0.0, v[k] + a[k] * SIM_DT_S)
                 s[k + 1] = s[k] + 0.5 * (v[k] + v[k + 1]) * SIM_DT_S

@@ -18,6 +18,7 @@ from alpamayo_ros.tools.world import (
     GROUND_TRUTH_FILE,
     HISTORY_POSES,
     LAMP_ON,
+    LATE_LINE_MARGIN_M,
     LIMITS,
     SCENARIOS,
     SIM_DT_S,
@@ -363,6 +364,32 @@ def test_a_late_ego_never_starts_inside_the_lead_or_beyond_the_point_where_it_co
     while_red = [late.light_state(float(tk)) == "red" for tk in late.drive.t]
     assert late.drive.s[while_red].max() + EGO_FRONT_M <= red.stop_line_s - LIMITS.stop_margin_m + 0.01  # 10 ms steps
     assert red.late(6.0, 0.0, -100.0).late_mps == -red.drive.v[k - int(round(1.5 / SIM_DT_S)):k + 1].min()
+
+
+def test_a_late_ego_at_the_stop_point_still_moving_stops_before_the_red_line():
+    # The expert stands at its stop point; a late ego there still moving must brake, not roll over the line (it
+    # used to keep its speed past the stop point, and the examples taught running the light from a metre short).
+    world = generate("red_light", 1).as_seen(13.2)  # standing at red from 9.3 s; the light stays red after t0
+    k = int(round(13.2 / SIM_DT_S))
+    front = world.drive.s[k] + EGO_FRONT_M
+    assert world.drive.v[k] == 0.0 and front == pytest.approx(world.stop_line_s - LIMITS.stop_margin_m, abs=0.01)
+    for fast in (0.7, 3.0, 10.0):
+        late = world.late(13.2, ahead_m=5.0, fast_mps=fast)
+        assert late.late_m == 0.0  # no room left before the stop point
+        reach = world.stop_line_s - LATE_LINE_MARGIN_M - front  # the fastest it may arrive stops there at max_decel
+        assert late.late_mps == pytest.approx(min(fast, math.sqrt(2 * LIMITS.max_decel * reach)), abs=1e-9)
+        after = late.drive.t >= 13.2
+        assert late.drive.s[after].max() + EGO_FRONT_M <= world.stop_line_s - LATE_LINE_MARGIN_M + 0.01
+        assert late.drive.v[-1] == 0.0 and late.drive.a[after].min() == -LIMITS.max_decel
+    # every late ego of a red-light drive, at every t0 where the light is red and the expert before the line, stays
+    # before it while the light is red
+    red = generate("red_light", 0)
+    for t0 in np.arange(2.0, red.duration_s, 0.5):
+        for ahead, fast in ((0.0, 1.0), (0.0, 4.0), (20.0, 4.0), (0.0, -1.0)):
+            late = red.late(float(t0), ahead, fast, ramp_mps2=0.5)
+            while_red = np.array([late.light_state(float(tk)) == "red" for tk in late.drive.t]) & (late.drive.t >= t0)
+            if red.light_state(float(t0)) == "red" and red.drive.s[int(round(t0 / SIM_DT_S))] + EGO_FRONT_M < red.stop_line_s:
+                assert late.drive.s[while_red].max() + EGO_FRONT_M < red.stop_line_s, (t0, ahead, fast)
 
 
 def test_a_drifting_sample_arrives_off_the_lane_heading_away_and_bends_back_onto_the_centre():
