@@ -610,7 +610,8 @@ class World:
         window = slice(max(0, k0 - int(round(HISTORY_S / SIM_DT_S))), k0 + 1)
         fast = max(fast_mps, -float(d.v[window].min()))
         front = d.s[k0] + EGO_FRONT_M
-        if self.stop_line_s is not None and self.light_state(t0_s) == "red" and front < self.stop_line_s:
+        before_red = self.stop_line_s is not None and self.light_state(t0_s) == "red" and front < self.stop_line_s
+        if before_red:
             # no faster than it can still stop LATE_LINE_MARGIN_M before the line at max_decel, even with no `ahead`
             reach = max(self.stop_line_s - LATE_LINE_MARGIN_M - front, 0.0)
             fast = min(fast, math.sqrt(2 * lim.max_decel * reach) - float(d.v[k0]))
@@ -621,8 +622,7 @@ class World:
         room = [math.inf]
         if self.lead_plan is not None:
             room.append(float(np.min(d.lead_s[window] - d.s[window] - EGO_FRONT_M - shift)) - lim.standstill_gap_m)
-        if self.stop_line_s is not None and self.light_state(t0_s) == "red" and front < self.stop_line_s:
-            # it can still stop before the stop point at max_decel
+        if before_red:  # it can still stop before the stop point at max_decel
             room.append(self.stop_line_s - lim.stop_margin_m - front - (d.v[k0] + fast) ** 2 / (2 * lim.max_decel))
         ahead = min(ahead_m, max(min(room), 0.0))
         s, v, a, binding = d.s.copy(), d.v.copy(), d.a.copy(), d.binding.copy()

@@ -384,12 +384,14 @@ def test_a_late_ego_at_the_stop_point_still_moving_stops_before_the_red_line():
     # every late ego of a red-light drive, at every t0 where the light is red and the expert before the line, stays
     # before it while the light is red
     red = generate("red_light", 0)
+    while_red = np.array([red.light_state(float(tk)) == "red" for tk in red.drive.t])  # late keeps the light
     for t0 in np.arange(2.0, red.duration_s, 0.5):
+        k = int(round(t0 / SIM_DT_S))
+        if not while_red[k] or red.drive.s[k] + EGO_FRONT_M >= red.stop_line_s:
+            continue
         for ahead, fast in ((0.0, 1.0), (0.0, 4.0), (20.0, 4.0), (0.0, -1.0)):
             late = red.late(float(t0), ahead, fast, ramp_mps2=0.5)
-            while_red = np.array([late.light_state(float(tk)) == "red" for tk in late.drive.t]) & (late.drive.t >= t0)
-            if red.light_state(float(t0)) == "red" and red.drive.s[int(round(t0 / SIM_DT_S))] + EGO_FRONT_M < red.stop_line_s:
-                assert late.drive.s[while_red].max() + EGO_FRONT_M < red.stop_line_s, (t0, ahead, fast)
+            assert late.drive.s[while_red & (late.drive.t >= t0)].max() + EGO_FRONT_M < red.stop_line_s, (t0, ahead, fast)
 
 
 def test_a_drifting_sample_arrives_off_the_lane_heading_away_and_bends_back_onto_the_centre():
