@@ -219,7 +219,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                    max_drift: tuple[float, float] = (0.0, 0.0),
                    light_futures: str = "true", late_ramp: float = 0.0,
                    early_share: float = 0.0, dense_stops: int = 0, dense_curves: int = 0,
-                   workers: int = 1) -> list[StoredExample]:
+                   dense_late: float = 0.0, workers: int = 1) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -245,7 +245,9 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     light or a lead below DENSE_STOP_MPS (`stop_t0s`) that the stride left out, centred: the last metres before a
     stop line or a lead, which the stride samples once every 0.4 s of a few seconds per drive. With `dense_curves`
     K, likewise every K-th grid step whose future enters or leaves a curve (`curve_t0s`): where the plan must bend
-    and the history does not yet (or no longer) say so.
+    and the history does not yet (or no longer) say so. A share `dense_late` of the dense stops (their own stream)
+    has a late ego instead, drawn as the stride's late ones are (`world.World.late` keeps it able to stop before a
+    red line or the lead): a car that reaches the last metres still moving, which the expert's drive never shows.
 
     `workers` processes render the drives (each drive draws from its own streams: the examples are the same
     for any number)."""
@@ -253,7 +255,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     render = functools.partial(_render_drive, t0_stride=t0_stride, offset_share=offset_share,
                                max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                                light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
-                               dense_stops=dense_stops, dense_curves=dense_curves)
+                               dense_stops=dense_stops, dense_curves=dense_curves, dense_late=dense_late)
     return _rendered(render, [(k, name, seed) for k, (name, seed) in enumerate(drives)], workers)
 
 
@@ -307,7 +309,8 @@ def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int
 
 def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
                   late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
-                  early_share: float, dense_stops: int = 0, dense_curves: int = 0) -> list[StoredExample]:
+                  early_share: float, dense_stops: int = 0, dense_curves: int = 0,
+                  dense_late: float = 0.0) -> list[StoredExample]:
     """`build_examples` for drive number k (name, seed): its t0s and each one's offset, drift and lateness, from
     the drive's own streams."""
     k, name, seed = job
@@ -338,14 +341,21 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
         examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=offsets[i:i + 1],
                                        lates=lates[i:i + 1],
                                        drifts=drifts[i:i + 1].tolist()))
-    dense = (stop_t0s(drive, dense_stops, phase=k % dense_stops) if dense_stops else []) + (
-        curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else [])
+    stops = stop_t0s(drive, dense_stops, phase=k % dense_stops) if dense_stops else []
+    curves = curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else []
+    dense_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 7])
     taken = set(t0s)
-    for t0 in dense:
+    for i, t0 in enumerate(stops + curves):
+        draw = dense_rng.random(4)  # every stop draws alike, so the share changes which are late, not how
+        late = (0.0, 0.0)
+        if i < len(stops) and draw[0] < dense_late:
+            fast = LATE_MPS[0] + draw[1] * (LATE_MPS[1] - LATE_MPS[0])
+            late = (fast * (LATE_S[0] + draw[2] * (LATE_S[1] - LATE_S[0])), fast)
+            late = (*late, late_ramp * (2.0 * draw[3] - 1.0)) if late_ramp else late
         if t0 not in taken and not _dropped(drive, t0, light_futures):
             taken.add(t0)
             examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
-                                           lates=[(0.0, 0.0)], drifts=[(0.0, 0.0)]))
+                                           lates=[late], drifts=[(0.0, 0.0)]))
     return examples
 
 
@@ -447,12 +457,13 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96,
-          dense_stops: int = 0, dense_curves: int = 0) -> dict:
+          dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                      light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
-    examples = build_examples(drives, t0_stride, dense_stops=dense_stops, dense_curves=dense_curves, **rendering)
+    examples = build_examples(drives, t0_stride, dense_stops=dense_stops, dense_curves=dense_curves,
+                              dense_late=dense_late, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
     expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
@@ -572,7 +583,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
               "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
-              "dense_curves": dense_curves,
+              "dense_curves": dense_curves, "dense_late": dense_late,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -789,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-stops", type=int, default=0, metavar="K",
                         help="also every K-th 0.1 s step the stride left out where the expert brakes for or stands at "
                              f"a light or a lead below {DENSE_STOP_MPS:g} m/s, centred (0: none)")
+    parser.add_argument("--dense-late", type=float, default=0.0, metavar="SHARE",
+                        help="share of the --dense-stops examples whose ego is late (as --late-share's): it reaches "
+                             "the last metres before the line or the lead still moving (0: all centred)")
     parser.add_argument("--dense-curves", type=int, default=0, metavar="K",
                         help="also every K-th 0.1 s step the stride left out whose 6.4 s future enters or leaves a "
                              "curve, centred (0: none)")
@@ -803,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
                      "not with --mirror-share or --rare-weight")
     if args.dense_stops < 0 or args.dense_curves < 0:
         parser.error("--dense-stops and --dense-curves must be >= 0")
+    if not 0.0 <= args.dense_late <= 1.0 or (args.dense_late and not args.dense_stops):
+        parser.error("--dense-late is a share (0-1) of the --dense-stops examples: with --dense-stops K > 0")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
         parser.error(f"--visited: no such file: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -820,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
-                   dense_stops=args.dense_stops, dense_curves=args.dense_curves)
+                   dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -159,6 +159,47 @@ def test_dense_stops_add_the_centred_moments_braking_for_or_standing_at_a_light_
     assert max(speeds) < train_driver.DENSE_STOP_MPS and min(speeds) == 0.0 and np.mean(np.array(speeds) > 1.0) > 0.3
 
 
+def test_dense_late_stops_reach_the_last_metres_still_moving(monkeypatch):
+    """`--dense-late SHARE`: that share of the dense stops has a late ego, drawn as the stride's late ones are, from
+    its own stream (the other examples and the dense curves stay as they were); on a red light the late egos reach
+    the last metres before the line still moving, and none crosses it on red."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, drive.seed, t0, late) for t0, late in zip(t0s, kw["lates"], strict=True)])
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006), dense_stops=2,
+                   dense_curves=2)
+    centred, late, ramped, half = (train_driver.build_examples(2, 4, dense_late=share, late_ramp=ramp, **options)
+                                   for share, ramp in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.5, 1.0)))
+    without = train_driver.build_examples(2, 4, **{**options, "dense_stops": 0})
+    drives = [(name, TRAIN_SEEDS[i]) for i in range(2) for name in world.SCENARIOS]
+    stops = {(name, seed, t0) for k, (name, seed) in enumerate(drives)
+             for t0 in train_driver.stop_t0s(world.generate(name, seed), 2, phase=k % 2)}
+    dense_stops = [e for e in centred if e not in without and e[:3] in stops]
+    assert dense_stops and all(e[3] == (0.0, 0.0) for e in dense_stops)
+    assert [e[:3] for e in centred] == [e[:3] for e in late] == [e[:3] for e in half]
+    changed = [(c, e) for c, e in zip(centred, late) if c != e]
+    assert [c for c, _ in changed] == dense_stops  # every dense stop, and nothing else
+    for _, (_, _, _, (ahead, fast)) in changed:
+        assert train_driver.LATE_MPS[0] <= fast <= train_driver.LATE_MPS[1]
+        assert min(train_driver.LATE_S) * abs(fast) - 1e-9 <= abs(ahead) <= max(train_driver.LATE_S) * abs(fast) + 1e-9
+    halved = [h for c, e, h in zip(centred, late, half) if c != e and h[3][:2] == e[3]]
+    assert all(abs(h[3][2]) <= 1.0 for h in halved) and 0.25 < len(halved) / len(changed) < 0.75
+    assert all(h == r for r, h in zip(ramped, half) if h not in halved)  # the others as without the option
+    drive = world.generate("red_light", TRAIN_SEEDS[1])
+    moving_near = 0
+    for _, _, t0, (ahead, fast) in (e for _, e in changed if e[:2] == ("red_light", TRAIN_SEEDS[1])):
+        if drive.light_state(t0) != "red":
+            continue
+        d = drive.late(t0, ahead, fast).drive
+        k0 = int(round(t0 / world.SIM_DT_S))
+        gap = drive.stop_line_s - d.s[k0] - world.EGO_FRONT_M
+        moving_near += bool(0.0 < gap < 8.0 and d.v[k0] > 0.05)
+        red = [k for k in range(k0, len(d.t)) if drive.light_state(float(d.t[k])) == "red"]
+        assert all(d.s[k] + world.EGO_FRONT_M < drive.stop_line_s for k in red), f"t0={t0}: crosses on red"
+    assert moving_near >= 5
+
+
 def test_dense_curves_add_the_centred_moments_whose_future_enters_or_leaves_a_curve(monkeypatch):
     """`--dense-curves K`: the stride's examples stay as they are, and each drive adds its every K-th grid t0 whose
     6.4 s future enters or leaves a curve of the road, centred, once: on a curve drive the moments before its entry
