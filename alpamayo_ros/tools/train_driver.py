@@ -341,22 +341,29 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
         examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=offsets[i:i + 1],
                                        lates=lates[i:i + 1],
                                        drifts=drifts[i:i + 1].tolist()))
-    stops = stop_t0s(drive, dense_stops, phase=k % dense_stops) if dense_stops else []
-    curves = curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else []
     dense_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 7])
+    stops = [(t0, _dense_late(dense_rng, dense_late, late_ramp))
+             for t0 in (stop_t0s(drive, dense_stops, phase=k % dense_stops) if dense_stops else [])]
+    curves = [(t0, (0.0, 0.0)) for t0 in (curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else [])]
     taken = set(t0s)
-    for i, t0 in enumerate(stops + curves):
-        draw = dense_rng.random(4)  # every stop draws alike, so the share changes which are late, not how
-        late = (0.0, 0.0)
-        if i < len(stops) and draw[0] < dense_late:
-            fast = LATE_MPS[0] + draw[1] * (LATE_MPS[1] - LATE_MPS[0])
-            late = (fast * (LATE_S[0] + draw[2] * (LATE_S[1] - LATE_S[0])), fast)
-            late = (*late, late_ramp * (2.0 * draw[3] - 1.0)) if late_ramp else late
+    for t0, late in stops + curves:
         if t0 not in taken and not _dropped(drive, t0, light_futures):
             taken.add(t0)
             examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
                                            lates=[late], drifts=[(0.0, 0.0)]))
     return examples
+
+
+def _dense_late(rng: np.random.Generator, share: float, late_ramp: float) -> tuple[float, ...]:
+    """A dense stop's lateness: with probability `share` a late ego drawn as the stride's are (ahead, fast and,
+    with `late_ramp`, the ramp), else centred (0, 0). Every call draws four numbers, so the share changes which
+    stops are late, not how late."""
+    take, fast_u, duration_u, ramp_u = rng.random(4)
+    if take >= share:
+        return (0.0, 0.0)
+    fast = LATE_MPS[0] + fast_u * (LATE_MPS[1] - LATE_MPS[0])
+    late = (fast * (LATE_S[0] + duration_u * (LATE_S[1] - LATE_S[0])), fast)
+    return (*late, late_ramp * (2.0 * ramp_u - 1.0)) if late_ramp else late
 
 
 def stop_t0s(drive, stride: int, phase: int = 0) -> list[float]:
