@@ -86,6 +86,9 @@ LATE_S = (0.5, 2.5)  # ... for this long (s), so it is that times further along 
 EARLY_SPEED = (0.0, 0.8)  # early examples: the ego drives at this share of the expert's speed at t0 ...
 EARLY_AHEAD_M = (0.0, 25.0)  # ... this much further along (world.World.late keeps it able to stop for red)
 DENSE_STOP_MPS = 7.0  # --dense-stops: below this speed, braking for or standing at a light or a lead
+STANDING_MPS = 0.05  # --rolling-stops: the expert stands (held by a light or a lead) below this speed ...
+ROLLING_MPS = (0.05, 1.0)  # ... where the ego still rolls this fast ...
+ROLLING_BACK_M = (0.0, 3.0)  # ... this far behind the expert
 # --dense-curves: the road's curvature somewhere along the expert's next 6.4 s differs from the curvature under the
 # car by more than this (1/m): a curve's entry or exit lies ahead. Every curve of the curve and mixed drives (radius
 # 30-140 m) counts; the gentle bends before some lights (150-300 m) do not.
@@ -219,7 +222,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                    max_drift: tuple[float, float] = (0.0, 0.0),
                    light_futures: str = "true", late_ramp: float = 0.0,
                    early_share: float = 0.0, dense_stops: int = 0, dense_curves: int = 0,
-                   dense_late: float = 0.0, workers: int = 1) -> list[StoredExample]:
+                   dense_late: float = 0.0, rolling_stops: int = 0, workers: int = 1) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -248,6 +251,12 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     and the history does not yet (or no longer) say so. A share `dense_late` of the dense stops (their own stream)
     has a late ego instead, drawn as the stride's late ones are (`world.World.late` keeps it able to stop before a
     red line or the lead): a car that reaches the last metres still moving, which the expert's drive never shows.
+    With `rolling_stops` K, each drive also gives every K-th grid step where its expert stands held by a light or a
+    lead (`standing_t0s`), with an ego that still rolls there at U(ROLLING_MPS), up to
+    ROLLING_BACK_M behind the expert (its own stream; with `late_ramp` the history's acceleration differs too): a
+    car that has slowed to walking pace before the line or the lead, labelled as the expert that must stop it
+    there. The expert's own drive passes such speeds in a fraction of a second, and its standstill examples all
+    hold a speed of zero; a plan that holds a walking pace instead rolls over the line.
 
     `workers` processes render the drives (each drive draws from its own streams: the examples are the same
     for any number)."""
@@ -255,7 +264,8 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     render = functools.partial(_render_drive, t0_stride=t0_stride, offset_share=offset_share,
                                max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                                light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
-                               dense_stops=dense_stops, dense_curves=dense_curves, dense_late=dense_late)
+                               dense_stops=dense_stops, dense_curves=dense_curves, dense_late=dense_late,
+                               rolling_stops=rolling_stops)
     return _rendered(render, [(k, name, seed) for k, (name, seed) in enumerate(drives)], workers)
 
 
@@ -310,7 +320,7 @@ def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int
 def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
                   late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
                   early_share: float, dense_stops: int = 0, dense_curves: int = 0,
-                  dense_late: float = 0.0) -> list[StoredExample]:
+                  dense_late: float = 0.0, rolling_stops: int = 0) -> list[StoredExample]:
     """`build_examples` for drive number k (name, seed): its t0s and each one's offset, drift and lateness, from
     the drive's own streams."""
     k, name, seed = job
@@ -345,9 +355,13 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
     stops = [(t0, _dense_late(dense_rng, dense_late, late_ramp))
              for t0 in (stop_t0s(drive, dense_stops, phase=k % dense_stops) if dense_stops else [])]
     curves = [(t0, (0.0, 0.0)) for t0 in (curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else [])]
+    roll_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 8])
+    rolls = [(t0, _rolling(roll_rng, late_ramp))
+             for t0 in (standing_t0s(drive, rolling_stops, phase=k % rolling_stops) if rolling_stops else [])]
     taken = set(t0s)
-    for t0, late in stops + curves:
-        if t0 not in taken and not _dropped(drive, t0, light_futures):
+    chosen = [(t0, late, False) for t0, late in stops + curves] + [(t0, late, True) for t0, late in rolls]
+    for t0, late, rolling in chosen:  # a rolling ego is another car than the one the t0 already shows
+        if (rolling or t0 not in taken) and not _dropped(drive, t0, light_futures):
             taken.add(t0)
             examples.extend(drive_examples(_light_world(drive, t0, light_futures), [t0], offsets=[0.0],
                                            lates=[late], drifts=[(0.0, 0.0)]))
@@ -364,6 +378,24 @@ def _dense_late(rng: np.random.Generator, share: float, late_ramp: float) -> tup
     fast = LATE_MPS[0] + fast_u * (LATE_MPS[1] - LATE_MPS[0])
     late = (fast * (LATE_S[0] + duration_u * (LATE_S[1] - LATE_S[0])), fast)
     return (*late, late_ramp * (2.0 * ramp_u - 1.0)) if late_ramp else late
+
+
+def _rolling(rng: np.random.Generator, late_ramp: float) -> tuple[float, ...]:
+    """A rolling stop's ego: (ahead, fast) with the speed U(ROLLING_MPS) and U(ROLLING_BACK_M) behind the expert
+    that stands there and, with `late_ramp`, the history's extra acceleration U(-late_ramp, late_ramp). Every call
+    draws three numbers."""
+    fast_u, back_u, ramp_u = rng.random(3)
+    late = (-(ROLLING_BACK_M[0] + back_u * (ROLLING_BACK_M[1] - ROLLING_BACK_M[0])),
+            ROLLING_MPS[0] + fast_u * (ROLLING_MPS[1] - ROLLING_MPS[0]))
+    return (*late, late_ramp * (2.0 * ramp_u - 1.0)) if late_ramp else late
+
+
+def standing_t0s(drive, stride: int, phase: int = 0) -> list[float]:
+    """Every `stride`-th grid t0 (`t0_grid`) where the drive's expert stands, below STANDING_MPS, held by a light or
+    a lead (`world.Drive.binding`)."""
+    d = drive.drive
+    step = {t0: min(int(round(t0 / world.SIM_DT_S)), len(d.t) - 1) for t0 in t0_grid(drive, stride, phase)}
+    return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < STANDING_MPS]
 
 
 def stop_t0s(drive, stride: int, phase: int = 0) -> list[float]:
@@ -464,13 +496,13 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96,
-          dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0) -> dict:
+          dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                      light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
     examples = build_examples(drives, t0_stride, dense_stops=dense_stops, dense_curves=dense_curves,
-                              dense_late=dense_late, **rendering)
+                              dense_late=dense_late, rolling_stops=rolling_stops, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
                 time.perf_counter() - started)
     expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
@@ -590,7 +622,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
               "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
-              "dense_curves": dense_curves, "dense_late": dense_late,
+              "dense_curves": dense_curves, "dense_late": dense_late, "rolling_stops": rolling_stops,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -813,6 +845,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-curves", type=int, default=0, metavar="K",
                         help="also every K-th 0.1 s step the stride left out whose 6.4 s future enters or leaves a "
                              "curve, centred (0: none)")
+    parser.add_argument("--rolling-stops", type=int, default=0, metavar="K",
+                        help="also every K-th 0.1 s step where the expert stands at a light or a lead, with an ego "
+                             f"still rolling there at {ROLLING_MPS[0]:g}-{ROLLING_MPS[1]:g} m/s up to "
+                             f"{ROLLING_BACK_M[1]:g} m behind it (0: none)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
@@ -822,8 +858,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scene_drives and (not args.scene_steps or args.mirror_share or args.rare_weight):
         parser.error("--scene-drives feeds stage 0 (--scene-steps > 0), whose draws are uniform and unmirrored: "
                      "not with --mirror-share or --rare-weight")
-    if args.dense_stops < 0 or args.dense_curves < 0:
-        parser.error("--dense-stops and --dense-curves must be >= 0")
+    if args.dense_stops < 0 or args.dense_curves < 0 or args.rolling_stops < 0:
+        parser.error("--dense-stops, --dense-curves and --rolling-stops must be >= 0")
     if not 0.0 <= args.dense_late <= 1.0 or (args.dense_late and not args.dense_stops):
         parser.error("--dense-late is a share (0-1) of the --dense-stops examples: with --dense-stops K > 0")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
@@ -843,7 +879,8 @@ def main(argv: list[str] | None = None) -> int:
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
                    curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
-                   dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late)
+                   dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late,
+                   rolling_stops=args.rolling_stops)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

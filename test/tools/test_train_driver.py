@@ -200,6 +200,46 @@ def test_dense_late_stops_reach_the_last_metres_still_moving(monkeypatch):
     assert moving_near >= 5
 
 
+def test_rolling_stops_add_a_car_still_rolling_where_the_expert_stands_and_it_stops_before_the_line(monkeypatch):
+    """`--rolling-stops K`: the other examples stay as they are, and each drive adds its every K-th grid t0 where the
+    expert stands held by a light or a lead, with an ego still rolling there at walking pace a little behind it (its
+    own stream); at a red light that ego is moving at t0, slows (mostly to rest within the 6.4 s) and never crosses on red."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, drive.seed, t0, late) for t0, late in zip(t0s, kw["lates"], strict=True)])
+    options = dict(offset_share=0.4, max_offset_m=1.5, late_share=0.3, max_drift=(0.05, 0.006), late_ramp=1.0,
+                   light_futures="as-seen")
+    plain = train_driver.build_examples(2, 4, **options)
+    rolled = train_driver.build_examples(2, 4, rolling_stops=2, **options)
+    assert [e for e in rolled if e in plain] == plain  # the others, in their order
+    extra = [e for e in rolled if e not in plain]
+    drives = [(name, TRAIN_SEEDS[i]) for i in range(2) for name in world.SCENARIOS]
+    standing = {(name, seed, t0) for k, (name, seed) in enumerate(drives)
+                for t0 in train_driver.standing_t0s(world.generate(name, seed), 2, phase=k % 2)}
+    assert len(extra) == len(standing) and {e[:3] for e in extra} == standing
+    assert {e[0] for e in extra} >= {"red_light", "mixed"} and "straight" not in {e[0] for e in extra}
+    moving_red = resting = 0
+    for name, seed, t0, (ahead, fast, ramp) in extra:
+        assert train_driver.ROLLING_MPS[0] <= fast <= train_driver.ROLLING_MPS[1] and abs(ramp) <= 1.0
+        assert -train_driver.ROLLING_BACK_M[1] <= ahead <= -train_driver.ROLLING_BACK_M[0]
+        drive = world.generate(name, seed)
+        k0 = int(round(t0 / world.SIM_DT_S))
+        assert drive.drive.v[k0] < train_driver.STANDING_MPS and drive.drive.binding[k0] in ("light", "lead")
+        if name != "red_light":
+            continue
+        seen = train_driver._light_world(drive, t0, "as-seen")
+        d = seen.late(t0, ahead, fast, ramp).drive
+        red = [k for k in range(k0, len(d.t)) if seen.light_state(float(d.t[k])) == "red"]
+        assert all(d.s[k] + world.EGO_FRONT_M < seen.stop_line_s for k in red), f"{seed} t0={t0}: crosses on red"
+        end = k0 + int(round(world.FUTURE_S / world.SIM_DT_S))
+        if seen.light_state(t0) == "red" and red[-1] >= end:  # red through the whole future
+            assert d.v[k0] >= train_driver.ROLLING_MPS[0] - 1e-9 and d.v[end] <= d.v[k0]
+            moving_red += 1
+            resting += d.v[end] == 0.0
+    assert moving_red >= 10 and resting >= moving_red / 2
+
+
 def test_dense_curves_add_the_centred_moments_whose_future_enters_or_leaves_a_curve(monkeypatch):
     """`--dense-curves K`: the stride's examples stay as they are, and each drive adds its every K-th grid t0 whose
     6.4 s future enters or leaves a curve of the road, centred, once: on a curve drive the moments before its entry
