@@ -133,7 +133,8 @@ class NodeConfig:
                                            low=0.1, high=50.0)
     max_first_pose_error_m: float = _param(0.5, "m the first pose may be from v0 * 0.1 s ahead before the sample "
                                                 "is withheld", name="max_first_pose_error", low=0.05, high=10.0)
-    max_reverse_m: float = _param(1.0, "m a pose may lie behind the vehicle before the sample is withheld",
+    max_reverse_m: float = _param(1.0, "m a sample may reverse behind the vehicle before its path first turns back "
+                                       "(else: withheld; running back after braking to a stop is a stop)",
                                   name="max_reverse", low=0.0, high=100.0)
 
     def __post_init__(self) -> None:

@@ -1,8 +1,13 @@
 """Which sampled trajectories may be published, and which one is selected.
 
 A sample is rejected, with reasons, if any pose or action is not finite, an acceleration or
-curvature leaves the release's bounds, its first pose is not where the t0 speed puts it, or a pose
-lies further behind the vehicle than a reversing manoeuvre could take it.
+curvature leaves the release's bounds, its first pose is not where the t0 speed puts it, or it starts
+by reversing further behind the vehicle than a reversing manoeuvre could take it.
+
+The release's unicycle integrates the accelerations with no floor at zero speed: a plan that brakes to
+a stop and a little beyond runs backwards after its standstill (a cusp in its path). That plan means
+"stop there" and is published as the model wrote it; only the stretch before its first cusp counts
+for the reversing check, and a forward-driving follower stops at the cusp (`progress_along`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,26 @@ from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import Prediction
 
 from .settings import OutputLimits, Selection
+
+
+def cusps(xy: np.ndarray) -> np.ndarray:
+    """Indices of the points of an (n, 2) path where it turns back: the steps before and after them point
+    against each other. A unicycle path otherwise turns by its curvature times a 0.1 s step, far from that."""
+    step = np.diff(np.asarray(xy, dtype=np.float64), axis=0)
+    return np.flatnonzero(np.einsum("ij,ij->i", step[1:], step[:-1]) < 0.0) + 1
+
+
+def progress_along(xy: np.ndarray, forward: np.ndarray | None = None) -> np.ndarray:
+    """(n,) signed distance travelled along an (n, 2) path: positive while it moves the way it starts (or, with
+    the unit vector `forward`, e.g. the vehicle's heading at the first point, the way that points), changing
+    sign at every cusp."""
+    step = np.diff(np.asarray(xy, dtype=np.float64), axis=0)
+    sign = np.ones(len(step))
+    for k in cusps(xy):
+        sign[k:] *= -1.0
+    if forward is not None and len(step) and float(step[0] @ np.asarray(forward, dtype=np.float64)) < 0.0:
+        sign = -sign
+    return np.concatenate([[0.0], np.cumsum(sign * np.hypot(step[:, 0], step[:, 1]))])
 
 
 def sample_problems(pred: Prediction, action_space: UnicycleAccelCurvatureActionSpace,
@@ -41,9 +66,12 @@ def sample_problems(pred: Prediction, action_space: UnicycleAccelCurvatureAction
             if miss > limits.max_first_pose_error_m:
                 reasons.append(f"first pose ({float(first[0]):.2f}, {float(first[1]):.2f}) m is {miss:.2f} m from "
                                f"v0*dt = {v0 * cfg.dt:.2f} m ahead (max {limits.max_first_pose_error_m:.2f} m)")
-            behind = -float(pred.xyz[s, :, 0].min())
+            path = np.concatenate([np.zeros((1, 2)), pred.xyz[s, :, :2].double().numpy()])  # from the vehicle
+            turns = cusps(path)
+            first = path[:turns[0] + 1] if turns.size else path  # up to where it first turns back
+            behind = -float(progress_along(first, forward=np.array([1.0, 0.0])).min())  # ego frame: x forward
             if behind > limits.max_reverse_m:
-                reasons.append(f"a pose lies {behind:.1f} m behind the vehicle (max {limits.max_reverse_m:.1f} m)")
+                reasons.append(f"it reverses {behind:.1f} m behind the vehicle (max {limits.max_reverse_m:.1f} m)")
         problems.append(reasons)
     return problems
 

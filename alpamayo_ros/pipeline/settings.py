@@ -16,7 +16,7 @@ class OutputLimits:
     """Physical plausibility of a sampled trajectory (ego frame at t0)."""
 
     max_first_pose_error_m: float = 0.5  # |x_1 - v0 dt|; the accel bound alone allows 0.05 m
-    max_reverse_m: float = 1.0  # no pose further behind the t0 position than this
+    max_reverse_m: float = 1.0  # no reversing further behind the t0 position than this before the first cusp
 
 
 class Selection(enum.Enum):

@@ -1,12 +1,14 @@
 """Output checks and sample selection."""
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import Prediction, Timings
 from alpamayo_ros.model.config import ActionSpaceConfig
-from alpamayo_ros.pipeline.outputs import Selection, sample_problems, select_sample
+from alpamayo_ros.pipeline.outputs import Selection, cusps, progress_along, sample_problems, select_sample
 from alpamayo_ros.tools.synthetic import arc_history
 
 SPACE = UnicycleAccelCurvatureActionSpace(ActionSpaceConfig())
@@ -46,7 +48,17 @@ def test_medoid_is_the_sample_closest_to_the_others():
     assert select_sample(xyz, [0, 3], Selection.MEDOID) == 0  # a tie goes to the first candidate
 
 
-def test_a_trajectory_reversing_far_behind_the_vehicle_is_rejected():
-    pred, hist_xyz, hist_rot = prediction([[-5.0] * 64])  # 10 m/s, braking, then reversing 38 m back
-    problems = sample_problems(pred, SPACE, hist_xyz, hist_rot)[0]
-    assert any("behind the vehicle" in p for p in problems)
+def test_a_trajectory_reversing_far_behind_the_vehicle_is_rejected_one_that_runs_back_after_a_stop_is_not():
+    """The release's unicycle has no floor at zero speed: braking past the standstill runs the plan backwards. That
+    plan says stop there (a forward-driving follower holds at its cusp); one that starts by reversing is withheld."""
+    pred, hist_xyz, hist_rot = prediction([[-5.0] * 64])  # 10 m/s: stops 10 m ahead, then runs 38 m back
+    assert float(pred.xyz[0, :, 0].min()) < -30.0 and sample_problems(pred, SPACE, hist_xyz, hist_rot)[0] == []
+    hist_xyz, hist_rot = arc_history(0.0, 0.0)  # standing: the same braking reverses from the start
+    accel = torch.full((1, 64), -1.0)
+    action = SPACE.normalize(accel, torch.zeros_like(accel))
+    xyz, rot = SPACE.action_to_traj(action, torch.from_numpy(hist_xyz)[None], torch.from_numpy(hist_rot)[None])
+    standing = dataclasses.replace(pred, xyz=xyz, rot=rot, action=action)
+    problems = sample_problems(standing, SPACE, hist_xyz, hist_rot)[0]
+    assert any("reverses 20.5 m behind the vehicle" in p for p in problems), problems
+    assert progress_along(np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [1.5, 0.0]]))[-1] == 1.5
+    assert list(cusps(np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.1], [1.5, 0.1], [3.0, 0.0]]))) == [2, 3]

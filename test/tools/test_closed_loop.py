@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from alpamayo_ros.tools.closed_loop.controller import HOLD_DECEL_MPS2, NO_PLAN_DECEL_MPS2, Mode, Plan, Tracker
+from alpamayo_ros.tools.closed_loop.controller import HOLD_DECEL_MPS2, NO_PLAN_DECEL_MPS2, Mode, Plan, Tracker, forward_path
 from alpamayo_ros.tools.closed_loop.vehicle import LIMITS, Command, VehicleState, step
 
 DT_S = 0.01
@@ -98,6 +98,26 @@ def test_controller_holds_a_standing_plan_and_brakes_without_one():
     assert control.mode is Mode.HOLD and control.command.accel == -HOLD_DECEL_MPS2
     assert tracker.command(VehicleState(0.0, 0.0, 0.0, 0.0), 7 * NS_PER_S).mode is Mode.NO_PLAN  # ran out
 
+
+
+def test_the_car_holds_where_a_plan_turns_back_and_never_follows_it_backwards():
+    """The release's unicycle has no floor at zero speed: a plan that brakes a little too hard runs back after its
+    standstill. A car in drive stops where the plan got furthest, and a plan that first creeps back and then drives
+    off is held at the start until it is ahead of it again."""
+    x = np.concatenate([np.linspace(0.0, 5.0, 21), np.linspace(5.0, 2.0, 13)[1:]])  # 5 m forward, then 3 m back
+    path = np.stack([x, np.zeros_like(x)], axis=1)
+    held = forward_path(path, yaw0=0.0)
+    np.testing.assert_array_equal(held[:21], path[:21])
+    assert np.all(held[21:] == [5.0, 0.0])
+    creep = np.stack([np.concatenate([-np.linspace(0.0, 0.3, 4), np.linspace(-0.2, 3.0, 9)]), np.zeros(13)], axis=1)
+    off = forward_path(creep, yaw0=0.0)
+    assert np.all(off[:5] == [0.0, 0.0]) and np.array_equal(off[5:], creep[5:])  # held until it passes the start
+    assert np.all(forward_path(-path, yaw0=math.pi) == -held)  # heading west: the same plan, mirrored
+    tracker = Tracker()  # 5 m/s braking at 2.5 m/s^2 and on past the standstill at 2 s, 5 m ahead: the car stops there
+    tracker.follow(plan_of(lambda t: np.stack([5.0 * t - 1.25 * t * t, np.zeros_like(t)], axis=1)))
+    assert np.all(tracker.plan.xy[20:] == [5.0, 0.0])
+    state, steps = track(tracker.plan, VehicleState(0.0, 0.0, 0.0, 5.0), 6.0)
+    assert 4.5 < state.x < 5.5 and state.speed < 0.05 and steps[-1].mode is Mode.HOLD
 
 # -- lockstep runs of the node's tick engine (rclpy messages; the tiny random model) -----------------------------
 

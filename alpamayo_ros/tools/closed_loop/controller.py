@@ -6,17 +6,21 @@ point a speed-dependent look-ahead distance further along the plan's path and co
 it. Speed follows the plan in time: the plan's acceleration as feed-forward (read one actuator lag
 ahead), plus a PD law on the station error (where the plan is at this time minus where the car is along
 it) and the speed error. A plan that stands still where the car stands is held on the brake; a plan
-that has run out (the model stopped publishing for 6.4 s) brakes the car.
+that has run out (the model stopped publishing for 6.4 s) brakes the car. The car drives forwards only:
+where a plan runs backwards (the release's unicycle has no floor at zero speed, so a plan that brakes a
+little too hard reverses after its standstill) the car holds where the plan got furthest (`forward_path`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from alpamayo_ros.pipeline.outputs import progress_along
 from alpamayo_ros.units import NS_PER_S
 
 from .vehicle import LIMITS, Command, VehicleLimits, VehicleState
@@ -58,6 +62,7 @@ class Plan:
     t0_ns: int  # the model input's time (the plan's first pose)
     tick: int = 0  # the node's tick that published it (0: not known)
     reasoning: str = ""
+    yaw0: float | None = None  # the car's heading at t0, rad (None: the plan's first step is forwards)
 
     def __post_init__(self) -> None:
         if self.t_ns.ndim != 1 or self.xy.shape != (len(self.t_ns), 2) or len(self.t_ns) < 2:
@@ -81,6 +86,16 @@ class _Profile:
     station: np.ndarray  # (n,) arc length along the path, m
     speed: np.ndarray  # (n,) speed at the poses, m/s
     accel: np.ndarray  # (n - 1,) per segment, m/s^2
+
+
+def forward_path(xy: np.ndarray, yaw0: float | None = None) -> np.ndarray:
+    """(n, 2) positions a car that only drives forwards takes along the path: each point, or the point of
+    furthest progress before it where the path has since run back (`progress_along`, forwards along `yaw0`)."""
+    progress = progress_along(xy, None if yaw0 is None else np.array([math.cos(yaw0), math.sin(yaw0)]))
+    keep = np.zeros(len(xy), dtype=np.int64)
+    for i in range(1, len(xy)):
+        keep[i] = i if progress[i] >= progress[keep[i - 1]] else keep[i - 1]
+    return xy[keep]
 
 
 def _profile(plan: Plan) -> _Profile:
@@ -111,7 +126,8 @@ class Tracker:
         self._profile: _Profile | None = None
 
     def follow(self, plan: Plan) -> None:
-        """From now on track `plan` (the newest published trajectory)."""
+        """From now on track `plan` (the newest published trajectory), forwards only (`forward_path`)."""
+        plan = dataclasses.replace(plan, xy=forward_path(plan.xy, plan.yaw0))
         self.plan, self._profile = plan, _profile(plan)
 
     def command(self, state: VehicleState, now_ns: int) -> Step:

@@ -97,7 +97,7 @@ def plan_from_path(path, poses: dict[int, VehicleState], odom_frame: str = senso
         xy = np.stack([origin.x + c * xy[:, 0] - s * xy[:, 1], origin.y + s * xy[:, 0] + c * xy[:, 1]], axis=1)
     stamps = [p.header.stamp.sec * NS_PER_S + p.header.stamp.nanosec for p in path.poses]
     return Plan(t_ns=np.array([t0_ns, *stamps], dtype=np.int64), xy=np.vstack([[origin.x, origin.y], xy]),
-                t0_ns=t0_ns, tick=tick, reasoning=reasoning)
+                t0_ns=t0_ns, tick=tick, reasoning=reasoning, yaw0=origin.yaw)
 
 
 def _expert_state(world: World, t_s: float) -> VehicleState:
