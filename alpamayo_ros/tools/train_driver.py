@@ -252,7 +252,7 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     has a late ego instead, drawn as the stride's late ones are (`world.World.late` keeps it able to stop before a
     red line or the lead): a car that reaches the last metres still moving, which the expert's drive never shows.
     With `rolling_stops` K, each drive also gives every K-th grid step where its expert stands held by a light or a
-    lead (`standing_t0s`), with an ego that still rolls there at U(ROLLING_MPS), up to
+    lead (`stop_t0s` below STANDING_MPS), with an ego that still rolls there at U(ROLLING_MPS), up to
     ROLLING_BACK_M behind the expert (its own stream; with `late_ramp` the history's acceleration differs too): a
     car that has slowed to walking pace before the line or the lead, labelled as the expert that must stop it
     there. The expert's own drive passes such speeds in a fraction of a second, and its standstill examples all
@@ -357,7 +357,8 @@ def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: fl
     curves = [(t0, (0.0, 0.0)) for t0 in (curve_t0s(drive, dense_curves, phase=k % dense_curves) if dense_curves else [])]
     roll_rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 8])
     rolls = [(t0, _rolling(roll_rng, late_ramp))
-             for t0 in (standing_t0s(drive, rolling_stops, phase=k % rolling_stops) if rolling_stops else [])]
+             for t0 in (stop_t0s(drive, rolling_stops, phase=k % rolling_stops, below_mps=STANDING_MPS)
+                        if rolling_stops else [])]
     taken = set(t0s)
     chosen = [(t0, late, False) for t0, late in stops + curves] + [(t0, late, True) for t0, late in rolls]
     for t0, late, rolling in chosen:  # a rolling ego is another car than the one the t0 already shows
@@ -375,8 +376,8 @@ def _dense_late(rng: np.random.Generator, share: float, late_ramp: float) -> tup
     take, fast_u, duration_u, ramp_u = rng.random(4)
     if take >= share:
         return (0.0, 0.0)
-    fast = LATE_MPS[0] + fast_u * (LATE_MPS[1] - LATE_MPS[0])
-    late = (fast * (LATE_S[0] + duration_u * (LATE_S[1] - LATE_S[0])), fast)
+    fast = _between(fast_u, LATE_MPS)
+    late = (fast * _between(duration_u, LATE_S), fast)
     return (*late, late_ramp * (2.0 * ramp_u - 1.0)) if late_ramp else late
 
 
@@ -385,25 +386,22 @@ def _rolling(rng: np.random.Generator, late_ramp: float) -> tuple[float, ...]:
     that stands there and, with `late_ramp`, the history's extra acceleration U(-late_ramp, late_ramp). Every call
     draws three numbers."""
     fast_u, back_u, ramp_u = rng.random(3)
-    late = (-(ROLLING_BACK_M[0] + back_u * (ROLLING_BACK_M[1] - ROLLING_BACK_M[0])),
-            ROLLING_MPS[0] + fast_u * (ROLLING_MPS[1] - ROLLING_MPS[0]))
+    late = (-_between(back_u, ROLLING_BACK_M), _between(fast_u, ROLLING_MPS))
     return (*late, late_ramp * (2.0 * ramp_u - 1.0)) if late_ramp else late
 
 
-def standing_t0s(drive, stride: int, phase: int = 0) -> list[float]:
-    """Every `stride`-th grid t0 (`t0_grid`) where the drive's expert stands, below STANDING_MPS, held by a light or
-    a lead (`world.Drive.binding`)."""
-    d = drive.drive
-    step = {t0: min(int(round(t0 / world.SIM_DT_S)), len(d.t) - 1) for t0 in t0_grid(drive, stride, phase)}
-    return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < STANDING_MPS]
+def _between(u: float, bounds: tuple[float, float]) -> float:
+    """A uniform draw `u` in [0, 1) mapped onto [low, high)."""
+    return bounds[0] + u * (bounds[1] - bounds[0])
 
 
-def stop_t0s(drive, stride: int, phase: int = 0) -> list[float]:
+def stop_t0s(drive, stride: int, phase: int = 0, below_mps: float = DENSE_STOP_MPS) -> list[float]:
     """Every `stride`-th grid t0 (`t0_grid`) where the drive's expert brakes for or stands at a light or a lead
-    below DENSE_STOP_MPS: the constraint that binds it (`world.Drive.binding`) is one of those."""
+    below `below_mps` (DENSE_STOP_MPS; STANDING_MPS: where it stands): the constraint that binds it
+    (`world.Drive.binding`) is one of those."""
     d = drive.drive
     step = {t0: min(int(round(t0 / world.SIM_DT_S)), len(d.t) - 1) for t0 in t0_grid(drive, stride, phase)}
-    return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < DENSE_STOP_MPS]
+    return [t0 for t0, k in step.items() if d.binding[k] in ("light", "lead") and d.v[k] < below_mps]
 
 
 def curve_t0s(drive, stride: int, phase: int = 0) -> list[float]:

@@ -216,7 +216,8 @@ def test_rolling_stops_add_a_car_still_rolling_where_the_expert_stands_and_it_st
     extra = [e for e in rolled if e not in plain]
     drives = [(name, TRAIN_SEEDS[i]) for i in range(2) for name in world.SCENARIOS]
     standing = {(name, seed, t0) for k, (name, seed) in enumerate(drives)
-                for t0 in train_driver.standing_t0s(world.generate(name, seed), 2, phase=k % 2)}
+                for t0 in train_driver.stop_t0s(world.generate(name, seed), 2, phase=k % 2,
+                                                below_mps=train_driver.STANDING_MPS)}
     assert len(extra) == len(standing) and {e[:3] for e in extra} == standing
     assert {e[0] for e in extra} >= {"red_light", "mixed"} and "straight" not in {e[0] for e in extra}
     moving_red = resting = 0
