@@ -314,7 +314,8 @@ def tiny_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
 DRIVER_PIXELS = 96 * 160  # the demo's camera images (make_sample_bag) stay 96 x 160: 3 x 5 = 15 tokens each
 
 
-def driver_config(expert_width: int = 96, vision_width: int = 96) -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
+def driver_config(expert_width: int = 96, vision_width: int = 96,
+                  action_max_freq: float = 0.1) -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     """The synthetic-world driver's architecture (tools/train_driver.py): the tiny layout with a third layer, a wider
     vision tower and expert, and full-resolution demo images; about 3 M parameters (12 MB in float32).
 
@@ -325,10 +326,12 @@ def driver_config(expert_width: int = 96, vision_width: int = 96) -> tuple[Alpam
 
     `expert_width`: the expert's hidden size (its MLP twice that); its attention keeps the VLM's heads.
     `vision_width`: the vision tower's hidden size (its MLP twice that, two heads); its output stays the LM's 128.
+    `action_max_freq`: the Fourier features' last (lowest) frequency; a normalised action within +-1 / (2 x this)
+    of zero has features no other value shares.
     """
     config = AlpamayoR1Config(
         vlm_name_or_path=BASE_VLM_DIR, min_pixels=DRIVER_PIXELS, max_pixels=DRIVER_PIXELS, model_dtype="float32",
-        action_in_proj_cfg=ActionInProjConfig(hidden_size=64, max_freq=0.1),
+        action_in_proj_cfg=ActionInProjConfig(hidden_size=64, max_freq=action_max_freq),
         expert_cfg=ExpertConfig(hidden_size=expert_width, intermediate_size=2 * expert_width, num_attention_heads=4,
                                 head_dim=32))
     vlm_config = _qwen3_vl_config(

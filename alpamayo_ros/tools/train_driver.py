@@ -107,13 +107,16 @@ def future_action(space: UnicycleAccelCurvatureActionSpace, example: StoredExamp
         example.ego_history_xyz, example.ego_history_rot, example.future_xyz, example.future_rot)))
 
 
-def action_statistics(examples: list[StoredExample], config) -> dict[str, float]:
+def action_statistics(examples: list[StoredExample], config, curvature_spread: float = 1.0,
+                      accel_spread: float = 1.0) -> dict[str, float]:
     """The action space's dataset statistics, measured on the examples' futures: mean and standard deviation of
     the acceleration and the curvature the unicycle fit gives (the release's config holds its own data's).
 
     The world's curvature spread is 0.008 1/m, a third of the release's 0.026: normalised with the release's,
     the curvatures would sit in a band of std 0.3 inside the flow's unit noise, and every error of the expert
-    would come out 3x larger in metres."""
+    would come out 3x larger in metres. `curvature_spread` and `accel_spread` scale the measured spreads: above 1
+    a tight curve or a hard brake is nearer the flow's unit noise; below 1 an error of the expert weighs more in
+    the flow loss, and the part of its initial noise a plan keeps moves it less (m/s^2 or 1/m per unit)."""
     space = UnicycleAccelCurvatureActionSpace(config)
     accel, curvature = [], []
     for e in examples[::STATISTICS_STRIDE]:
@@ -121,8 +124,8 @@ def action_statistics(examples: list[StoredExample], config) -> dict[str, float]
         accel.append(a)
         curvature.append(k)
     accel, curvature = torch.cat(accel).double(), torch.cat(curvature).double()
-    return {"accel_mean": accel.mean().item(), "accel_std": accel.std().item(),
-            "curvature_mean": curvature.mean().item(), "curvature_std": curvature.std().item()}
+    return {"accel_mean": accel.mean().item(), "accel_std": accel.std().item() * accel_spread,
+            "curvature_mean": curvature.mean().item(), "curvature_std": curvature.std().item() * curvature_spread}
 
 
 def action_rarity(examples: list[StoredExample], config) -> np.ndarray:
@@ -492,8 +495,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
-          scene_brakes: bool = False, curvature_spread: float = 1.0, scene_drives: int = 0,
-          scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96,
+          scene_brakes: bool = False, curvature_spread: float = 1.0, accel_spread: float = 1.0, scene_drives: int = 0,
+          scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96, action_max_freq: float = 0.1,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -515,10 +518,9 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         logger.info("stage 0 also sees %d examples from %d more drives (%.0f s in)", len(seen) - len(examples),
                     scene_drives * len(world.SCENARIOS), render_s)
 
-    config, vlm_config = driver_config(expert_width, vision_width)
-    statistics = action_statistics(examples[:expert_examples], config.action_space_cfg) if own_statistics else {}
-    if statistics and curvature_spread != 1.0:  # a tight curve nearer the flow's unit noise, at straights' cost
-        statistics["curvature_std"] *= curvature_spread
+    config, vlm_config = driver_config(expert_width, vision_width, action_max_freq)
+    statistics = action_statistics(examples[:expert_examples], config.action_space_cfg, curvature_spread,
+                                   accel_spread) if own_statistics else {}
     config = dataclasses.replace(config, action_space_cfg=dataclasses.replace(config.action_space_cfg, **statistics))
     logger.info("action statistics: %s", statistics or "the release's")
     torch.manual_seed(seed)
@@ -613,12 +615,14 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
               "scene_distances": scene_distances, "expert_width": expert_width, "vision_width": vision_width,
+              "action_max_freq": action_max_freq,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
               "late_ramp": late_ramp, "early_share": early_share, "ordinal_tokens": ordinal,
               "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
-              "curvature_spread": curvature_spread, "scene_drives": scene_drives, "scene_t0_stride": scene_t0_stride,
+              "curvature_spread": curvature_spread, "accel_spread": accel_spread, "scene_drives": scene_drives,
+              "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
               "dense_curves": dense_curves, "dense_late": dense_late, "rolling_stops": rolling_stops,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
@@ -801,6 +805,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curvature-spread", type=float, default=1.0,
                         help="with --own-statistics, the measured curvature spread times this: a 30 m curve, 4 "
                              "standard deviations out with 1, is 4/this")
+    parser.add_argument("--accel-spread", type=float, default=1.0,
+                        help="with --own-statistics, the measured acceleration spread times this: below 1, a plan's "
+                             "mean acceleration error of 0.05 m/s^2 (the 0.3 m/s left at a stop, 1.8 m of creep in "
+                             "6 s) is 1/this times larger in the flow loss")
+    parser.add_argument("--action-max-freq", type=float, default=0.1,
+                        help="the action Fourier features' lowest frequency (upstream's max_freq), cycles per "
+                             "normalised unit: actions within +-1/(2 x this) have features of their own; with "
+                             "--accel-spread 0.5 a 4 m/s^2 brake is 10 units out")
     parser.add_argument("--scene-pooling", choices=SCENE_POOLINGS, default="attention",
                         help="how the scene probe pools the image tokens: one learnt attention query, their mean "
                              "(the cause then has to be readable from every token's share alike), or one learnt "
@@ -849,8 +861,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"{ROLLING_BACK_M[1]:g} m behind it (0: none)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
-    if args.curvature_spread <= 0.0 or (args.curvature_spread != 1.0 and not args.own_statistics):
-        parser.error("--curvature-spread scales the measured statistics: a positive factor, with --own-statistics")
+    for name in ("curvature_spread", "accel_spread"):
+        if getattr(args, name) <= 0.0 or (getattr(args, name) != 1.0 and not args.own_statistics):
+            parser.error(f"--{name.replace('_', '-')} scales the measured statistics: a positive factor, with "
+                         "--own-statistics")
     if args.scene_drives < 0 or args.scene_t0_stride < 1:
         parser.error("--scene-drives must be >= 0 and --scene-t0-stride >= 1")
     if args.scene_drives and (not args.scene_steps or args.mirror_share or args.rare_weight):
@@ -875,8 +889,9 @@ def main(argv: list[str] | None = None) -> int:
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
-                   curvature_spread=args.curvature_spread, scene_drives=args.scene_drives,
+                   curvature_spread=args.curvature_spread, accel_spread=args.accel_spread, scene_drives=args.scene_drives,
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
+                   action_max_freq=args.action_max_freq,
                    dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late,
                    rolling_stops=args.rolling_stops)
     last = record["log"][-1] if record["log"] else {}

@@ -491,6 +491,58 @@ def test_rarity_scores_a_tight_curve_by_its_standard_deviations_and_cruising_as_
     assert abs(curve - expected) < 0.1 * expected, (curve, expected)
 
 
+def test_the_spread_options_scale_only_the_measured_spreads():
+    """`--accel-spread` / `--curvature-spread`: the stored standard deviations are the measured ones times the
+    factor; the means, and the other spread, stay as measured."""
+    from alpamayo_ros.model.loading import driver_config
+    from alpamayo_ros.tools.train_driver import action_statistics
+
+    def example(speed: float, accel: float, curvature: float):  # a constant acceleration along a circle (or line)
+        history_t, future_t = np.arange(-15, 1) * 0.1, np.arange(1, 65) * 0.1
+        s = np.maximum(speed * future_t + 0.5 * accel * future_t ** 2, 0.0)
+        yaw = curvature * s
+        future = np.stack([np.sin(yaw) / curvature, (1 - np.cos(yaw)) / curvature, 0 * s], 1)
+        rot = np.zeros((64, 3, 3))
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = (np.cos(yaw), -np.sin(yaw), np.sin(yaw),
+                                                                                np.cos(yaw), 1.0)
+        return types.SimpleNamespace(
+            ego_history_xyz=np.stack([history_t * speed, 0 * history_t, 0 * history_t], 1).astype(np.float32),
+            ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
+            future_xyz=future.astype(np.float32), future_rot=rot.astype(np.float32))
+
+    rng = np.random.default_rng(0)
+    examples = [example(rng.uniform(5, 12), rng.uniform(-1.0, 0.5), rng.choice([-1, 1]) * rng.uniform(0.002, 0.03))
+                for _ in range(32)]
+    config = driver_config()[0].action_space_cfg
+    measured = action_statistics(examples, config)
+    assert measured["accel_std"] > 0.1 and measured["curvature_std"] > 0.003, measured
+    for accel_spread, curvature_spread in ((0.5, 1.0), (1.0, 1.5), (0.5, 0.5)):
+        scaled = action_statistics(examples, config, curvature_spread=curvature_spread, accel_spread=accel_spread)
+        assert scaled["accel_mean"] == measured["accel_mean"]
+        assert scaled["curvature_mean"] == measured["curvature_mean"]
+        assert scaled["accel_std"] == pytest.approx(measured["accel_std"] * accel_spread, rel=1e-12)
+        assert scaled["curvature_std"] == pytest.approx(measured["curvature_std"] * curvature_spread, rel=1e-12)
+
+
+def test_action_max_freq_moves_only_the_action_features_lowest_frequency():
+    """`--action-max-freq`: the action and flow-time Fourier features end at that frequency, so a normalised action
+    within +-1 / (2 x it) has features of its own: with the default 0.1 a brake 9 units out reads almost as +1 does
+    at the lowest frequency (one period, 10 units, apart); with 0.05 it does not. Nothing else in the layout moves."""
+    from alpamayo_ros.model.action_projection import fourier_frequencies
+    from alpamayo_ros.model.loading import driver_config
+
+    (plain, plain_vlm), (low, low_vlm) = driver_config(), driver_config(action_max_freq=0.05)
+    assert plain_vlm.to_dict() == low_vlm.to_dict()
+    assert dataclasses.replace(low, action_in_proj_cfg=plain.action_in_proj_cfg) == plain
+    assert (plain.action_in_proj_cfg.max_freq, low.action_in_proj_cfg.max_freq) == (0.1, 0.05)
+    for max_freq, aliased in ((0.1, True), (0.05, False)):
+        lowest = float(fourier_frequencies(plain.action_in_proj_cfg.num_fourier_feats, max_freq)[0, -1])
+        assert lowest == pytest.approx(max_freq, rel=1e-6)
+        angle = 2 * np.pi * lowest * np.array([-9.0, 1.0])
+        assert (np.abs(np.sin(angle[0]) - np.sin(angle[1])) + np.abs(np.cos(angle[0]) - np.cos(angle[1])) < 1e-5) \
+            == aliased
+
+
 def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_from_it():
     """`--expert-steps`: the stored prefixes, padded into one batch, give the expert the loss the joint pass's
     cropped cache gives it (same draws; prefixes of different lengths in one batch); then a few expert-only steps
@@ -549,6 +601,7 @@ def test_frozen_vision_encodes_once_what_each_batch_would_encode():
 
 @pytest.mark.parametrize("flags", [
     ["--curvature-spread", "0"], ["--curvature-spread", "1.5", "--no-own-statistics"],
+    ["--accel-spread", "-0.5"], ["--accel-spread", "0.5", "--no-own-statistics"],
     ["--scene-drives", "-1"], ["--scene-drives", "4", "--scene-t0-stride", "0"],
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
     ["--visited", "no-such-states.json"],
