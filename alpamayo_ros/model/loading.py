@@ -326,8 +326,8 @@ def driver_config(expert_width: int = 96, vision_width: int = 96,
 
     `expert_width`: the expert's hidden size (its MLP twice that); its attention keeps the VLM's heads.
     `vision_width`: the vision tower's hidden size (its MLP twice that, two heads); its output stays the LM's 128.
-    `action_max_freq`: the Fourier features' last (lowest) frequency; a normalised action within +-1 / (2 x this)
-    of zero has features no other value shares.
+    `action_max_freq`: the Fourier features' last (lowest) frequency; over +-1 / (2 x this) around zero that
+    frequency's (sin, cos) pair is one-to-one, and it repeats for values 1 / this apart.
     """
     config = AlpamayoR1Config(
         vlm_name_or_path=BASE_VLM_DIR, min_pixels=DRIVER_PIXELS, max_pixels=DRIVER_PIXELS, model_dtype="float32",

@@ -811,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
                              "6 s) is 1/this times larger in the flow loss")
     parser.add_argument("--action-max-freq", type=float, default=0.1,
                         help="the action Fourier features' lowest frequency (upstream's max_freq), cycles per "
-                             "normalised unit: actions within +-1/(2 x this) have features of their own; with "
+                             "normalised unit: over +-1/(2 x this) its (sin, cos) pair is one-to-one; with "
                              "--accel-spread 0.5 a 4 m/s^2 brake is 10 units out")
     parser.add_argument("--scene-pooling", choices=SCENE_POOLINGS, default="attention",
                         help="how the scene probe pools the image tokens: one learnt attention query, their mean "
