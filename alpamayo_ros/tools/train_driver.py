@@ -808,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accel-spread", type=float, default=1.0,
                         help="with --own-statistics, the measured acceleration spread times this: below 1, a plan's "
                              "mean acceleration error of 0.05 m/s^2 (the 0.3 m/s left at a stop, 1.8 m of creep in "
-                             "6 s) is 1/this times larger in the flow loss")
+                             "6 s) is 1/this times more normalised units, 1/this^2 in the flow loss")
     parser.add_argument("--action-max-freq", type=float, default=0.1,
                         help="the action Fourier features' lowest frequency (upstream's max_freq), cycles per "
                              "normalised unit: over +-1/(2 x this) its (sin, cos) pair is one-to-one; with "

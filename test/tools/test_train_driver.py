@@ -456,13 +456,29 @@ def test_ordinal_tokens_order_only_the_trajectory_bins_rows():
     assert torch.equal(again.vlm.get_input_embeddings().weight, embed)
 
 
+def arc_example(speed: float, radius_m: float | None = None, accel: float = 0.0) -> types.SimpleNamespace:
+    """The poses `action_rarity` / `action_statistics` read: a straight 1.5 s history at `speed`, then a future along
+    a circle of `radius_m` (left; negative: right; None: straight on) at a constant `accel`, floored at standstill."""
+    history_t, future_t = np.arange(-15, 1) * 0.1, np.arange(1, 65) * 0.1
+    s = np.maximum(speed * future_t + 0.5 * accel * future_t ** 2, 0.0)
+    yaw = s / radius_m if radius_m else 0 * s
+    future = (np.stack([radius_m * np.sin(yaw), radius_m * (1 - np.cos(yaw)), 0 * yaw], 1) if radius_m else
+              np.stack([s, 0 * s, 0 * s], 1))
+    rot = np.zeros((64, 3, 3))
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = (np.cos(yaw), -np.sin(yaw), np.sin(yaw),
+                                                                            np.cos(yaw), 1.0)
+    return types.SimpleNamespace(
+        ego_history_xyz=np.stack([history_t * speed, 0 * history_t, 0 * history_t], 1).astype(np.float32),
+        ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
+        future_xyz=future.astype(np.float32), future_rot=rot.astype(np.float32))
+
+
 def test_rarity_scores_a_tight_curve_by_its_standard_deviations_and_cruising_as_one():
     """`--rare-weight`: an example's rarity is its future's largest |normalised action| (at least 1). With the
     shipped driver's statistics a 30 m curve at 10 m/s is about (1/30) / 0.0079 = 4.2 standard deviations out;
     cruising straight on is 1."""
     import dataclasses
     import json
-    import types
     from pathlib import Path
 
     from alpamayo_ros.model.loading import driver_config
@@ -472,20 +488,8 @@ def test_rarity_scores_a_tight_curve_by_its_standard_deviations_and_cruising_as_
     config = dataclasses.replace(driver_config()[0].action_space_cfg,
                                  **{k: shipped[k] for k in ("accel_mean", "accel_std", "curvature_mean", "curvature_std")})
 
-    def example(radius_m: float | None, speed: float = 10.0):
-        history_t, future_t = np.arange(-15, 1) * 0.1, np.arange(1, 65) * 0.1
-        history = np.stack([history_t * speed, 0 * history_t, 0 * history_t], 1)
-        yaw = future_t * speed / radius_m if radius_m else 0 * future_t
-        future = (np.stack([radius_m * np.sin(yaw), radius_m * (1 - np.cos(yaw)), 0 * yaw], 1) if radius_m else
-                  np.stack([future_t * speed, 0 * future_t, 0 * future_t], 1))
-        rot = np.zeros((64, 3, 3))
-        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = (np.cos(yaw), -np.sin(yaw), np.sin(yaw),
-                                                                                np.cos(yaw), 1.0)
-        return types.SimpleNamespace(ego_history_xyz=history.astype(np.float32),
-                                     ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
-                                     future_xyz=future.astype(np.float32), future_rot=rot.astype(np.float32))
-
-    straight, curve, gentle = action_rarity([example(None), example(30.0), example(200.0)], config)
+    straight, curve, gentle = action_rarity([arc_example(10.0), arc_example(10.0, 30.0), arc_example(10.0, 200.0)],
+                                            config)
     assert straight == 1.0 and gentle == 1.0  # within one standard deviation: the floor
     expected = (1 / 30 - shipped["curvature_mean"]) / shipped["curvature_std"]
     assert abs(curve - expected) < 0.1 * expected, (curve, expected)
@@ -497,21 +501,8 @@ def test_the_spread_options_scale_only_the_measured_spreads():
     from alpamayo_ros.model.loading import driver_config
     from alpamayo_ros.tools.train_driver import action_statistics
 
-    def example(speed: float, accel: float, curvature: float):  # a constant acceleration along a circle (or line)
-        history_t, future_t = np.arange(-15, 1) * 0.1, np.arange(1, 65) * 0.1
-        s = np.maximum(speed * future_t + 0.5 * accel * future_t ** 2, 0.0)
-        yaw = curvature * s
-        future = np.stack([np.sin(yaw) / curvature, (1 - np.cos(yaw)) / curvature, 0 * s], 1)
-        rot = np.zeros((64, 3, 3))
-        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = (np.cos(yaw), -np.sin(yaw), np.sin(yaw),
-                                                                                np.cos(yaw), 1.0)
-        return types.SimpleNamespace(
-            ego_history_xyz=np.stack([history_t * speed, 0 * history_t, 0 * history_t], 1).astype(np.float32),
-            ego_history_rot=np.tile(np.eye(3, dtype=np.float32), (16, 1, 1)),
-            future_xyz=future.astype(np.float32), future_rot=rot.astype(np.float32))
-
     rng = np.random.default_rng(0)
-    examples = [example(rng.uniform(5, 12), rng.uniform(-1.0, 0.5), rng.choice([-1, 1]) * rng.uniform(0.002, 0.03))
+    examples = [arc_example(rng.uniform(5, 12), rng.choice([-1, 1]) / rng.uniform(0.002, 0.03), rng.uniform(-1.0, 0.5))
                 for _ in range(32)]
     config = driver_config()[0].action_space_cfg
     measured = action_statistics(examples, config)
@@ -525,10 +516,10 @@ def test_the_spread_options_scale_only_the_measured_spreads():
 
 
 def test_action_max_freq_moves_only_the_action_features_lowest_frequency():
-    """`--action-max-freq`: the action and flow-time Fourier features end at that frequency, so a normalised action
-    within +-1 / (2 x it) has features of its own: with the default 0.1 a brake 9 units out reads almost as +1 does
-    at the lowest frequency (one period, 10 units, apart); with 0.05 it does not. Nothing else in the layout moves."""
-    from alpamayo_ros.model.action_projection import fourier_frequencies
+    """`--action-max-freq`: the action and flow-time Fourier features end at that frequency, whose (sin, cos) pair is
+    one-to-one over +-1 / (2 x it): with the default 0.1 a brake 9 units out reads as +1 does at the lowest frequency
+    (one period, 10 units, apart); with 0.05 it does not. Nothing else in the layout moves."""
+    from alpamayo_ros.model.action_projection import FourierEncoder, fourier_frequencies
     from alpamayo_ros.model.loading import driver_config
 
     (plain, plain_vlm), (low, low_vlm) = driver_config(), driver_config(action_max_freq=0.05)
@@ -538,9 +529,10 @@ def test_action_max_freq_moves_only_the_action_features_lowest_frequency():
     for max_freq, aliased in ((0.1, True), (0.05, False)):
         lowest = float(fourier_frequencies(plain.action_in_proj_cfg.num_fourier_feats, max_freq)[0, -1])
         assert lowest == pytest.approx(max_freq, rel=1e-6)
-        angle = 2 * np.pi * lowest * np.array([-9.0, 1.0])
-        assert (np.abs(np.sin(angle[0]) - np.sin(angle[1])) + np.abs(np.cos(angle[0]) - np.cos(angle[1])) < 1e-5) \
-            == aliased
+        half = plain.action_in_proj_cfg.num_fourier_feats // 2
+        features = FourierEncoder(2 * half, max_freq)(torch.tensor([-9.0, 1.0]))
+        pair = features[:, [half - 1, 2 * half - 1]]  # (sin, cos) at the lowest frequency
+        assert (float((pair[0] - pair[1]).abs().sum()) < 1e-5) == aliased
 
 
 def test_the_expert_stage_reads_the_same_prefix_as_the_joint_pass_and_learns_from_it():
