@@ -225,7 +225,8 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                    max_drift: tuple[float, float] = (0.0, 0.0),
                    light_futures: str = "true", late_ramp: float = 0.0,
                    early_share: float = 0.0, dense_stops: int = 0, dense_curves: int = 0,
-                   dense_late: float = 0.0, rolling_stops: int = 0, workers: int = 1) -> list[StoredExample]:
+                   dense_late: float = 0.0, rolling_stops: int = 0, limits: world.ExpertLimits = world.LIMITS,
+                   workers: int = 1) -> list[StoredExample]:
     """Every scenario's first `drives_per_scenario` training seeds (after `seed_offset`), t0 every
     `t0_stride` grid steps with a per-drive phase so that the drives together cover the whole grid.
 
@@ -261,6 +262,9 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
     there. The expert's own drive passes such speeds in a fraction of a second, and its standstill examples all
     hold a speed of zero; a plan that holds a walking pace instead rolls over the line.
 
+    The expert drives with `limits` (the world's own by default; `--stop-margin`, `--standstill-gap` and `--time-gap`
+    give it wider margins than the world's, which the closed loop scores against).
+
     `workers` processes render the drives (each drive draws from its own streams: the examples are the same
     for any number)."""
     drives = [(name, TRAIN_SEEDS[seed_offset + i]) for i in range(drives_per_scenario) for name in world.SCENARIOS]
@@ -268,18 +272,18 @@ def build_examples(drives_per_scenario: int, t0_stride: int, seed_offset: int = 
                                max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
                                light_futures=light_futures, late_ramp=late_ramp, early_share=early_share,
                                dense_stops=dense_stops, dense_curves=dense_curves, dense_late=dense_late,
-                               rolling_stops=rolling_stops)
+                               rolling_stops=rolling_stops, limits=limits)
     return _rendered(render, [(k, name, seed) for k, (name, seed) in enumerate(drives)], workers)
 
 
-def visited_examples(states: list[VisitedState], light_futures: str = "true",
+def visited_examples(states: list[VisitedState], light_futures: str = "true", limits: world.ExpertLimits = world.LIMITS,
                      workers: int = 1) -> list[StoredExample]:
     """One example per state a driver visited in closed loop (`visited`): the world's `late` ego (ahead, faster)
     moved off the centre with its heading and curvature error (`model_sample`'s offset and drift): the cameras at
     the car's pose, and as the future the expert's recovery from there. `light_futures` as in `build_examples`."""
     drives = sorted({(s.scenario, s.seed) for s in states})
     jobs = [(name, seed, [s for s in states if (s.scenario, s.seed) == (name, seed)]) for name, seed in drives]
-    return _rendered(functools.partial(_render_visited, light_futures=light_futures), jobs, workers)
+    return _rendered(functools.partial(_render_visited, light_futures=light_futures, limits=limits), jobs, workers)
 
 
 def _rendered(render, jobs: list, workers: int) -> list[StoredExample]:
@@ -294,10 +298,11 @@ def _rendered(render, jobs: list, workers: int) -> list[StoredExample]:
     return [example for examples in per_drive for example in examples]
 
 
-def _render_visited(job: tuple[str, int, list[VisitedState]], *, light_futures: str) -> list[StoredExample]:
+def _render_visited(job: tuple[str, int, list[VisitedState]], *, light_futures: str,
+                    limits: world.ExpertLimits) -> list[StoredExample]:
     """`visited_examples` for one drive (name, seed) and its states."""
     name, seed, states = job
-    drive = world.generate(name, seed)
+    drive = world.generate(name, seed, limits)
     examples: list[StoredExample] = []
     for s in states:
         if _dropped(drive, s.t0_s, light_futures):
@@ -323,12 +328,13 @@ def scene_examples(examples: list[StoredExample], drives: int, scene_drives: int
 def _render_drive(job: tuple[int, str, int], *, t0_stride: int, offset_share: float, max_offset_m: float,
                   late_share: float, max_drift: tuple[float, float], light_futures: str, late_ramp: float,
                   early_share: float, dense_stops: int = 0, dense_curves: int = 0,
-                  dense_late: float = 0.0, rolling_stops: int = 0) -> list[StoredExample]:
+                  dense_late: float = 0.0, rolling_stops: int = 0,
+                  limits: world.ExpertLimits = world.LIMITS) -> list[StoredExample]:
     """`build_examples` for drive number k (name, seed): its t0s and each one's offset, drift and lateness, from
     the drive's own streams."""
     k, name, seed = job
     examples: list[StoredExample] = []
-    drive = world.generate(name, seed)
+    drive = world.generate(name, seed, limits)
     t0s = t0_grid(drive, t0_stride, phase=k % t0_stride)
     t0s = [t0 for t0 in t0s if not _dropped(drive, t0, light_futures)]
     rng = np.random.default_rng([world.SCENARIOS.index(name), seed, 1])
@@ -497,11 +503,13 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
           scene_brakes: bool = False, curvature_spread: float = 1.0, accel_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96, action_max_freq: float = 0.1,
-          dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0) -> dict:
+          dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
+          limits: world.ExpertLimits = world.LIMITS) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
-                     light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, workers=threads)
+                     light_futures=light_futures, late_ramp=late_ramp, early_share=early_share, limits=limits,
+                     workers=threads)
     examples = build_examples(drives, t0_stride, dense_stops=dense_stops, dense_curves=dense_curves,
                               dense_late=dense_late, rolling_stops=rolling_stops, **rendering)
     logger.info("%d examples from %d drives in %.0f s", len(examples), drives * len(world.SCENARIOS),
@@ -509,7 +517,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     expert_examples = len(examples)  # the action statistics are the expert's drives' (and their perturbations')
     if visited:
         states = [state for path in visited for state in read_states(path)]
-        examples = examples + visited_examples(states, light_futures, threads)
+        examples = examples + visited_examples(states, light_futures, limits, threads)
         logger.info("%d examples from the states in %s (%.0f s in)", len(examples) - expert_examples,
                     ", ".join(map(str, visited)), time.perf_counter() - started)
     seen = scene_examples(examples, drives, scene_drives, scene_t0_stride, **rendering)
@@ -625,6 +633,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
               "dense_curves": dense_curves, "dense_late": dense_late, "rolling_stops": rolling_stops,
+              "expert_limits": dataclasses.asdict(limits),
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -859,6 +868,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="also every K-th 0.1 s step where the expert stands at a light or a lead, with an ego "
                              f"still rolling there at {ROLLING_MPS[0]:g}-{ROLLING_MPS[1]:g} m/s up to "
                              f"{ROLLING_BACK_M[1]:g} m behind it (0: none)")
+    parser.add_argument("--stop-margin", type=float, default=world.LIMITS.stop_margin_m, metavar="M",
+                        help="the training drives' expert stops its front bumper this far before a red light's line "
+                             f"(the world's expert, which the closed loop scores against: {world.LIMITS.stop_margin_m:g})")
+    parser.add_argument("--standstill-gap", type=float, default=world.LIMITS.standstill_gap_m, metavar="M",
+                        help="the training drives' expert stands this far behind the lead, bumper to bumper (IDM s0; "
+                             f"the world's: {world.LIMITS.standstill_gap_m:g})")
+    parser.add_argument("--time-gap", type=float, default=world.LIMITS.time_gap_s, metavar="S",
+                        help="the training drives' expert follows the lead this many seconds behind (IDM T; the "
+                             f"world's: {world.LIMITS.time_gap_s:g})")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     for name in ("curvature_spread", "accel_spread"):
@@ -874,6 +892,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dense-stops, --dense-curves and --rolling-stops must be >= 0")
     if not 0.0 <= args.dense_late <= 1.0 or (args.dense_late and not args.dense_stops):
         parser.error("--dense-late is a share (0-1) of the --dense-stops examples: with --dense-stops K > 0")
+    if min(args.stop_margin, args.standstill_gap, args.time_gap) <= 0.0:
+        parser.error("--stop-margin, --standstill-gap and --time-gap must be positive")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
         parser.error(f"--visited: no such file: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -893,7 +913,9 @@ def main(argv: list[str] | None = None) -> int:
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
                    action_max_freq=args.action_max_freq,
                    dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late,
-                   rolling_stops=args.rolling_stops)
+                   rolling_stops=args.rolling_stops,
+                   limits=dataclasses.replace(world.LIMITS, stop_margin_m=args.stop_margin,
+                                              standstill_gap_m=args.standstill_gap, time_gap_s=args.time_gap))
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -1040,9 +1040,9 @@ def _rays(height: int, width: int) -> _Rays:
     return rays
 
 
-def generate(scenario: str, seed: int) -> World:
-    """A seeded drive of `scenario` (one of SCENARIOS)."""
-    return World(make_scenario(scenario, seed))
+def generate(scenario: str, seed: int, limits: ExpertLimits = LIMITS) -> World:
+    """A seeded drive of `scenario` (one of SCENARIOS), its expert driving with `limits`."""
+    return World(make_scenario(scenario, seed), limits)
 
 
 def ground_truth(world: World, times: np.ndarray) -> dict:

@@ -113,7 +113,7 @@ def test_the_examples_add_late_early_and_drifting_egos_from_their_own_streams(mo
     from alpamayo_ros.tools import train_driver
 
     _examples_as_tuples(monkeypatch)
-    monkeypatch.setattr(world, "generate", lambda name, seed: _NoImages(name, seed))
+    monkeypatch.setattr(world, "generate", _NoImages)
     plain = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5)
     more = train_driver.build_examples(3, 4, offset_share=0.25, max_offset_m=1.5, late_share=0.3,
                                        max_drift=(0.05, 0.006))
@@ -241,6 +241,32 @@ def test_rolling_stops_add_a_car_still_rolling_where_the_expert_stands_and_it_st
     assert moving_red >= 10 and resting >= moving_red / 2
 
 
+def test_the_expert_margins_reach_every_training_drive_and_its_stops(monkeypatch, tmp_path):
+    """`--stop-margin`, `--standstill-gap` and `--time-gap` set the limits every training drive's expert drives with
+    (the world's by default): it then rests that far before a red line and stays at least that far behind the lead."""
+    from alpamayo_ros.tools import train_driver
+
+    monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
+                        [(drive.scenario, drive.seed, t0, drive.limits) for t0 in t0s])
+    wide = dataclasses.replace(world.LIMITS, stop_margin_m=3.0, standstill_gap_m=4.0, time_gap_s=2.0)
+    plain = train_driver.build_examples(1, 8, late_share=0.3, rolling_stops=2)
+    wider = train_driver.build_examples(1, 8, late_share=0.3, rolling_stops=2, limits=wide)
+    assert {e[3] for e in plain} == {world.LIMITS} and {e[3] for e in wider} == {wide}
+    for limits in (world.LIMITS, wide):
+        red = world.generate("red_light", TRAIN_SEEDS[1], limits).drive  # seed 0's light turns green first
+        held = np.flatnonzero((red.v < 0.01) & (red.binding == "light"))  # at rest, held by the light
+        assert held.size, "this drive stops for red"
+        rest = red.s[held[0]] + world.EGO_FRONT_M
+        assert world.generate("red_light", TRAIN_SEEDS[1]).stop_line_s - rest == pytest.approx(limits.stop_margin_m, abs=0.01)
+        lead = world.generate("lead_brake", TRAIN_SEEDS[0], limits).drive
+        assert np.min(lead.lead_s - lead.s - world.EGO_FRONT_M) >= limits.standstill_gap_m
+    seen = {}
+    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
+                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
+    train_driver.main([str(tmp_path / "out"), "--stop-margin", "3", "--standstill-gap", "4", "--time-gap", "2"])
+    assert seen["limits"] == wide
+
+
 def test_dense_curves_add_the_centred_moments_whose_future_enters_or_leaves_a_curve(monkeypatch):
     """`--dense-curves K`: the stride's examples stay as they are, and each drive adds its every K-th grid t0 whose
     6.4 s future enters or leaves a curve of the road, centred, once: on a curve drive the moments before its entry
@@ -269,7 +295,7 @@ def test_a_future_that_spans_a_light_change_no_camera_shows_is_the_true_one_drop
 
     monkeypatch.setattr(train_driver, "drive_examples", lambda drive, t0s, height=None, width=None, **kw:
                         [(drive.scenario, drive.seed, t0) for t0 in t0s])
-    monkeypatch.setattr(world, "generate", lambda name, seed: _NoImages(name, seed))
+    monkeypatch.setattr(world, "generate", _NoImages)
     every = train_driver.build_examples(3, 4)
     spans = [e for e in every if e[0] == "red_light" and 8.0 - world.FUTURE_S <= e[2] < 8.0]
     assert spans and train_driver.build_examples(3, 4, light_futures="drop") == [e for e in every if e not in spans]
@@ -353,7 +379,7 @@ class _NoImages:
     light_changes_within = world.World.light_changes_within
     SPEED_MPS = 10.0  # the expert's, throughout
 
-    def __init__(self, name: str, seed: int) -> None:
+    def __init__(self, name: str, seed: int, limits: world.ExpertLimits = world.LIMITS) -> None:
         self.scenario, self.seed, self.duration_s = name, seed, 12.0
         self.drive = types.SimpleNamespace(t=np.array([0.0, 30.0]), v=np.array([self.SPEED_MPS] * 2))
         self._changes = ((0.0, "red"), (8.0, "green")) if name == "red_light" else ()
@@ -596,7 +622,7 @@ def test_frozen_vision_encodes_once_what_each_batch_would_encode():
     ["--accel-spread", "-0.5"], ["--accel-spread", "0.5", "--no-own-statistics"],
     ["--scene-drives", "-1"], ["--scene-drives", "4", "--scene-t0-stride", "0"],
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
-    ["--visited", "no-such-states.json"],
+    ["--visited", "no-such-states.json"], ["--stop-margin", "0"], ["--time-gap", "-1"],
 ])
 def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
     """A usage error (exit 2, the reason on stderr) before any drive is rendered or any step is taken."""
