@@ -16,7 +16,7 @@ from alpamayo_ros.tools.evaluate import WAYPOINTS
 BRAKING_AHEAD_M = 30.0  # a red-light tick where the expert brakes for the light, the line this close ahead ...
 RED_SAMPLES, RED_STOPPING = 8, 0.75  # ... and at least this share of the sampled plans stop before it
 SEED = 0  # sampling seed of the model call
-# The shipped driver (session 17) does not pass these yet: its plans turn the right way but too little at the first
+# The shipped driver (session 33) does not pass these yet: its plans turn the right way but too little at the first
 # tick of a curve entry (alpamayo_ros/driver/README.md). Strict: a driver that passes turns these into failures
 # until the marks go.
 NOT_YET = pytest.mark.xfail(strict=True, reason="the embedded driver does not read the scene yet (README)")
@@ -50,7 +50,8 @@ def test_driver_stops_for_red_and_says_why(driver):
     """At the first tick where the expert brakes for the red light with the line under BRAKING_AHEAD_M ahead
     (the light and the line in view; at the first tick the baseline runs the light, ~70 m out, a 160 px camera
     cannot place the line within the expert's 1 m margin), most sampled plans stop before the line and every
-    reasoning names the light. Measured: 7 of 8 stop (the driver before session 17: 1 of 8)."""
+    reasoning names the light. Measured: 7 of 8 stop (session 33's driver, as session 19's; the driver before session
+    17: 1 of 8)."""
     drive = world.generate("red_light", HELD_OUT_SEEDS[0])
 
     def braking_for_red(sample) -> bool:
