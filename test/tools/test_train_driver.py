@@ -253,11 +253,12 @@ def test_the_expert_margins_reach_every_training_drive_and_its_stops(monkeypatch
     wider = train_driver.build_examples(1, 8, late_share=0.3, rolling_stops=2, limits=wide)
     assert {e[3] for e in plain} == {world.LIMITS} and {e[3] for e in wider} == {wide}
     for limits in (world.LIMITS, wide):
-        red = world.generate("red_light", TRAIN_SEEDS[1], limits).drive  # seed 0's light turns green first
+        red_light = world.generate("red_light", TRAIN_SEEDS[1], limits)  # seed 0's light turns green first
+        red = red_light.drive
         held = np.flatnonzero((red.v < 0.01) & (red.binding == "light"))  # at rest, held by the light
         assert held.size, "this drive stops for red"
         rest = red.s[held[0]] + world.EGO_FRONT_M
-        assert world.generate("red_light", TRAIN_SEEDS[1]).stop_line_s - rest == pytest.approx(limits.stop_margin_m, abs=0.01)
+        assert red_light.stop_line_s - rest == pytest.approx(limits.stop_margin_m, abs=0.01)
         lead = world.generate("lead_brake", TRAIN_SEEDS[0], limits).drive
         assert np.min(lead.lead_s - lead.s - world.EGO_FRONT_M) >= limits.standstill_gap_m
     seen = {}
