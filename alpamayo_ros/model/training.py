@@ -172,12 +172,22 @@ def make_batch(model: AlpamayoR1, examples: Sequence[TrainingExample], fuse_futu
                  action=torch.stack(actions))
 
 
-def flow_training_data(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The recipe's draws for data x (B, W, 2), from torch's global generator in its order:
-    t = 0.999 - 0.999 Beta(1.5, 1) as (B, 1, 1), then noise = randn_like(x). t = 0 is noise, 1 is data."""
-    s = torch.distributions.Beta(torch.tensor(BETA_C1), torch.tensor(BETA_C0)).sample((x.shape[0],))
-    t = (T_SCALE - T_SCALE * s).to(x.device).view(-1, 1, 1)
-    return t, torch.randn_like(x)
+TIMESTEP_SAMPLERS = ("beta", "uniform")  # the recipe's `train_timestep_sampler` values
+
+
+def flow_training_data(x: torch.Tensor, sampler: str = "beta") -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe's draws for data x (B, W, 2), from torch's global generator in its order: t as (B, 1, 1),
+    then noise = randn_like(x). t = 0 is noise, 1 is data. `sampler` is the recipe's `train_timestep_sampler`:
+    "beta" (its default) t = 0.999 - 0.999 Beta(1.5, 1), whose density (1 - t)^0.5 favours the noisy end;
+    "uniform" t ~ U[0, 1)."""
+    if sampler == "beta":
+        s = torch.distributions.Beta(torch.tensor(BETA_C1), torch.tensor(BETA_C0)).sample((x.shape[0],))
+        t = T_SCALE - T_SCALE * s
+    elif sampler == "uniform":
+        t = torch.rand(x.shape[0])
+    else:
+        raise ValueError(f"timestep sampler {sampler!r}: expected one of {TIMESTEP_SAMPLERS}")
+    return t.to(x.device).view(-1, 1, 1), torch.randn_like(x)
 
 
 def token_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module,
@@ -234,12 +244,13 @@ def flow_matching_loss(model: AlpamayoR1, cache: DynamicCache, crop: torch.Tenso
 
 
 def training_losses(model: AlpamayoR1, batch: Batch, causal_expert: bool = False, stop_grad_from_vlm: bool = True,
-                    t: torch.Tensor | None = None, noise: torch.Tensor | None = None, flow_draws: int = 1) -> Losses:
+                    t: torch.Tensor | None = None, noise: torch.Tensor | None = None, flow_draws: int = 1,
+                    timestep_sampler: str = "beta") -> Losses:
     """Both stages' losses from one VLM pass over `batch` (trainable parts as the caller sets requires_grad).
 
     The stage-2 cache is the prefix of the stage-1 pass: with causal attention the tokens after
     <|traj_future_start|> (bins here, placeholders in the recipe's stage 2) do not change it.
-    `t`, `noise`: the flow draws; default `flow_training_data` (global generator). `flow_draws`: (t, noise)
+    `t`, `noise`: the flow draws; default `flow_training_data(x, timestep_sampler)` (global generator). `flow_draws`: (t, noise)
     pairs per sample on the same cache (the recipe: 1); the loss is their mean, the same in expectation.
     """
     hidden, cache, rope_delta = model.prefix_forward(batch.input_ids, batch.image_grid_thw, batch.image_embeds,
@@ -248,7 +259,7 @@ def training_losses(model: AlpamayoR1, batch: Batch, causal_expert: bool = False
                                             model.token_ids)
     x = batch.action.to(model.device).repeat_interleave(flow_draws, 0)
     if t is None or noise is None:
-        t, noise = flow_training_data(x)
+        t, noise = flow_training_data(x, timestep_sampler)
     crop = batch.crop.to(model.device).repeat_interleave(flow_draws, 0)
     cache = cropped_cache(cache, batch.crop, stop_grad_from_vlm, flow_draws)
     flow, _ = flow_matching_loss(model, cache, crop, rope_delta.repeat_interleave(flow_draws, 0), x, t, noise,

@@ -65,6 +65,7 @@ from alpamayo_ros.model.action_space import UnicycleAccelCurvatureActionSpace
 from alpamayo_ros.model.alpamayo_r1 import EncodedInputs
 from alpamayo_ros.model.loading import driver_config, random_model, save_pretrained
 from alpamayo_ros.model.training import (
+    TIMESTEP_SAMPLERS,
     flow_matching_loss,
     flow_training_data,
     linear_patch_embedding,
@@ -504,7 +505,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_brakes: bool = False, curvature_spread: float = 1.0, accel_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96, action_max_freq: float = 0.1,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
-          limits: world.ExpertLimits = world.LIMITS) -> dict:
+          limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta") -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -592,7 +593,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
                                encoded=[encodings[i] for i in picked])
         with linear_patch_embedding(model):
             losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
-                                     flow_draws=flow_draws)
+                                     flow_draws=flow_draws, timestep_sampler=timestep_sampler)
             scene_loss, accuracy = probe.loss(batch.image_embeds, chosen) if scene_weight else (torch.zeros(()), 0.0)
         optimiser_step(optimiser, losses.vlm + losses.flow + scene_weight * scene_loss, parameters + scene)
         values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item(),
@@ -612,7 +613,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     if expert_steps:
         model.eval()
         prefixes = frozen_prefixes(model, examples, encodings=encodings)
-        log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started))
+        log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started,
+                                timestep_sampler))
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
     model.eval()
     save_pretrained(model, out)
@@ -633,7 +635,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
               "dense_curves": dense_curves, "dense_late": dense_late, "rolling_stops": rolling_stops,
-              "expert_limits": dataclasses.asdict(limits),
+              "expert_limits": dataclasses.asdict(limits), "timestep_sampler": timestep_sampler,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -728,7 +730,7 @@ def expert_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flow_draws: int, lr: float,
-                 seed: int, started: float) -> list[dict]:
+                 seed: int, started: float, timestep_sampler: str = "beta") -> list[dict]:
     """Stage 2 on the frozen VLM (the recipe's stop_grad_from_vlm): flow matching on the stored prefixes, the
     expert alone, warmup then cosine to lr / 100. The prefixes were stored without gradients, so none reaches
     the VLM; the optimiser holds only `expert_parameters`."""
@@ -742,7 +744,7 @@ def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flo
             group["lr"] = learning_rate(step, steps, lr, SCENE_WARMUP_STEPS, lr / 100)
         chosen = [prefixes[i] for i in order.choice(len(prefixes), size=batch_size, replace=False)]
         cache, crop, rope_delta, x = prefix_batch([p for p in chosen for _ in range(flow_draws)])
-        t, noise = flow_training_data(x)
+        t, noise = flow_training_data(x, timestep_sampler)
         loss, _ = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
         optimiser_step(optimiser, loss, parameters)
         total += loss.item()
@@ -877,6 +879,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-gap", type=float, default=world.LIMITS.time_gap_s, metavar="S",
                         help="the training drives' expert follows the lead this many seconds behind (IDM T; the "
                              f"world's: {world.LIMITS.time_gap_s:g})")
+    parser.add_argument("--timestep-sampler", choices=TIMESTEP_SAMPLERS, default="beta",
+                        help="the flow time's distribution in training, the recipe's train_timestep_sampler: beta "
+                             "(its default, t = 0.999 - 0.999 Beta(1.5, 1), weighted to the noisy end) or uniform")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     for name in ("curvature_spread", "accel_spread"):
@@ -915,7 +920,8 @@ def main(argv: list[str] | None = None) -> int:
                    dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late,
                    rolling_stops=args.rolling_stops,
                    limits=dataclasses.replace(world.LIMITS, stop_margin_m=args.stop_margin,
-                                              standstill_gap_m=args.standstill_gap, time_gap_s=args.time_gap))
+                                              standstill_gap_m=args.standstill_gap, time_gap_s=args.time_gap),
+                   timestep_sampler=args.timestep_sampler)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

@@ -618,6 +618,38 @@ def test_frozen_vision_encodes_once_what_each_batch_would_encode():
         make_batch(model, [e.training_example(images=False) for e in stored], encoded=encodings[:1])
 
 
+def test_the_timestep_sampler_reaches_the_joint_and_the_expert_stage_s_draws(monkeypatch, tmp_path):
+    """`--timestep-sampler uniform` reaches `train`, and both places that draw (t, noise) draw with it."""
+    from alpamayo_ros.model import training
+    from alpamayo_ros.tools import train_driver
+
+    seen = {}
+    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
+                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
+    train_driver.main([str(tmp_path / "out")])
+    assert seen["timestep_sampler"] == "beta"
+    train_driver.main([str(tmp_path / "out"), "--timestep-sampler", "uniform"])
+    assert seen["timestep_sampler"] == "uniform"
+
+    samplers = []
+    original = training.flow_training_data
+
+    def recording(x, sampler="beta"):
+        samplers.append(sampler)
+        return original(x, sampler)
+
+    monkeypatch.setattr(training, "flow_training_data", recording)
+    monkeypatch.setattr(train_driver, "flow_training_data", recording)
+    model = tiny(seed=0).eval()
+    stored = list(drive_examples(world.generate("red_light", TRAIN_SEEDS[0]), [3.0], height=64, width=96))
+    with torch.no_grad():
+        training_losses(model, make_batch(model, [e.training_example() for e in stored]), timestep_sampler="uniform")
+        prefixes = train_driver.frozen_prefixes(model, stored, batch_size=1)
+    train_driver.train_expert(model, prefixes, steps=1, batch_size=1, flow_draws=2, lr=1e-4, seed=0, started=0.0,
+                              timestep_sampler="uniform")
+    assert samplers == ["uniform", "uniform"]
+
+
 @pytest.mark.parametrize("flags", [
     ["--curvature-spread", "0"], ["--curvature-spread", "1.5", "--no-own-statistics"],
     ["--accel-spread", "-0.5"], ["--accel-spread", "0.5", "--no-own-statistics"],
