@@ -26,6 +26,7 @@ TRAIN_SEEDS = range(0, 1000)  # training draws from these
 HELD_OUT_SEEDS = range(1000, 2000)  # evaluation, tests, the demo: never used in training
 T0_STEP_S = 0.1  # t0 grid along a drive (the camera rate)
 LANE_AHEAD_M = (10.0, 20.0, 30.0, 40.0)  # road ahead of the ego where an example records the lane centre
+CURVE_RANGE_M = 60.0  # ... and the lowest speed the curves within this much road ahead allow
 FAR_LANE_M = (60.0, 80.0)  # ... and, beyond, the lane centre's bearing (where a curve shows before it begins)
 DISTANCE_RANGE_M = 100.0  # an example records the stop line and the lead vehicle this far ahead (NaN: none)
 MIRRORED_CAMERAS = (2, 1, 0, 3)  # the rig mirrored left for right: cross-left <-> cross-right (yaw +-60 deg, on
@@ -57,6 +58,7 @@ class StoredExample:
     # none within DISTANCE_RANGE_M; world.distances_ahead)
     far_bearing: tuple[float, ...] = ()  # the lane centre's bearing (rad, + left) FAR_LANE_M ahead (world.lane_bearing)
     brake_lights: float = math.nan  # the lead's brake lights at t0: 1.0 lit, 0.0 not; NaN: no lead within range
+    curve_speed: float = math.nan  # the lowest speed (m/s) the curves CURVE_RANGE_M ahead allow (world.curve_speed_ahead)
 
     def images(self) -> np.ndarray:
         """(4, 4, H, W, 3) uint8 RGB, decoded."""
@@ -142,4 +144,5 @@ def drive_examples(world, t0s: Iterable[float], height: int = world_module.DEFAU
                             seed=world.seed, t0_s=t0, offset_m=float(offset),
                             lane_ahead=tuple(ego.lane_ahead(pose, LANE_AHEAD_M).tolist()),
                             distances=distances, far_bearing=tuple(ego.lane_bearing(pose, FAR_LANE_M).tolist()),
-                            brake_lights=math.nan if math.isnan(distances[1]) else float(lit))
+                            brake_lights=math.nan if math.isnan(distances[1]) else float(lit),
+                            curve_speed=ego.curve_speed_ahead(pose, CURVE_RANGE_M))

@@ -96,6 +96,7 @@ ROLLING_BACK_M = (0.0, 3.0)  # ... this far behind the expert
 CURVE_CHANGE_PER_M = 0.007
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
 DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
+CURVE_SPEED_SCALE_MPS = 2.0  # the probe's curve speed ahead (7.7 m/s before a 30 m radius, 14 on a straight)
 BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (curve_left 0 from 35 m ahead: 0.11 rad at 80 m)
 BEARING_LIMIT_RAD = 0.5  # ... clamped to this: the onset of a curve is what it is for; deeper in, the near lane says
 STATISTICS_STRIDE = 8  # the action statistics read every 8th example (about 480: their values settle well before)
@@ -149,7 +150,7 @@ class SceneProbe(torch.nn.Module):
     lights, the road ahead and where the car is in its lane, linearly."""
 
     def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False,
-                 far: bool = False, brakes: bool = False) -> None:
+                 far: bool = False, brakes: bool = False, curves: bool = False) -> None:
         super().__init__()
         if pooling not in SCENE_POOLINGS:
             raise ValueError(f"scene probe pooling {pooling!r}: one of {SCENE_POOLINGS}")
@@ -160,8 +161,9 @@ class SceneProbe(torch.nn.Module):
         self.lane = torch.nn.Linear(width, len(LANE_AHEAD_M)) if lane else None  # created last: the seed's draws
         self.distances = torch.nn.Linear(width, 2) if distances else None  # after it, for the same reason
         self.far = torch.nn.Linear(width, len(FAR_LANE_M)) if far else None  # and after that
-        self.brakes = torch.nn.Linear(width, 1) if brakes else None  # and last
-        self.heads = [name for name in ("cause", "offset", "lane", "distances", "far", "brakes")
+        self.brakes = torch.nn.Linear(width, 1) if brakes else None  # and after that
+        self.curves = torch.nn.Linear(width, 1) if curves else None  # and last
+        self.heads = [name for name in ("cause", "offset", "lane", "distances", "far", "brakes", "curves")
                       if getattr(self, name) is not None]
         # zeros draw nothing from the seed; each starts as the mean, as the one query does
         self.queries = torch.nn.Parameter(torch.zeros(len(self.heads), width)) if pooling == "per-head" else None
@@ -189,7 +191,8 @@ class SceneProbe(torch.nn.Module):
         error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
         one within range, plus (with `far`) the squared error of the lane centre's bearing FAR_LANE_M ahead in
         units of BEARING_SCALE_RAD, clamped to BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of
-        the lead's brake lights, where a lead is within range; and the cause's accuracy."""
+        the lead's brake lights, where a lead is within range, plus (with `curves`) the squared error of the lowest
+        speed the curves ahead allow in units of CURVE_SPEED_SCALE_MPS; and the cause's accuracy."""
         pooled = self(image_embeds, len(examples))
         logits = self.read(pooled, "cause")
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
@@ -212,6 +215,9 @@ class SceneProbe(torch.nn.Module):
             seen = torch.isfinite(lit)  # no lead within range: no loss
             error = F.binary_cross_entropy_with_logits(self.read(pooled, "brakes")[:, 0], lit.nan_to_num(), reduction="none")
             loss = loss + (error * seen).sum() / len(examples)
+        if self.curves is not None:
+            speed = torch.tensor([e.curve_speed for e in examples], dtype=torch.float32)
+            loss = loss + F.mse_loss(self.read(pooled, "curves")[:, 0], speed / CURVE_SPEED_SCALE_MPS)
         return loss, float((logits.argmax(1) == cause).float().mean())
 
 
@@ -502,7 +508,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           rare_weight: float = 0.0, expert_steps: int = 0, expert_batch_size: int = 16, expert_draws: int = 4,
           expert_lr: float = 5e-4, frozen_vision: bool = False, light_futures: str = "true",
           late_ramp: float = 0.0, early_share: float = 0.0, ordinal: bool = False, scene_far: bool = False,
-          scene_brakes: bool = False, curvature_spread: float = 1.0, accel_spread: float = 1.0, scene_drives: int = 0,
+          scene_brakes: bool = False, scene_curves: bool = False, curvature_spread: float = 1.0,
+          accel_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96, action_max_freq: float = 0.1,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
           limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta") -> dict:
@@ -537,7 +544,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     if ordinal:
         ordinal_tokens(model, seed)
     probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling,
-                       distances=scene_distances, far=scene_far, brakes=scene_brakes)
+                       distances=scene_distances, far=scene_far, brakes=scene_brakes, curves=scene_curves)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
     # Drawn in proportion to rarity ** rare_weight; 0: uniformly (p=None, the same batches as before).
@@ -630,7 +637,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
               "expert_lr": expert_lr, "frozen_vision": frozen_vision, "light_futures": light_futures,
               "late_ramp": late_ramp, "early_share": early_share, "ordinal_tokens": ordinal,
-              "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes,
+              "scene_far_lane": scene_far, "scene_brake_lights": scene_brakes, "scene_curve_speed": scene_curves,
               "curvature_spread": curvature_spread, "accel_spread": accel_spread, "scene_drives": scene_drives,
               "scene_t0_stride": scene_t0_stride,
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
@@ -804,6 +811,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene-brake-lights", action=argparse.BooleanOptionalAction, default=False,
                         help="the scene probe also reads whether the lead vehicle's brake lights are lit "
                              "(world.World.brake_lights): braking or following, which the cause alone does not say")
+    parser.add_argument("--scene-curve-speed", action=argparse.BooleanOptionalAction, default=False,
+                        help="the scene probe also reads the lowest speed the curves 60 m ahead allow "
+                             "(world.World.curve_speed_ahead): how much to slow before a curve")
     parser.add_argument("--scene-drives", type=int, default=0,
                         help="stage 0 also reads this many more drives per scenario (the training seeds after "
                              "--drives'), which the joint stage never sees")
@@ -914,6 +924,7 @@ def main(argv: list[str] | None = None) -> int:
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,
                    late_ramp=args.late_ramp, early_share=args.early_share, ordinal=args.ordinal_tokens,
                    scene_far=args.scene_far_lane, scene_brakes=args.scene_brake_lights,
+                   scene_curves=args.scene_curve_speed,
                    curvature_spread=args.curvature_spread, accel_spread=args.accel_spread, scene_drives=args.scene_drives,
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
                    action_max_freq=args.action_max_freq,

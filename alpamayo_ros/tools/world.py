@@ -84,6 +84,7 @@ DASH_M, DASH_PERIOD_M = 3.0, 9.0  # centre line: 3 m painted, 6 m gap
 STOP_LINE_WIDTH_M = 0.8  # wider than real (0.3-0.5 m), as the markings
 VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, VEHICLE_HEIGHT_M = 4.5, 1.8, 1.5
 EGO_FRONT_M = 3.6  # front bumper ahead of base_link
+CURVE_SPEED_CAP_MPS = 14.0  # the highest speed limit a drive draws: `curve_speed_ahead` on a straight
 LIGHT_SIDE_M = -(LANE_HALF_WIDTH_M + SHOULDER_M + 0.8)  # pole on the right of the ego lane
 LIGHT_AFTER_LINE_M = 1.0  # pole this far past the stop line
 # A second head across the junction, as most signalised junctions have: the near one leaves the front-tele
@@ -437,6 +438,15 @@ class World:
         far road is, an angle where `lane_ahead`'s metres grow large through a tight curve."""
         forward, left = self._lane_seen_from(pose, distances_m)
         return np.arctan2(left, forward)
+
+    def curve_speed_ahead(self, pose: Pose2D, range_m: float) -> float:
+        """The lowest speed (m/s) at which the road's curves within `range_m` ahead of the pose's nearest point on
+        it keep the expert's lateral-acceleration limit, at most CURVE_SPEED_CAP_MPS: what the road the cameras show
+        asks of the pace, the drive's speed limit (no camera shows it) aside."""
+        s, _ = self.lane_offset(pose.x, pose.y)
+        ahead = (self.road.s >= s) & (self.road.s <= s + range_m)
+        kappa = float(np.abs(self.road.kappa[ahead]).max(initial=0.0))
+        return min(CURVE_SPEED_CAP_MPS, math.sqrt(self.limits.max_lateral_accel / max(kappa, 1e-6)))
 
     def _lane_seen_from(self, pose: Pose2D, distances_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(forward, left) in the frame of `pose` of the lane centre `distances_m` of road ahead of the pose's

@@ -359,6 +359,27 @@ def test_the_brake_light_target_is_the_lead_s_lamps_where_a_lead_is_in_range():
     assert torch.isfinite(loss) and probe.brakes.weight.grad.abs().sum() > 0
 
 
+def test_the_curve_speed_target_is_the_lowest_speed_the_curves_ahead_allow():
+    """`--scene-curve-speed`: the tightest curve within 60 m of road ahead sets it (sqrt(2.0 m/s^2 x radius)); with the
+    curve further, the cap (14 m/s); the probe's loss reaches its head."""
+    drive = world.generate("curve_right", TRAIN_SEEDS[0])  # a 60 m radius, at full curvature from 73 m
+    (start, _), (full, kappa), *_ = drive.scenario_params.curvature
+    assert kappa == pytest.approx(-1 / 60)
+    d = drive.drive
+    early, late = 1.5, float(np.interp(full - 50.0, d.s, d.t))  # full curvature 50 m ahead at `late`
+    assert np.interp(early, d.t, d.s) + 60.0 < start + 1.0  # at most 1 m of the 12 m ramp: |kappa| < 1/720 1/m
+    before, entering = drive_examples(drive, [early, late], height=32, width=48)
+    assert before.curve_speed == world.CURVE_SPEED_CAP_MPS == 14.0
+    assert entering.curve_speed == pytest.approx(np.sqrt(2.0 * 60.0), rel=1e-3)
+    model = tiny(seed=0)
+    probe = SceneProbe(model.vlm.config.text_config.hidden_size, curves=True)
+    assert probe.heads[-1] == "curves"  # created last: the other heads' draws from the seed are unchanged
+    batch = [before, entering]
+    loss, _ = probe.loss(latest_frames_embeds(model, batch), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and probe.curves.weight.grad.abs().sum() > 0
+
+
 def test_per_head_pooling_gives_each_target_its_own_query():
     """`--scene-pooling per-head`: each head pools the image tokens with its own query, so the cause can be read
     off one token while the lane is read off another; the one shared query could only mix them."""
