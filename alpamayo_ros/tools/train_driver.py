@@ -73,7 +73,15 @@ from alpamayo_ros.model.training import (
     training_losses,
 )
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import FAR_LANE_M, LANE_AHEAD_M, TRAIN_SEEDS, StoredExample, drive_examples, t0_grid
+from alpamayo_ros.tools.driver_data import (
+    CURVE_RANGE_M,
+    FAR_LANE_M,
+    LANE_AHEAD_M,
+    TRAIN_SEEDS,
+    StoredExample,
+    drive_examples,
+    t0_grid,
+)
 from alpamayo_ros.tools.visited import VisitedState, read_states
 
 logger = logging.getLogger(__name__)
@@ -812,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the scene probe also reads whether the lead vehicle's brake lights are lit "
                              "(world.World.brake_lights): braking or following, which the cause alone does not say")
     parser.add_argument("--scene-curve-speed", action=argparse.BooleanOptionalAction, default=False,
-                        help="the scene probe also reads the lowest speed the curves 60 m ahead allow "
+                        help=f"the scene probe also reads the lowest speed the curves {CURVE_RANGE_M:g} m ahead allow "
                              "(world.World.curve_speed_ahead): how much to slow before a curve")
     parser.add_argument("--scene-drives", type=int, default=0,
                         help="stage 0 also reads this many more drives per scenario (the training seeds after "

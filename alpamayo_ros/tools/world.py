@@ -84,7 +84,8 @@ DASH_M, DASH_PERIOD_M = 3.0, 9.0  # centre line: 3 m painted, 6 m gap
 STOP_LINE_WIDTH_M = 0.8  # wider than real (0.3-0.5 m), as the markings
 VEHICLE_LENGTH_M, VEHICLE_WIDTH_M, VEHICLE_HEIGHT_M = 4.5, 1.8, 1.5
 EGO_FRONT_M = 3.6  # front bumper ahead of base_link
-CURVE_SPEED_CAP_MPS = 14.0  # the highest speed limit a drive draws: `curve_speed_ahead` on a straight
+SPEED_LIMITS_MPS = (10.0, 14.0)  # each drive's speed limit is drawn from this range (no camera shows it)
+CURVE_SPEED_CAP_MPS = SPEED_LIMITS_MPS[1]  # `curve_speed_ahead` on a straight: the highest limit a drive draws
 LIGHT_SIDE_M = -(LANE_HALF_WIDTH_M + SHOULDER_M + 0.8)  # pole on the right of the ego lane
 LIGHT_AFTER_LINE_M = 1.0  # pole this far past the stop line
 # A second head across the junction, as most signalised junctions have: the near one leaves the front-tele
@@ -229,7 +230,7 @@ def make_scenario(name: str, seed: int) -> Scenario:
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {SCENARIOS}")
     rng = np.random.default_rng([SCENARIOS.index(name), seed])
-    limit = float(rng.uniform(10.0, 14.0))
+    limit = float(rng.uniform(*SPEED_LIMITS_MPS))
     standstill = bool(rng.random() < 0.3)
     v0 = 0.0 if standstill else float(rng.uniform(0.7, 1.0) * limit)
     knots: list[tuple[float, float]] = [(0.0, 0.0)]
@@ -445,8 +446,11 @@ class World:
         asks of the pace, the drive's speed limit (no camera shows it) aside."""
         s, _ = self.lane_offset(pose.x, pose.y)
         ahead = (self.road.s >= s) & (self.road.s <= s + range_m)
-        kappa = float(np.abs(self.road.kappa[ahead]).max(initial=0.0))
-        return min(CURVE_SPEED_CAP_MPS, math.sqrt(self.limits.max_lateral_accel / max(kappa, 1e-6)))
+        return float(np.min(self._cornering_speed(self.road.kappa[ahead]), initial=CURVE_SPEED_CAP_MPS))
+
+    def _cornering_speed(self, kappa: np.ndarray) -> np.ndarray:
+        """The speed at which curvature `kappa` (1/m) meets the expert's lateral-acceleration limit."""
+        return np.sqrt(self.limits.max_lateral_accel / np.maximum(np.abs(kappa), 1e-6))
 
     def _lane_seen_from(self, pose: Pose2D, distances_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(forward, left) in the frame of `pose` of the lane centre `distances_m` of road ahead of the pose's
@@ -477,8 +481,7 @@ class World:
     def _curve_speed_profile(self) -> np.ndarray:
         """Highest speed per road sample from which every curve ahead is met at its lateral-acceleration limit."""
         lim = self.limits
-        cap = np.minimum(self.scenario_params.speed_limit_mps,
-                         np.sqrt(lim.max_lateral_accel / np.maximum(np.abs(self.road.kappa), 1e-6)))
+        cap = np.minimum(self.scenario_params.speed_limit_mps, self._cornering_speed(self.road.kappa))
         allow = cap.copy()
         for i in range(len(allow) - 2, -1, -1):  # backward pass: braking at curve_decel into each curve
             allow[i] = min(allow[i], math.sqrt(allow[i + 1] ** 2 + 2 * lim.curve_decel * ROAD_STEP_M))
