@@ -314,8 +314,8 @@ def tiny_config() -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
 DRIVER_PIXELS = 96 * 160  # the demo's camera images (make_sample_bag) stay 96 x 160: 3 x 5 = 15 tokens each
 
 
-def driver_config(expert_width: int = 96, vision_width: int = 96,
-                  action_max_freq: float = 0.1) -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
+def driver_config(expert_width: int = 96, vision_width: int = 96, action_max_freq: float = 0.1,
+                  text_layers: int = 3) -> tuple[AlpamayoR1Config, Qwen3VLConfig]:
     """The synthetic-world driver's architecture (tools/train_driver.py): the tiny layout with a third layer, a wider
     vision tower and expert, and full-resolution demo images; about 3 M parameters (12 MB in float32).
 
@@ -328,6 +328,8 @@ def driver_config(expert_width: int = 96, vision_width: int = 96,
     `vision_width`: the vision tower's hidden size (its MLP twice that, two heads); its output stays the LM's 128.
     `action_max_freq`: the Fourier features' last (lowest) frequency; over +-1 / (2 x this) around zero that
     frequency's (sin, cos) pair is one-to-one, and it repeats for values 1 / this apart.
+    `text_layers`: the language model's depth, and so the expert's, which has one layer per LM layer whose cache
+    it reads (as the release's 36 read Qwen3-VL-8B's 36).
     """
     config = AlpamayoR1Config(
         vlm_name_or_path=BASE_VLM_DIR, min_pixels=DRIVER_PIXELS, max_pixels=DRIVER_PIXELS, model_dtype="float32",
@@ -336,8 +338,8 @@ def driver_config(expert_width: int = 96, vision_width: int = 96,
                                 head_dim=32))
     vlm_config = _qwen3_vl_config(
         256,
-        text=dict(vocab_size=384, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
+        text=dict(vocab_size=384, hidden_size=128, intermediate_size=256, num_hidden_layers=text_layers,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
                   rope_scaling={"rope_type": "default", "mrope_section": [6, 5, 5], "mrope_interleaved": True}),
         vision=dict(depth=2, hidden_size=vision_width, intermediate_size=2 * vision_width, num_heads=2,
                     out_hidden_size=128, num_position_embeddings=64, deepstack_visual_indexes=[0, 1]))

@@ -519,6 +519,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_brakes: bool = False, scene_curves: bool = False, curvature_spread: float = 1.0,
           accel_spread: float = 1.0, scene_drives: int = 0,
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96, action_max_freq: float = 0.1,
+          text_layers: int = 3,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
           limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta") -> dict:
     torch.set_num_threads(threads)
@@ -542,7 +543,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         logger.info("stage 0 also sees %d examples from %d more drives (%.0f s in)", len(seen) - len(examples),
                     scene_drives * len(world.SCENARIOS), render_s)
 
-    config, vlm_config = driver_config(expert_width, vision_width, action_max_freq)
+    config, vlm_config = driver_config(expert_width, vision_width, action_max_freq, text_layers)
     statistics = action_statistics(examples[:expert_examples], config.action_space_cfg, curvature_spread,
                                    accel_spread) if own_statistics else {}
     config = dataclasses.replace(config, action_space_cfg=dataclasses.replace(config.action_space_cfg, **statistics))
@@ -640,6 +641,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
               "scene_distances": scene_distances, "expert_width": expert_width, "vision_width": vision_width,
+              "text_layers": text_layers,
               "action_max_freq": action_max_freq,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
               "expert_steps": expert_steps, "expert_batch_size": expert_batch_size, "expert_draws": expert_draws,
@@ -853,6 +855,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the action expert's hidden size (loading.driver_config; its MLP twice that)")
     parser.add_argument("--vision-width", type=int, default=96,
                         help="the vision tower's hidden size (loading.driver_config; its MLP twice that, two heads)")
+    parser.add_argument("--text-layers", type=int, default=3,
+                        help="the language model's layers, and so the expert's: it reads one cache layer per layer "
+                             "(loading.driver_config)")
     parser.add_argument("--rare-weight", type=float, default=0.0,
                         help="draw examples in proportion to their rarity to this power (action_rarity: the largest "
                              "|normalised action| of the future, at least 1); 0 draws uniformly")
@@ -917,6 +922,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dense-late is a share (0-1) of the --dense-stops examples: with --dense-stops K > 0")
     if min(args.stop_margin, args.standstill_gap, args.time_gap) <= 0.0:
         parser.error("--stop-margin, --standstill-gap and --time-gap must be positive")
+    if args.text_layers < 2:
+        parser.error("--text-layers must be >= 2: the vision tower's deepstack feeds the language model's first two")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
         parser.error(f"--visited: no such file: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -935,6 +942,7 @@ def main(argv: list[str] | None = None) -> int:
                    scene_curves=args.scene_curve_speed,
                    curvature_spread=args.curvature_spread, accel_spread=args.accel_spread, scene_drives=args.scene_drives,
                    scene_t0_stride=args.scene_t0_stride, visited=tuple(args.visited), vision_width=args.vision_width,
+                   text_layers=args.text_layers,
                    action_max_freq=args.action_max_freq,
                    dense_stops=args.dense_stops, dense_curves=args.dense_curves, dense_late=args.dense_late,
                    rolling_stops=args.rolling_stops,

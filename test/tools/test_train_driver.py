@@ -471,6 +471,28 @@ def test_vision_width_widens_only_the_vision_tower():
     assert model.vlm.config.vision_config.hidden_size == 128 and model.expert.config.hidden_size == 96
 
 
+def test_text_layers_deepen_the_language_model_and_the_expert_with_it(monkeypatch, tmp_path):
+    """`--text-layers`: the LM gets that many layers and the expert one per LM layer (it reads each layer's cache);
+    widths, the vision tower and the default (the shipped driver's three) do not change; the option reaches `train`."""
+    from alpamayo_ros.model.loading import driver_config, random_model
+    from alpamayo_ros.tools import train_driver
+
+    (plain, plain_vlm), (deep, deep_vlm) = driver_config(), driver_config(text_layers=4)
+    assert plain == deep and plain_vlm.vision_config.to_dict() == deep_vlm.vision_config.to_dict()
+    assert (plain_vlm.text_config.num_hidden_layers, deep_vlm.text_config.num_hidden_layers) == (3, 4)
+    assert plain_vlm.text_config.hidden_size == deep_vlm.text_config.hidden_size == 128
+    model = random_model(deep, deep_vlm, seed=0)
+    assert len(model.vlm.model.language_model.layers) == len(model.expert.layers) == 4
+
+    seen = {}
+    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
+                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
+    train_driver.main([str(tmp_path / "out")])
+    assert seen["text_layers"] == 3
+    train_driver.main([str(tmp_path / "out"), "--text-layers", "4"])
+    assert seen["text_layers"] == 4
+
+
 def test_ordinal_tokens_order_only_the_trajectory_bins_rows():
     """`--ordinal-tokens`: the future and history bins' input rows and the future bins' output rows start near
     their neighbours and far from distant bins, at the initial scale; every other row is the model's own draw."""
@@ -676,7 +698,7 @@ def test_the_timestep_sampler_reaches_the_joint_and_the_expert_stage_s_draws(mon
     ["--accel-spread", "-0.5"], ["--accel-spread", "0.5", "--no-own-statistics"],
     ["--scene-drives", "-1"], ["--scene-drives", "4", "--scene-t0-stride", "0"],
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
-    ["--visited", "no-such-states.json"], ["--stop-margin", "0"], ["--time-gap", "-1"],
+    ["--visited", "no-such-states.json"], ["--stop-margin", "0"], ["--time-gap", "-1"], ["--text-layers", "1"],
 ])
 def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
     """A usage error (exit 2, the reason on stderr) before any drive is rendered or any step is taken."""
