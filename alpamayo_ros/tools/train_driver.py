@@ -75,6 +75,7 @@ from alpamayo_ros.model.training import (
 from alpamayo_ros.tools import world
 from alpamayo_ros.tools.driver_data import (
     CURVE_RANGE_M,
+    DISTANCE_RANGE_M,
     FAR_LANE_M,
     LANE_AHEAD_M,
     TRAIN_SEEDS,
@@ -158,8 +159,12 @@ class SceneProbe(torch.nn.Module):
     lights, the road ahead and where the car is in its lane, linearly."""
 
     def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False,
-                 far: bool = False, brakes: bool = False, curves: bool = False) -> None:
+                 far: bool = False, brakes: bool = False, curves: bool = False,
+                 distance_range: float = DISTANCE_RANGE_M) -> None:
         super().__init__()
+        if not 0.0 < distance_range <= DISTANCE_RANGE_M:
+            raise ValueError(f"scene probe distance range {distance_range} m: within (0, {DISTANCE_RANGE_M:g}]")
+        self.distance_range = distance_range  # farther stop lines and leads are read as this far (clamped)
         if pooling not in SCENE_POOLINGS:
             raise ValueError(f"scene probe pooling {pooling!r}: one of {SCENE_POOLINGS}")
         self.pooling = pooling  # "mean": every image token's equal share, the simplest read an LM head can make
@@ -197,7 +202,8 @@ class SceneProbe(torch.nn.Module):
         """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
         centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M, plus (with `distances`) the squared
         error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
-        one within range, plus (with `far`) the squared error of the lane centre's bearing FAR_LANE_M ahead in
+        one within DISTANCE_RANGE_M (those beyond `distance_range` read as that far), plus (with `far`) the
+        squared error of the lane centre's bearing FAR_LANE_M ahead in
         units of BEARING_SCALE_RAD, clamped to BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of
         the lead's brake lights, where a lead is within range, plus (with `curves`) the squared error of the lowest
         speed the curves ahead allow in units of CURVE_SPEED_SCALE_MPS; and the cause's accuracy."""
@@ -212,7 +218,8 @@ class SceneProbe(torch.nn.Module):
         if self.distances is not None:
             metres = torch.tensor([e.distances for e in examples], dtype=torch.float32)
             seen = torch.isfinite(metres)  # no stop line or lead within range: no loss
-            error = self.read(pooled, "distances") - metres.nan_to_num() / DISTANCE_SCALE_M
+            target = metres.nan_to_num().clamp(max=self.distance_range) / DISTANCE_SCALE_M
+            error = self.read(pooled, "distances") - target
             loss = loss + (error ** 2 * seen).sum() / len(examples)
         if self.far is not None:
             bearing = torch.tensor([e.far_bearing for e in examples], dtype=torch.float32)
@@ -521,7 +528,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           scene_t0_stride: int = 12, visited: tuple[Path, ...] = (), vision_width: int = 96, action_max_freq: float = 0.1,
           text_layers: int = 3,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
-          limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta") -> dict:
+          limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta",
+          scene_distance_range: float = DISTANCE_RANGE_M) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -553,7 +561,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     if ordinal:
         ordinal_tokens(model, seed)
     probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling,
-                       distances=scene_distances, far=scene_far, brakes=scene_brakes, curves=scene_curves)
+                       distances=scene_distances, far=scene_far, brakes=scene_brakes, curves=scene_curves,
+                       distance_range=scene_distance_range)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
     # Drawn in proportion to rarity ** rare_weight; 0: uniformly (p=None, the same batches as before).
@@ -640,7 +649,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "flow_draws": flow_draws, "expert_trains_vlm": expert_trains_vlm, "offset_share": offset_share,
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
-              "scene_distances": scene_distances, "expert_width": expert_width, "vision_width": vision_width,
+              "scene_distances": scene_distances, "scene_distance_range": scene_distance_range,
+              "expert_width": expert_width, "vision_width": vision_width,
               "text_layers": text_layers,
               "action_max_freq": action_max_freq,
               "mirror_share": mirror_share, "scene_pooling": scene_pooling, "rare_weight": rare_weight,
@@ -815,6 +825,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene-distances", action=argparse.BooleanOptionalAction, default=True,
                         help="the scene probe also reads how far ahead the stop line and the lead vehicle are "
                              "(world.World.distances_ahead): where to stop")
+    parser.add_argument("--scene-distance-range", type=float, default=DISTANCE_RANGE_M,
+                        help="m: stop lines and leads farther than this are read as this far, so that the probe's "
+                             "squared error weighs the range where the car brakes, not the far road "
+                             f"(default {DISTANCE_RANGE_M:g}: every distance recorded)")
     parser.add_argument("--scene-far-lane", action=argparse.BooleanOptionalAction, default=False,
                         help="the scene probe also reads the lane centre's bearing 60 and 80 m ahead "
                              "(world.World.lane_bearing): a curve before it begins")
@@ -922,6 +936,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dense-late is a share (0-1) of the --dense-stops examples: with --dense-stops K > 0")
     if min(args.stop_margin, args.standstill_gap, args.time_gap) <= 0.0:
         parser.error("--stop-margin, --standstill-gap and --time-gap must be positive")
+    if not 0.0 < args.scene_distance_range <= DISTANCE_RANGE_M or (
+            args.scene_distance_range != DISTANCE_RANGE_M and not args.scene_distances):
+        parser.error(f"--scene-distance-range must be within (0, {DISTANCE_RANGE_M:g}] m, with --scene-distances")
     if args.text_layers < 2:
         parser.error("--text-layers must be >= 2: the vision tower's deepstack feeds the language model's first two")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
@@ -934,6 +951,7 @@ def main(argv: list[str] | None = None) -> int:
                    late_share=args.late_share, max_drift=(args.max_heading_error, args.max_curvature_error),
                    scene_lane=args.scene_lane, mirror_share=args.mirror_share, scene_pooling=args.scene_pooling,
                    scene_distances=args.scene_distances, expert_width=args.expert_width,
+                   scene_distance_range=args.scene_distance_range,
                    rare_weight=args.rare_weight, expert_steps=args.expert_steps,
                    expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr,
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from alpamayo_ros.model.loading import save_pretrained, tiny
 from alpamayo_ros.model.training import flow_matching_loss, make_batch, training_losses
 from alpamayo_ros.tools import world
-from alpamayo_ros.tools.driver_data import TRAIN_SEEDS, drive_examples, t0_grid
+from alpamayo_ros.tools.driver_data import DISTANCE_RANGE_M, TRAIN_SEEDS, drive_examples, t0_grid
 from alpamayo_ros.tools.train_driver import SceneProbe, latest_frames_embeds, learning_rate
 
 STEPS = 6  # enough to fit one fixed batch; each step is a full VLM + expert pass (CI budget)
@@ -79,6 +79,48 @@ def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path,
     save_pretrained(model.eval(), tmp_path)
     with safe_open(tmp_path / "model-00001-of-00001.safetensors", "pt") as saved:
         assert set(saved.keys()) == set(model.state_dict())
+
+
+def test_the_scene_distance_range_reads_farther_stop_lines_as_that_far(tmp_path, monkeypatch, capsys):
+    """`--scene-distance-range M`: the probe's distance target is the stop line's distance up to M and M beyond
+    it; the default (DISTANCE_RANGE_M, every distance recorded) leaves the target as it was; the option reaches
+    `train`, and a range outside (0, DISTANCE_RANGE_M] is refused."""
+    from alpamayo_ros.tools import train_driver
+
+    drive = world.generate("red_light", TRAIN_SEEDS[0])
+    examples = list(drive_examples(drive, [1.5, 9.0], height=64, width=96))
+    (far, _), (near, _) = (e.distances for e in examples)
+    assert near < far < DISTANCE_RANGE_M
+    tokens = torch.zeros(len(examples) * 8, 128)
+
+    def distance_loss(**range_m) -> float:  # heads all zero: the distance term is the targets' mean square
+        probe = SceneProbe(128, distances=True, **range_m)
+        for head in (probe.cause, probe.offset, probe.distances):
+            torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+        without = SceneProbe(128)
+        for head in (without.cause, without.offset):
+            torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            return (probe.loss(tokens, examples)[0] - without.loss(tokens, examples)[0]).item()
+
+    scale, middle = train_driver.DISTANCE_SCALE_M, (near + far) / 2
+    assert distance_loss() == pytest.approx(((near / scale) ** 2 + (far / scale) ** 2) / 2, rel=1e-5)
+    assert distance_loss(distance_range=middle) == pytest.approx(((near / scale) ** 2 + (middle / scale) ** 2) / 2,
+                                                                 rel=1e-5)
+    with pytest.raises(ValueError, match="distance range"):
+        SceneProbe(128, distances=True, distance_range=0.0)
+
+    seen = {}
+    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
+                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
+    train_driver.main([str(tmp_path / "out")])
+    assert seen["scene_distance_range"] == DISTANCE_RANGE_M
+    train_driver.main([str(tmp_path / "out"), "--scene-distance-range", "60"])
+    assert seen["scene_distance_range"] == 60.0
+    for flags in (["--scene-distance-range", "150"], ["--scene-distance-range", "60", "--no-scene-distances"]):
+        with pytest.raises(SystemExit):
+            train_driver.main([str(tmp_path / "out"), *flags])
+        assert "--scene-distance-range" in capsys.readouterr().err
 
 
 def _examples_as_tuples(monkeypatch) -> None:
