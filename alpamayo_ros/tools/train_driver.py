@@ -203,10 +203,10 @@ class SceneProbe(torch.nn.Module):
         centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M, plus (with `distances`) the squared
         error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
         one within DISTANCE_RANGE_M (those beyond `distance_range` read as that far), plus (with `far`) the
-        squared error of the lane centre's bearing FAR_LANE_M ahead in
-        units of BEARING_SCALE_RAD, clamped to BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of
-        the lead's brake lights, where a lead is within range, plus (with `curves`) the squared error of the lowest
-        speed the curves ahead allow in units of CURVE_SPEED_SCALE_MPS; and the cause's accuracy."""
+        squared error of the lane centre's bearing FAR_LANE_M ahead in units of BEARING_SCALE_RAD, clamped to
+        BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of the lead's brake lights, where a lead
+        is within range, plus (with `curves`) the squared error of the lowest speed the curves ahead allow in units
+        of CURVE_SPEED_SCALE_MPS; and the cause's accuracy."""
         pooled = self(image_embeds, len(examples))
         logits = self.read(pooled, "cause")
         cause = torch.tensor([CAUSES.index(e.cause) for e in examples])
