@@ -48,6 +48,17 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     assert abs(learning_rate(100, 100, 1e-3, 10, 1e-5) - 1e-5) < 1e-12
 
 
+def _train_arguments(monkeypatch, tmp_path, *flags: str) -> dict:
+    """The keyword arguments `train_driver.main` gives `train` for `flags` (train itself not run)."""
+    from alpamayo_ros.tools import train_driver
+
+    seen = {}
+    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
+                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
+    train_driver.main([str(tmp_path / "out"), *flags])
+    return seen
+
+
 @pytest.mark.parametrize("pooling", ["attention", "mean", "per-head"])
 def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path, pooling):
     """Stage 0 (`--scene-steps`): the vision tower and the probe (either `--scene-pooling`) fit a fixed batch's
@@ -81,10 +92,10 @@ def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path,
         assert set(saved.keys()) == set(model.state_dict())
 
 
-def test_the_scene_distance_range_reads_farther_stop_lines_as_that_far(tmp_path, monkeypatch, capsys):
+def test_the_scene_distance_range_reads_farther_stop_lines_as_that_far(tmp_path, monkeypatch):
     """`--scene-distance-range M`: the probe's distance target is the stop line's distance up to M and M beyond
     it; the default (DISTANCE_RANGE_M, every distance recorded) leaves the target as it was; the option reaches
-    `train`, and a range outside (0, DISTANCE_RANGE_M] is refused."""
+    `train` (a range outside (0, DISTANCE_RANGE_M] is refused: below)."""
     from alpamayo_ros.tools import train_driver
 
     drive = world.generate("red_light", TRAIN_SEEDS[0])
@@ -110,17 +121,8 @@ def test_the_scene_distance_range_reads_farther_stop_lines_as_that_far(tmp_path,
     with pytest.raises(ValueError, match="distance range"):
         SceneProbe(128, distances=True, distance_range=0.0)
 
-    seen = {}
-    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
-                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
-    train_driver.main([str(tmp_path / "out")])
-    assert seen["scene_distance_range"] == DISTANCE_RANGE_M
-    train_driver.main([str(tmp_path / "out"), "--scene-distance-range", "60"])
-    assert seen["scene_distance_range"] == 60.0
-    for flags in (["--scene-distance-range", "150"], ["--scene-distance-range", "60", "--no-scene-distances"]):
-        with pytest.raises(SystemExit):
-            train_driver.main([str(tmp_path / "out"), *flags])
-        assert "--scene-distance-range" in capsys.readouterr().err
+    assert _train_arguments(monkeypatch, tmp_path)["scene_distance_range"] == DISTANCE_RANGE_M
+    assert _train_arguments(monkeypatch, tmp_path, "--scene-distance-range", "60")["scene_distance_range"] == 60.0
 
 
 def _examples_as_tuples(monkeypatch) -> None:
@@ -303,11 +305,8 @@ def test_the_expert_margins_reach_every_training_drive_and_its_stops(monkeypatch
         assert red_light.stop_line_s - rest == pytest.approx(limits.stop_margin_m, abs=0.01)
         lead = world.generate("lead_brake", TRAIN_SEEDS[0], limits).drive
         assert np.min(lead.lead_s - lead.s - world.EGO_FRONT_M) >= limits.standstill_gap_m
-    seen = {}
-    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
-                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
-    train_driver.main([str(tmp_path / "out"), "--stop-margin", "3", "--standstill-gap", "4", "--time-gap", "2"])
-    assert seen["limits"] == wide
+    assert _train_arguments(monkeypatch, tmp_path, "--stop-margin", "3", "--standstill-gap", "4", "--time-gap",
+                            "2")["limits"] == wide
 
 
 def test_dense_curves_add_the_centred_moments_whose_future_enters_or_leaves_a_curve(monkeypatch):
@@ -517,7 +516,6 @@ def test_text_layers_deepen_the_language_model_and_the_expert_with_it(monkeypatc
     """`--text-layers`: the LM gets that many layers and the expert one per LM layer (it reads each layer's cache);
     widths, the vision tower and the default (the shipped driver's three) do not change; the option reaches `train`."""
     from alpamayo_ros.model.loading import driver_config, random_model
-    from alpamayo_ros.tools import train_driver
 
     (plain, plain_vlm), (deep, deep_vlm) = driver_config(), driver_config(text_layers=4)
     assert plain == deep and plain_vlm.vision_config.to_dict() == deep_vlm.vision_config.to_dict()
@@ -526,13 +524,8 @@ def test_text_layers_deepen_the_language_model_and_the_expert_with_it(monkeypatc
     model = random_model(deep, deep_vlm, seed=0)
     assert len(model.vlm.model.language_model.layers) == len(model.expert.layers) == 4
 
-    seen = {}
-    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
-                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
-    train_driver.main([str(tmp_path / "out")])
-    assert seen["text_layers"] == 3
-    train_driver.main([str(tmp_path / "out"), "--text-layers", "4"])
-    assert seen["text_layers"] == 4
+    assert _train_arguments(monkeypatch, tmp_path)["text_layers"] == 3
+    assert _train_arguments(monkeypatch, tmp_path, "--text-layers", "4")["text_layers"] == 4
 
 
 def test_ordinal_tokens_order_only_the_trajectory_bins_rows():
@@ -708,13 +701,8 @@ def test_the_timestep_sampler_reaches_the_joint_and_the_expert_stage_s_draws(mon
     from alpamayo_ros.model import training
     from alpamayo_ros.tools import train_driver
 
-    seen = {}
-    monkeypatch.setattr(train_driver, "train", lambda *a, **k: seen.update(k) or
-                        {"log": [], "examples": 0, "render_s": 0.0, "steps": 0, "train_s": 0.0})
-    train_driver.main([str(tmp_path / "out")])
-    assert seen["timestep_sampler"] == "beta"
-    train_driver.main([str(tmp_path / "out"), "--timestep-sampler", "uniform"])
-    assert seen["timestep_sampler"] == "uniform"
+    assert _train_arguments(monkeypatch, tmp_path)["timestep_sampler"] == "beta"
+    assert _train_arguments(monkeypatch, tmp_path, "--timestep-sampler", "uniform")["timestep_sampler"] == "uniform"
 
     samplers = []
     original = training.flow_training_data
@@ -741,6 +729,7 @@ def test_the_timestep_sampler_reaches_the_joint_and_the_expert_stage_s_draws(mon
     ["--scene-drives", "-1"], ["--scene-drives", "4", "--scene-t0-stride", "0"],
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
     ["--visited", "no-such-states.json"], ["--stop-margin", "0"], ["--time-gap", "-1"], ["--text-layers", "1"],
+    ["--scene-distance-range", "150"], ["--scene-distance-range", "60", "--no-scene-distances"],
 ])
 def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
     """A usage error (exit 2, the reason on stderr) before any drive is rendered or any step is taken."""
