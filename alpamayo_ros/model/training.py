@@ -67,6 +67,7 @@ class Losses:
     vlm_future: torch.Tensor  # CE over trajectory-token labels (future bins, <|traj_future_start/end|>)
     vlm_others: torch.Tensor  # CE over the other labels (the CoC span, an assistant <|im_end|>)
     flow: torch.Tensor  # flow-matching MSE
+    flow_error: torch.Tensor  # (B * flow_draws, W, 2): predicted minus target velocity, whose mean square is `flow`
 
     @property
     def vlm(self) -> torch.Tensor:
@@ -262,9 +263,9 @@ def training_losses(model: AlpamayoR1, batch: Batch, causal_expert: bool = False
         t, noise = flow_training_data(x, timestep_sampler)
     crop = batch.crop.to(model.device).repeat_interleave(flow_draws, 0)
     cache = cropped_cache(cache, batch.crop, stop_grad_from_vlm, flow_draws)
-    flow, _ = flow_matching_loss(model, cache, crop, rope_delta.repeat_interleave(flow_draws, 0), x, t, noise,
-                                 causal_expert)
-    return Losses(vlm_future=future, vlm_others=others, flow=flow)
+    flow, pred = flow_matching_loss(model, cache, crop, rope_delta.repeat_interleave(flow_draws, 0), x, t, noise,
+                                    causal_expert)
+    return Losses(vlm_future=future, vlm_others=others, flow=flow, flow_error=pred - (x - noise))
 
 
 @contextlib.contextmanager

@@ -492,6 +492,19 @@ def ordinal_tokens(model, seed: int) -> None:
                 rows.copy_(ordinal_rows(bins, weight.shape[1], float(rows.std()), generator))
 
 
+def integral_loss(error: torch.Tensor) -> torch.Tensor:
+    """Flow matching's velocity error (B, W, 2) summed along the horizon: the mean over every prefix k of
+    (sum of the first k errors / sqrt(W))^2, per channel.
+
+    A plan's speed is its accelerations summed, its heading its curvatures summed, so an error that keeps its
+    sign along the horizon (a plan that brakes a little less at every step, the noise's slow part passed on)
+    moves where the plan ends far more than its mean square says: plain flow matching weighs a constant error c
+    as c^2, this term as about W c^2 / 3 (21 c^2 at W = 64), and white errors about as flow matching does (half).
+    Any weighted square of the error has flow matching's minimiser (the velocity's conditional mean), so the
+    term changes which errors a finite fit leaves, not what it fits."""
+    return (error.cumsum(1) / math.sqrt(error.shape[1])).square().mean()
+
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: float) -> float:
     """The recipe's `cosine_warmup_with_min_lr`: linear warmup (step + 1) / warmup, then a half cosine to `minimum`."""
     if step < warmup:
@@ -529,7 +542,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           text_layers: int = 3,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
           limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta",
-          scene_distance_range: float = DISTANCE_RANGE_M) -> dict:
+          scene_distance_range: float = DISTANCE_RANGE_M, integral_weight: float = 0.0) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -602,7 +615,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
     parameters = [p for p in model.parameters() if p.requires_grad]
     scene = [*probe.parameters()] if scene_weight else []
     optimiser = recipe_optimiser(parameters + scene, lr)
-    sums = np.zeros(5)
+    sums = np.zeros(6)
     bar = tqdm(range(steps), desc="train", unit="step", file=sys.stderr)
     for step in bar:
         for group in optimiser.param_groups:
@@ -620,9 +633,11 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
             losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
                                      flow_draws=flow_draws, timestep_sampler=timestep_sampler)
             scene_loss, accuracy = probe.loss(batch.image_embeds, chosen) if scene_weight else (torch.zeros(()), 0.0)
-        optimiser_step(optimiser, losses.vlm + losses.flow + scene_weight * scene_loss, parameters + scene)
+        integral = integral_loss(losses.flow_error)
+        loss = losses.vlm + losses.flow + scene_weight * scene_loss
+        optimiser_step(optimiser, loss + integral_weight * integral if integral_weight else loss, parameters + scene)
         values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item(),
-                           scene_loss.item(), accuracy])
+                           scene_loss.item(), accuracy, integral.item()])
         sums += values
         bar.set_postfix(ce_future=f"{values[0]:.3f}", ce_coc=f"{values[1]:.3f}", flow=f"{values[2]:.3f}",
                         scene=f"{values[3]:.3f}")
@@ -632,14 +647,14 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         if (step + 1) % LOG_EVERY == 0:
             mean = sums / LOG_EVERY
             log.append({"step": step + 1, "ce_future": mean[0], "ce_coc": mean[1], "flow": mean[2],
-                        "scene": mean[3], "scene_accuracy": mean[4],
+                        "scene": mean[3], "scene_accuracy": mean[4], "flow_integral": mean[5],
                         "lr": optimiser.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - started})
             sums[:] = 0.0
     if expert_steps:
         model.eval()
         prefixes = frozen_prefixes(model, examples, encodings=encodings)
         log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started,
-                                timestep_sampler))
+                                timestep_sampler, integral_weight))
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
     model.eval()
     save_pretrained(model, out)
@@ -663,6 +678,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
               "dense_curves": dense_curves, "dense_late": dense_late, "rolling_stops": rolling_stops,
               "expert_limits": dataclasses.asdict(limits), "timestep_sampler": timestep_sampler,
+              "integral_weight": integral_weight,
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -757,7 +773,7 @@ def expert_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flow_draws: int, lr: float,
-                 seed: int, started: float, timestep_sampler: str = "beta") -> list[dict]:
+                 seed: int, started: float, timestep_sampler: str = "beta", integral_weight: float = 0.0) -> list[dict]:
     """Stage 2 on the frozen VLM (the recipe's stop_grad_from_vlm): flow matching on the stored prefixes, the
     expert alone, warmup then cosine to lr / 100. The prefixes were stored without gradients, so none reaches
     the VLM; the optimiser holds only `expert_parameters`."""
@@ -772,8 +788,9 @@ def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flo
         chosen = [prefixes[i] for i in order.choice(len(prefixes), size=batch_size, replace=False)]
         cache, crop, rope_delta, x = prefix_batch([p for p in chosen for _ in range(flow_draws)])
         t, noise = flow_training_data(x, timestep_sampler)
-        loss, _ = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
-        optimiser_step(optimiser, loss, parameters)
+        loss, pred = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
+        integral = integral_loss(pred - (x - noise)) if integral_weight else 0.0
+        optimiser_step(optimiser, loss + integral_weight * integral, parameters)
         total += loss.item()
         bar.set_postfix(flow=f"{loss.item():.3f}")
         if (step + 1) % LOG_EVERY == 0:
@@ -919,6 +936,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timestep-sampler", choices=TIMESTEP_SAMPLERS, default="beta",
                         help="the flow time's distribution in training, the recipe's train_timestep_sampler: beta "
                              "(its default, t = 0.999 - 0.999 Beta(1.5, 1), weighted to the noisy end) or uniform")
+    parser.add_argument("--integral-weight", type=float, default=0.0, metavar="W",
+                        help="adds W times the flow's velocity error summed along the horizon (`integral_loss`: what "
+                             "moves a plan's speed and heading) to flow matching, in both stages (0: the recipe's loss)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     for name in ("curvature_spread", "accel_spread"):
@@ -939,6 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.scene_distance_range <= DISTANCE_RANGE_M or (
             args.scene_distance_range != DISTANCE_RANGE_M and not args.scene_distances):
         parser.error(f"--scene-distance-range must be within (0, {DISTANCE_RANGE_M:g}] m, with --scene-distances")
+    if args.integral_weight < 0.0:
+        parser.error("--integral-weight must be >= 0")
     if args.text_layers < 2:
         parser.error("--text-layers must be >= 2: the vision tower's deepstack feeds the language model's first two")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
@@ -966,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
                    rolling_stops=args.rolling_stops,
                    limits=dataclasses.replace(world.LIMITS, stop_margin_m=args.stop_margin,
                                               standstill_gap_m=args.standstill_gap, time_gap_s=args.time_gap),
-                   timestep_sampler=args.timestep_sampler)
+                   timestep_sampler=args.timestep_sampler, integral_weight=args.integral_weight)
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")
