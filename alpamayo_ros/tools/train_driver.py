@@ -492,9 +492,9 @@ def ordinal_tokens(model, seed: int) -> None:
                 rows.copy_(ordinal_rows(bins, weight.shape[1], float(rows.std()), generator))
 
 
-def integral_loss(error: torch.Tensor) -> torch.Tensor:
-    """Flow matching's velocity error (B, W, 2) summed along the horizon: the mean over every prefix k of
-    (sum of the first k errors / sqrt(W))^2, per channel.
+def integral_loss(error: torch.Tensor, weights: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """Flow matching's velocity error (B, W, 2) summed along the horizon: the mean over every prefix k and both
+    channels (acceleration, curvature) of (sum of the first k errors / sqrt(W))^2, each channel times its weight.
 
     A plan's speed is its accelerations summed, its heading its curvatures summed, so an error that keeps its
     sign along the horizon (a plan that brakes a little less at every step, the noise's slow part passed on)
@@ -502,7 +502,8 @@ def integral_loss(error: torch.Tensor) -> torch.Tensor:
     as c^2, this term as about W c^2 / 3 (21 c^2 at W = 64), and white errors about as flow matching does (half).
     Any weighted square of the error has flow matching's minimiser (the velocity's conditional mean), so the
     term changes which errors a finite fit leaves, not what it fits."""
-    return (error.cumsum(1) / math.sqrt(error.shape[1])).square().mean()
+    scale = error.new_tensor(weights) / error.shape[1]
+    return (error.cumsum(1).square() * scale).mean()
 
 
 def learning_rate(step: int, steps: int, peak: float, warmup: int, minimum: float) -> float:
@@ -542,7 +543,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           text_layers: int = 3,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
           limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta",
-          scene_distance_range: float = DISTANCE_RANGE_M, integral_weight: float = 0.0) -> dict:
+          scene_distance_range: float = DISTANCE_RANGE_M, integral_weights: tuple[float, float] = (0.0, 0.0)) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -633,9 +634,11 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
             losses = training_losses(model, batch, causal_expert=False, stop_grad_from_vlm=not expert_trains_vlm,
                                      flow_draws=flow_draws, timestep_sampler=timestep_sampler)
             scene_loss, accuracy = probe.loss(batch.image_embeds, chosen) if scene_weight else (torch.zeros(()), 0.0)
-        integral = integral_loss(losses.flow_error)
         loss = losses.vlm + losses.flow + scene_weight * scene_loss
-        optimiser_step(optimiser, loss + integral_weight * integral if integral_weight else loss, parameters + scene)
+        if any(integral_weights):
+            loss = loss + integral_loss(losses.flow_error, integral_weights)
+        optimiser_step(optimiser, loss, parameters + scene)
+        integral = integral_loss(losses.flow_error.detach())  # logged unweighted, as flow matching is
         values = np.array([losses.vlm_future.item(), losses.vlm_others.item(), losses.flow.item(),
                            scene_loss.item(), accuracy, integral.item()])
         sums += values
@@ -654,7 +657,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         model.eval()
         prefixes = frozen_prefixes(model, examples, encodings=encodings)
         log.extend(train_expert(model, prefixes, expert_steps, expert_batch_size, expert_draws, expert_lr, seed, started,
-                                timestep_sampler, integral_weight))
+                                timestep_sampler, integral_weights))
     train_s, train_cpu_s = time.perf_counter() - train_started, time.process_time() - cpu_started
     model.eval()
     save_pretrained(model, out)
@@ -678,7 +681,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "scene_examples": len(seen) - len(examples), "dense_stops": dense_stops,
               "dense_curves": dense_curves, "dense_late": dense_late, "rolling_stops": rolling_stops,
               "expert_limits": dataclasses.asdict(limits), "timestep_sampler": timestep_sampler,
-              "integral_weight": integral_weight,
+              "integral_weights": list(integral_weights),
               "visited": [{"file": str(path), "command": json.loads(Path(path).read_text())["command"]}
                           for path in visited],
               "visited_examples": len(examples) - expert_examples,
@@ -773,7 +776,8 @@ def expert_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flow_draws: int, lr: float,
-                 seed: int, started: float, timestep_sampler: str = "beta", integral_weight: float = 0.0) -> list[dict]:
+                 seed: int, started: float, timestep_sampler: str = "beta",
+                 integral_weights: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
     """Stage 2 on the frozen VLM (the recipe's stop_grad_from_vlm): flow matching on the stored prefixes, the
     expert alone, warmup then cosine to lr / 100. The prefixes were stored without gradients, so none reaches
     the VLM; the optimiser holds only `expert_parameters`."""
@@ -789,8 +793,8 @@ def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flo
         cache, crop, rope_delta, x = prefix_batch([p for p in chosen for _ in range(flow_draws)])
         t, noise = flow_training_data(x, timestep_sampler)
         loss, pred = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
-        integral = integral_loss(pred - (x - noise)) if integral_weight else 0.0
-        optimiser_step(optimiser, loss + integral_weight * integral, parameters)
+        integral = integral_loss(pred - (x - noise), integral_weights) if any(integral_weights) else 0.0
+        optimiser_step(optimiser, loss + integral, parameters)
         total += loss.item()
         bar.set_postfix(flow=f"{loss.item():.3f}")
         if (step + 1) % LOG_EVERY == 0:
@@ -937,8 +941,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the flow time's distribution in training, the recipe's train_timestep_sampler: beta "
                              "(its default, t = 0.999 - 0.999 Beta(1.5, 1), weighted to the noisy end) or uniform")
     parser.add_argument("--integral-weight", type=float, default=0.0, metavar="W",
-                        help="adds W times the flow's velocity error summed along the horizon (`integral_loss`: what "
-                             "moves a plan's speed and heading) to flow matching, in both stages (0: the recipe's loss)")
+                        help="adds W times the flow's acceleration error summed along the horizon (`integral_loss`: "
+                             "what moves a plan's speed) to flow matching, in both stages (0: the recipe's loss)")
+    parser.add_argument("--curvature-integral-weight", type=float, default=0.0, metavar="W",
+                        help="the same for the curvature error summed along the horizon (what moves its heading)")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     for name in ("curvature_spread", "accel_spread"):
@@ -959,8 +965,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.scene_distance_range <= DISTANCE_RANGE_M or (
             args.scene_distance_range != DISTANCE_RANGE_M and not args.scene_distances):
         parser.error(f"--scene-distance-range must be within (0, {DISTANCE_RANGE_M:g}] m, with --scene-distances")
-    if args.integral_weight < 0.0:
-        parser.error("--integral-weight must be >= 0")
+    if min(args.integral_weight, args.curvature_integral_weight) < 0.0:
+        parser.error("--integral-weight and --curvature-integral-weight must be >= 0")
     if args.text_layers < 2:
         parser.error("--text-layers must be >= 2: the vision tower's deepstack feeds the language model's first two")
     if missing := [str(path) for path in args.visited if not path.is_file()]:
@@ -988,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
                    rolling_stops=args.rolling_stops,
                    limits=dataclasses.replace(world.LIMITS, stop_margin_m=args.stop_margin,
                                               standstill_gap_m=args.standstill_gap, time_gap_s=args.time_gap),
-                   timestep_sampler=args.timestep_sampler, integral_weight=args.integral_weight)
+                   timestep_sampler=args.timestep_sampler,
+                   integral_weights=(args.integral_weight, args.curvature_integral_weight))
     last = record["log"][-1] if record["log"] else {}
     print(f"wrote {args.out}: {record['examples']} examples rendered in {record['render_s']:.0f} s, "
           f"{record['steps']} steps in {record['train_s']:.0f} s; last losses {last}")

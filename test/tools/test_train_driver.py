@@ -724,15 +724,19 @@ def test_the_timestep_sampler_reaches_the_joint_and_the_expert_stage_s_draws(mon
 
 
 def test_the_integral_term_weighs_an_error_that_keeps_its_sign_by_the_horizon_s_length(monkeypatch, tmp_path):
-    """`--integral-weight`: the velocity error summed along the horizon weighs a constant error (W + 1)(2W + 1) / 6W
-    times its square, white errors about half theirs; `training_losses` hands out the error flow matching squares;
-    the option reaches `train` and the expert stage, whose gradient it then changes."""
+    """`--integral-weight`, `--curvature-integral-weight`: the velocity error summed along the horizon weighs a
+    constant error (W + 1)(2W + 1) / 6W times its square, white errors about half theirs, each channel by its own
+    weight; `training_losses` hands out the error flow matching squares; the options reach `train` and the expert
+    stage, whose gradient they then change."""
     from alpamayo_ros.tools import train_driver
 
     horizon = 64
     constant = torch.full((3, horizon, 2), 0.5)
     expected = 0.25 * (horizon + 1) * (2 * horizon + 1) / (6 * horizon)  # mean over k of (k c)^2 / W
     torch.testing.assert_close(train_driver.integral_loss(constant), torch.tensor(expected))
+    accel_only = constant.clone()
+    accel_only[..., 1] = 7.0  # a curvature error weighted zero
+    torch.testing.assert_close(train_driver.integral_loss(accel_only, (3.0, 0.0)), torch.tensor(1.5 * expected))
     white = torch.randn(4096, horizon, 2, generator=torch.Generator().manual_seed(0))
     assert abs(train_driver.integral_loss(white).item() - (horizon + 1) / (2 * horizon)) < 0.03
 
@@ -747,18 +751,20 @@ def test_the_integral_term_weighs_an_error_that_keeps_its_sign_by_the_horizon_s_
     assert losses.flow_error.shape == batch.action.shape
     torch.testing.assert_close(losses.flow_error.square().mean(), losses.flow)
 
-    assert _train_arguments(monkeypatch, tmp_path)["integral_weight"] == 0.0
-    assert _train_arguments(monkeypatch, tmp_path, "--integral-weight", "2")["integral_weight"] == 2.0
+    assert _train_arguments(monkeypatch, tmp_path)["integral_weights"] == (0.0, 0.0)
+    assert _train_arguments(monkeypatch, tmp_path, "--integral-weight", "2",
+                            "--curvature-integral-weight", "0.5")["integral_weights"] == (2.0, 0.5)
     with torch.no_grad():
         prefixes = train_driver.frozen_prefixes(model, stored, batch_size=1)
     trained = {}
-    for weight in (0.0, 1.0):
+    for weights in ((0.0, 0.0), (1.0, 0.0)):
         copy = tiny(seed=0).eval()
         torch.manual_seed(0)
         train_driver.train_expert(copy, prefixes, steps=1, batch_size=2, flow_draws=1, lr=1e-3, seed=0, started=0.0,
-                                  integral_weight=weight)
-        trained[weight] = copy.action_out_proj.state_dict()
-    assert any(not torch.equal(trained[0.0][k], trained[1.0][k]) for k in trained[0.0])
+                                  integral_weights=weights)
+        trained[weights] = copy.action_out_proj.state_dict()
+    plain, summed = trained.values()
+    assert any(not torch.equal(plain[k], summed[k]) for k in plain)
 
 
 @pytest.mark.parametrize("flags", [
@@ -768,7 +774,7 @@ def test_the_integral_term_weighs_an_error_that_keeps_its_sign_by_the_horizon_s_
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
     ["--visited", "no-such-states.json"], ["--stop-margin", "0"], ["--time-gap", "-1"], ["--text-layers", "1"],
     ["--scene-distance-range", "150"], ["--scene-distance-range", "60", "--no-scene-distances"],
-    ["--integral-weight", "-1"],
+    ["--integral-weight", "-1"], ["--curvature-integral-weight", "-0.1"],
 ])
 def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
     """A usage error (exit 2, the reason on stderr) before any drive is rendered or any step is taken."""
