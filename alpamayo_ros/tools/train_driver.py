@@ -941,10 +941,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the flow time's distribution in training, the recipe's train_timestep_sampler: beta "
                              "(its default, t = 0.999 - 0.999 Beta(1.5, 1), weighted to the noisy end) or uniform")
     parser.add_argument("--integral-weight", type=float, default=0.0, metavar="W",
-                        help="adds W times the flow's acceleration error summed along the horizon (`integral_loss`: "
-                             "what moves a plan's speed) to flow matching, in both stages (0: the recipe's loss)")
+                        help="adds flow matching's velocity error summed along the horizon (`integral_loss`, averaged "
+                             "over both channels as flow matching is) to its loss in both stages, the acceleration's "
+                             "channel (what moves a plan's speed) weighted W (0: the recipe's loss)")
     parser.add_argument("--curvature-integral-weight", type=float, default=0.0, metavar="W",
-                        help="the same for the curvature error summed along the horizon (what moves its heading)")
+                        help="the same term's curvature channel (what moves a plan's heading) weighted W")
     parser.add_argument("--save-every", type=int, default=0, help="also write OUT every N steps (0: only at the end)")
     args = parser.parse_args(argv)
     for name in ("curvature_spread", "accel_spread"):
