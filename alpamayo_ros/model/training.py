@@ -191,6 +191,11 @@ def flow_training_data(x: torch.Tensor, sampler: str = "beta") -> tuple[torch.Te
     return t.to(x.device).view(-1, 1, 1), torch.randn_like(x)
 
 
+def flow_target(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The velocity flow matching regresses: data minus noise (t = 0 is noise, 1 is data)."""
+    return x - noise
+
+
 def token_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module,
                         token_ids: TokenIds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stage 1's split next-token cross-entropy (recipe `sft_base_model.py`).
@@ -241,7 +246,7 @@ def flow_matching_loss(model: AlpamayoR1, cache: DynamicCache, crop: torch.Tenso
     noisy_x = t * x + (1.0 - t) * noise
     context = build_context(model.expert, cache, crop, rope_delta, x.shape[1], causal=causal, visible=crop)
     pred = model.velocity(noisy_x, t, context)
-    return F.mse_loss(pred, x - noise), pred
+    return F.mse_loss(pred, flow_target(x, noise)), pred
 
 
 def training_losses(model: AlpamayoR1, batch: Batch, causal_expert: bool = False, stop_grad_from_vlm: bool = True,
@@ -265,7 +270,7 @@ def training_losses(model: AlpamayoR1, batch: Batch, causal_expert: bool = False
     cache = cropped_cache(cache, batch.crop, stop_grad_from_vlm, flow_draws)
     flow, pred = flow_matching_loss(model, cache, crop, rope_delta.repeat_interleave(flow_draws, 0), x, t, noise,
                                     causal_expert)
-    return Losses(vlm_future=future, vlm_others=others, flow=flow, flow_error=pred - (x - noise))
+    return Losses(vlm_future=future, vlm_others=others, flow=flow, flow_error=pred - flow_target(x, noise))
 
 
 @contextlib.contextmanager

@@ -67,6 +67,7 @@ from alpamayo_ros.model.loading import driver_config, random_model, save_pretrai
 from alpamayo_ros.model.training import (
     TIMESTEP_SAMPLERS,
     flow_matching_loss,
+    flow_target,
     flow_training_data,
     linear_patch_embedding,
     make_batch,
@@ -793,7 +794,7 @@ def train_expert(model, prefixes: list[Prefix], steps: int, batch_size: int, flo
         cache, crop, rope_delta, x = prefix_batch([p for p in chosen for _ in range(flow_draws)])
         t, noise = flow_training_data(x, timestep_sampler)
         loss, pred = flow_matching_loss(model, cache, crop, rope_delta, x, t, noise, causal=False)
-        integral = integral_loss(pred - (x - noise), integral_weights) if any(integral_weights) else 0.0
+        integral = integral_loss(pred - flow_target(x, noise), integral_weights) if any(integral_weights) else 0.0
         optimiser_step(optimiser, loss + integral, parameters)
         total += loss.item()
         bar.set_postfix(flow=f"{loss.item():.3f}")
