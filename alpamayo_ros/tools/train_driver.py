@@ -161,11 +161,14 @@ class SceneProbe(torch.nn.Module):
 
     def __init__(self, width: int, lane: bool = False, pooling: str = "attention", distances: bool = False,
                  far: bool = False, brakes: bool = False, curves: bool = False,
-                 distance_range: float = DISTANCE_RANGE_M) -> None:
+                 distance_range: float = DISTANCE_RANGE_M, distance_scale: float = DISTANCE_SCALE_M) -> None:
         super().__init__()
         if not 0.0 < distance_range <= DISTANCE_RANGE_M:
             raise ValueError(f"scene probe distance range {distance_range} m: within (0, {DISTANCE_RANGE_M:g}]")
+        if not distance_scale > 0.0:
+            raise ValueError(f"scene probe distance scale {distance_scale} m: must be positive")
         self.distance_range = distance_range  # farther stop lines and leads are read as this far (clamped)
+        self.distance_scale = distance_scale  # the distances' unit: an error of this many metres costs 1
         if pooling not in SCENE_POOLINGS:
             raise ValueError(f"scene probe pooling {pooling!r}: one of {SCENE_POOLINGS}")
         self.pooling = pooling  # "mean": every image token's equal share, the simplest read an LM head can make
@@ -202,7 +205,7 @@ class SceneProbe(torch.nn.Module):
     def loss(self, image_embeds: torch.Tensor, examples: list[StoredExample]) -> tuple[torch.Tensor, float]:
         """Cross-entropy of the cause plus the offset's squared error (m^2), plus (with `lane`) the lane
         centre's squared error LANE_AHEAD_M ahead in units of LANE_SCALE_M, plus (with `distances`) the squared
-        error of the distances to the stop line and the lead vehicle in units of DISTANCE_SCALE_M, where there is
+        error of the distances to the stop line and the lead vehicle in units of `distance_scale`, where there is
         one within DISTANCE_RANGE_M (those beyond `distance_range` read as that far), plus (with `far`) the
         squared error of the lane centre's bearing FAR_LANE_M ahead in units of BEARING_SCALE_RAD, clamped to
         BEARING_LIMIT_RAD, plus (with `brakes`) the binary cross-entropy of the lead's brake lights, where a lead
@@ -219,7 +222,7 @@ class SceneProbe(torch.nn.Module):
         if self.distances is not None:
             metres = torch.tensor([e.distances for e in examples], dtype=torch.float32)
             seen = torch.isfinite(metres)  # no stop line or lead within range: no loss
-            target = metres.nan_to_num().clamp(max=self.distance_range) / DISTANCE_SCALE_M
+            target = metres.nan_to_num().clamp(max=self.distance_range) / self.distance_scale
             error = self.read(pooled, "distances") - target
             loss = loss + (error ** 2 * seen).sum() / len(examples)
         if self.far is not None:
@@ -544,7 +547,8 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
           text_layers: int = 3,
           dense_stops: int = 0, dense_curves: int = 0, dense_late: float = 0.0, rolling_stops: int = 0,
           limits: world.ExpertLimits = world.LIMITS, timestep_sampler: str = "beta",
-          scene_distance_range: float = DISTANCE_RANGE_M, integral_weights: tuple[float, float] = (0.0, 0.0)) -> dict:
+          scene_distance_range: float = DISTANCE_RANGE_M, scene_distance_scale: float = DISTANCE_SCALE_M,
+          integral_weights: tuple[float, float] = (0.0, 0.0)) -> dict:
     torch.set_num_threads(threads)
     started = time.perf_counter()
     rendering = dict(offset_share=offset_share, max_offset_m=max_offset_m, late_share=late_share, max_drift=max_drift,
@@ -577,7 +581,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
         ordinal_tokens(model, seed)
     probe = SceneProbe(model.vlm.config.text_config.hidden_size, lane=scene_lane, pooling=scene_pooling,
                        distances=scene_distances, far=scene_far, brakes=scene_brakes, curves=scene_curves,
-                       distance_range=scene_distance_range)
+                       distance_range=scene_distance_range, distance_scale=scene_distance_scale)
     order = np.random.default_rng(seed)
     mirrors = np.random.default_rng([seed, 4])  # its own stream: without mirroring the batches are those of before
     # Drawn in proportion to rarity ** rare_weight; 0: uniformly (p=None, the same batches as before).
@@ -669,6 +673,7 @@ def train(out: Path, steps: int, batch_size: int, drives: int, t0_stride: int, l
               "max_offset_m": max_offset_m, "late_share": late_share, "max_drift": list(max_drift),
               "scene_steps": scene_steps, "scene_weight": scene_weight, "scene_lane": scene_lane,
               "scene_distances": scene_distances, "scene_distance_range": scene_distance_range,
+              "scene_distance_scale": scene_distance_scale,
               "expert_width": expert_width, "vision_width": vision_width,
               "text_layers": text_layers,
               "action_max_freq": action_max_freq,
@@ -851,6 +856,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="m: stop lines and leads farther than this are read as this far, so that the probe's "
                              "squared error weighs the range where the car brakes, not the far road "
                              f"(default {DISTANCE_RANGE_M:g}: every distance recorded)")
+    parser.add_argument("--scene-distance-scale", type=float, default=DISTANCE_SCALE_M,
+                        help="m: the probe's distances are read in these units, so an error of this many metres "
+                             f"costs as much as a wrong lane offset of 1 m (default {DISTANCE_SCALE_M:g}; smaller "
+                             "asks the tower for the line's distance more precisely)")
     parser.add_argument("--scene-far-lane", action=argparse.BooleanOptionalAction, default=False,
                         help="the scene probe also reads the lane centre's bearing 60 and 80 m ahead "
                              "(world.World.lane_bearing): a curve before it begins")
@@ -967,6 +976,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.scene_distance_range <= DISTANCE_RANGE_M or (
             args.scene_distance_range != DISTANCE_RANGE_M and not args.scene_distances):
         parser.error(f"--scene-distance-range must be within (0, {DISTANCE_RANGE_M:g}] m, with --scene-distances")
+    if args.scene_distance_scale <= 0.0 or (args.scene_distance_scale != DISTANCE_SCALE_M and not args.scene_distances):
+        parser.error("--scene-distance-scale must be positive, with --scene-distances")
     if min(args.integral_weight, args.curvature_integral_weight) < 0.0:
         parser.error("--integral-weight and --curvature-integral-weight must be >= 0")
     if args.text_layers < 2:
@@ -981,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
                    late_share=args.late_share, max_drift=(args.max_heading_error, args.max_curvature_error),
                    scene_lane=args.scene_lane, mirror_share=args.mirror_share, scene_pooling=args.scene_pooling,
                    scene_distances=args.scene_distances, expert_width=args.expert_width,
-                   scene_distance_range=args.scene_distance_range,
+                   scene_distance_range=args.scene_distance_range, scene_distance_scale=args.scene_distance_scale,
                    rare_weight=args.rare_weight, expert_steps=args.expert_steps,
                    expert_batch_size=args.expert_batch_size, expert_draws=args.expert_draws, expert_lr=args.expert_lr,
                    frozen_vision=args.frozen_vision, light_futures=args.light_futures,

@@ -92,10 +92,11 @@ def test_the_scene_probe_learns_from_the_vision_tower_and_is_not_saved(tmp_path,
         assert set(saved.keys()) == set(model.state_dict())
 
 
-def test_the_scene_distance_range_reads_farther_stop_lines_as_that_far(tmp_path, monkeypatch):
+def test_the_scene_distance_range_and_scale_set_the_probes_distance_target(tmp_path, monkeypatch):
     """`--scene-distance-range M`: the probe's distance target is the stop line's distance up to M and M beyond
-    it; the default (DISTANCE_RANGE_M, every distance recorded) leaves the target as it was; the option reaches
-    `train` (a range outside (0, DISTANCE_RANGE_M] is refused: below)."""
+    it; `--scene-distance-scale U`: in units of U metres. The defaults (DISTANCE_RANGE_M, every distance
+    recorded; DISTANCE_SCALE_M) leave the target as it was; both options reach `train` (a range outside (0,
+    DISTANCE_RANGE_M] and a scale not above 0 are refused: below)."""
     from alpamayo_ros.tools import train_driver
 
     drive = world.generate("red_light", TRAIN_SEEDS[0])
@@ -118,11 +119,17 @@ def test_the_scene_distance_range_reads_farther_stop_lines_as_that_far(tmp_path,
     assert distance_loss() == pytest.approx(((near / scale) ** 2 + (far / scale) ** 2) / 2, rel=1e-5)
     assert distance_loss(distance_range=middle) == pytest.approx(((near / scale) ** 2 + (middle / scale) ** 2) / 2,
                                                                  rel=1e-5)
+    assert distance_loss(distance_range=middle, distance_scale=5.0) == pytest.approx(
+        ((near / 5.0) ** 2 + (middle / 5.0) ** 2) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="distance range"):
         SceneProbe(128, distances=True, distance_range=0.0)
+    with pytest.raises(ValueError, match="distance scale"):
+        SceneProbe(128, distances=True, distance_scale=0.0)
 
-    assert _train_arguments(monkeypatch, tmp_path)["scene_distance_range"] == DISTANCE_RANGE_M
+    defaults = _train_arguments(monkeypatch, tmp_path)
+    assert (defaults["scene_distance_range"], defaults["scene_distance_scale"]) == (DISTANCE_RANGE_M, scale)
     assert _train_arguments(monkeypatch, tmp_path, "--scene-distance-range", "60")["scene_distance_range"] == 60.0
+    assert _train_arguments(monkeypatch, tmp_path, "--scene-distance-scale", "10")["scene_distance_scale"] == 10.0
 
 
 def _examples_as_tuples(monkeypatch) -> None:
@@ -774,6 +781,7 @@ def test_the_integral_term_weighs_an_error_that_keeps_its_sign_by_the_horizon_s_
     ["--scene-drives", "4", "--scene-steps", "0"], ["--scene-drives", "4", "--rare-weight", "2"],
     ["--visited", "no-such-states.json"], ["--stop-margin", "0"], ["--time-gap", "-1"], ["--text-layers", "1"],
     ["--scene-distance-range", "150"], ["--scene-distance-range", "60", "--no-scene-distances"],
+    ["--scene-distance-scale", "0"], ["--scene-distance-scale", "10", "--no-scene-distances"],
     ["--integral-weight", "-1"], ["--curvature-integral-weight", "-0.1"],
 ])
 def test_options_that_cannot_do_what_they_say_are_refused_before_anything_renders(flags, tmp_path, monkeypatch, capsys):
