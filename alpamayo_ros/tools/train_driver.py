@@ -105,7 +105,7 @@ ROLLING_BACK_M = (0.0, 3.0)  # ... this far behind the expert
 # 30-140 m) counts; the gentle bends before some lights (150-300 m) do not.
 CURVE_CHANGE_PER_M = 0.007
 LANE_SCALE_M = 5.0  # the probe's lane-ahead targets in these units (a 90 m curve is 8.9 m sideways at 40 m)
-DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units
+DISTANCE_SCALE_M = 20.0  # the probe's distances ahead (stop line, lead: 0-100 m) in these units by default
 CURVE_SPEED_SCALE_MPS = 2.0  # the probe's curve speed ahead (7.7 m/s before a 30 m radius, 14 on a straight)
 BEARING_SCALE_RAD = 0.1  # the probe's far-lane bearings in these units (curve_left 0 from 35 m ahead: 0.11 rad at 80 m)
 BEARING_LIMIT_RAD = 0.5  # ... clamped to this: the onset of a curve is what it is for; deeper in, the near lane says
@@ -976,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.scene_distance_range <= DISTANCE_RANGE_M or (
             args.scene_distance_range != DISTANCE_RANGE_M and not args.scene_distances):
         parser.error(f"--scene-distance-range must be within (0, {DISTANCE_RANGE_M:g}] m, with --scene-distances")
-    if args.scene_distance_scale <= 0.0 or (args.scene_distance_scale != DISTANCE_SCALE_M and not args.scene_distances):
+    if not args.scene_distance_scale > 0.0 or (args.scene_distance_scale != DISTANCE_SCALE_M and not args.scene_distances):
         parser.error("--scene-distance-scale must be positive, with --scene-distances")
     if min(args.integral_weight, args.curvature_integral_weight) < 0.0:
         parser.error("--integral-weight and --curvature-integral-weight must be >= 0")
